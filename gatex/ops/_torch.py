@@ -1,0 +1,109 @@
+"""Helpers that turn an op spec's ``impl`` into a `gatex::` torch custom op.
+
+``torch.library.custom_op`` + ``register_fake`` keep each op one node under ``torch.export``;
+``register_autograd`` differentiates ``impl`` itself (recomputed in backward), so every op
+trains without a hand-written backward that could drift from the forward.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def compute_in_fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run ``fn`` in fp32 when the first tensor is fp16/bf16, rounding once at the end.
+
+    This is what upstream GoLU's CUDA kernel does, and it keeps the hazards of OPS.md (inner
+    exponents, inf/inf) out of the low-precision range.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> torch.Tensor:
+        first = next(a for a in args if isinstance(a, torch.Tensor))
+        if first.dtype not in LOW_PRECISION:
+            return fn(*args, **kwargs)
+        up = [a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+              for a in args]
+        up_kw = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                 for k, v in kwargs.items()}
+        return fn(*up, **up_kw).to(first.dtype)
+
+    return wrapper
+
+
+def _elementwise_fake(*args: Any) -> torch.Tensor:
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors[:2])) if len(tensors) > 1 \
+        else tensors[0].shape
+    return tensors[0].new_empty(shape)
+
+
+def define_op(
+    torch_name: str,
+    schema: str,
+    impl: Callable[..., torch.Tensor],
+    *,
+    param_names: Sequence[str],
+    n_inputs: int,
+    fake: Callable[..., torch.Tensor] | None = None,
+) -> Any:
+    """Register ``gatex::<torch_name>`` with ``schema``; positional args are inputs then params.
+
+    ``impl`` is called as ``impl(*inputs, **params)``. The result is a fresh tensor (custom ops
+    must not alias their inputs).
+    """
+
+    def forward(*args: Any) -> torch.Tensor:
+        inputs, params = args[:n_inputs], dict(zip(param_names, args[n_inputs:]))
+        out = impl(*inputs, **params)
+        return out.clone() if any(out is a for a in args) else out
+
+    op = torch.library.custom_op(f"gatex::{torch_name}", forward, mutates_args=(), schema=schema)
+    op.register_fake(fake or _elementwise_fake)
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        is_tensor = [isinstance(a, torch.Tensor) for a in inputs]
+        ctx.is_tensor = is_tensor
+        ctx.others = [None if t else a for a, t in zip(inputs, is_tensor)]
+        ctx.save_for_backward(*(a for a, t in zip(inputs, is_tensor) if t))
+
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        saved = iter(ctx.saved_tensors)
+        args: list[Any] = []
+        wanted: list[int] = []
+        for i, (t, other) in enumerate(zip(ctx.is_tensor, ctx.others)):
+            if not t:
+                args.append(other)
+                continue
+            a = next(saved).detach()
+            if ctx.needs_input_grad[i] and a.is_floating_point():
+                a.requires_grad_(True)
+                wanted.append(i)
+            args.append(a)
+        grads: list[Any] = [None] * len(args)
+        if wanted:
+            with torch.enable_grad():
+                out = forward(*args)
+                got = torch.autograd.grad(out, [args[i] for i in wanted], grad, allow_unused=True)
+            for i, g in zip(wanted, got):
+                grads[i] = torch.zeros_like(args[i]) if g is None else g
+        return tuple(grads)
+
+    op.register_autograd(backward, setup_context=setup_context)
+    return op
+
+
+def publish(spec: Any, schema: str, *, fake: Callable[..., torch.Tensor] | None = None) -> Any:
+    """Register ``spec`` in the global registry and define its torch custom op from ``schema``."""
+    from gatex.ops.registry import REGISTRY
+
+    REGISTRY.register(spec)
+    define_op(spec.torch_name, schema, spec.impl, param_names=[p.name for p in spec.params],
+              n_inputs=len(spec.inputs), fake=fake)
+    return spec

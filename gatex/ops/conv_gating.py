@@ -1,0 +1,161 @@
+"""Channel gating (CGConv2d) and precision gating (PGConv2d), upstream cornell-zhang/dnn-gating.
+
+Both compute a cheap partial convolution, gate each output element on it, and add a second
+convolution where the gate is on. No standard runtime skips the gated-off work: a dense
+lowering costs two convolutions (real savings need a custom kernel).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from gatex.ops._torch import compute_in_fp32, publish
+from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param
+
+SOURCE = "https://github.com/cornell-zhang/dnn-gating utils/"
+BN_EPS = 1e-5
+PG_EPS = 1e-7
+
+CONV_PARAMS = (
+    Param("stride", (1, 1), "convolution stride (h, w)", kind=tuple),
+    Param("padding", (0, 0), "zero padding (h, w)", kind=tuple),
+    Param("dilation", (1, 1), "dilation (h, w)", kind=tuple),
+    Param("groups", 1, "convolution groups", lo=1, kind=int),
+)
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+          dilation: Sequence[int], groups: int) -> torch.Tensor:
+    return F.conv2d(x, w, None, tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+def _conv_fake(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int],
+               padding: Sequence[int], dilation: Sequence[int]) -> torch.Tensor:
+    k = weight.shape[-2:]
+    hw = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1
+          for i in range(2)]
+    return x.new_empty((x.shape[0], weight.shape[0], *hw))
+
+
+def fold_cg_threshold(threshold: torch.Tensor, running_mean: torch.Tensor,
+                      running_var: torch.Tensor, eps: float = BN_EPS) -> torch.Tensor:
+    """Per-channel raw threshold T_c = mean_c + threshold_c * sqrt(var_c + eps), shape (C,).
+
+    BN_eval(Yp) > threshold  <=>  Yp > T  (BatchNorm2d affine=False, running statistics).
+    """
+    return running_mean + threshold.reshape(-1) * torch.sqrt(running_var + eps)
+
+
+def cg_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                        threshold: torch.Tensor, *, stride=(1, 1), padding=(0, 0),
+                        dilation=(1, 1), groups: int = 1) -> torch.Tensor:
+    """Yp = conv(x, W*M); out = Yp + 1[Yp > T] * conv(x, W*(1-M)), T the folded threshold (C,)."""
+    partial = _conv(x, weight * mask, stride, padding, dilation, groups)
+    rest = _conv(x, weight * (1 - mask), stride, padding, dilation, groups)
+    gate = (partial > threshold.reshape(1, -1, 1, 1)).to(partial.dtype)
+    return partial + gate * rest
+
+
+def _cg_fake(x, weight, mask, threshold, stride, padding, dilation, groups):
+    return _conv_fake(x, weight, stride, padding, dilation)
+
+
+CG_CONV2D = publish(OpSpec(
+    name="CGConv2d", torch_name="cg_conv2d", family="conv_gating",
+    summary="Channel gating: a partial sum over the first C_in/p input channels decides per "
+            "output element whether the rest of the channels are added.",
+    formula="Yp = conv(x, W*M); out = Yp + 1[Yp > T] * conv(x, W*(1-M)); "
+            "T = bn_mean + threshold * sqrt(bn_var + 1e-5)",
+    source=SOURCE + "cg_utils.py (CGConv2d)",
+    inputs=("x", "weight", "mask", "threshold"), params=CONV_PARAMS,
+    reference=cg_conv2d_reference, impl=compute_in_fp32(cg_conv2d_reference),
+    elementwise=False, tolerances=REDUCTION_TOLERANCES,
+    hazards="The gate is a hard threshold: an output within rounding of T may flip between "
+            "backends, so parity of CG models is judged per element on the ungated sum.",
+), "(Tensor x, Tensor weight, Tensor mask, Tensor threshold, int[2] stride=[1, 1], "
+   "int[2] padding=[0, 0], int[2] dilation=[1, 1], int groups=1) -> Tensor", fake=_cg_fake)
+
+
+def _scale(t: torch.Tensor, scale: float | None) -> torch.Tensor:
+    # upstream: max|t| over the whole tensor (so over the batch) + 1e-7, recomputed per call
+    return torch.amax(torch.abs(t)) + PG_EPS if scale is None else t.new_tensor(scale)
+
+
+def quantize(t: torch.Tensor, bits: int, scale: float | None = None) -> torch.Tensor:
+    """Upstream TorchQuantize: identity at 0 bits, sign at 1 bit, else sign-magnitude Q_b.
+
+    Q_b(t) = sign(t) s round(clamp(|t|/s, 0, 1) (2^b - 1)) / (2^b - 1), s = max|t| + 1e-7.
+    """
+    if bits == 0:
+        return t
+    if bits == 1:
+        return torch.round((torch.clamp(t, -1.0, 1.0) + 1.0) / 2.0) * 2.0 - 1.0
+    s = _scale(t, scale)
+    levels = 2.0 ** bits - 1.0
+    return torch.sign(t) * s * torch.round(torch.clamp(torch.abs(t) / s, 0.0, 1.0) * levels) / levels
+
+
+def truncate(t: torch.Tensor, bits: int, msb_bits: int, scale: float | None = None) -> torch.Tensor:
+    """Upstream TorchTruncate: quantise to ``bits`` then keep the ``msb_bits`` most significant."""
+    s = _scale(t, scale)
+    levels = 2.0 ** bits - 1.0
+    drop = 2.0 ** (bits - msb_bits)
+    q = torch.round(torch.clamp(torch.abs(t) / s, 0.0, 1.0) * levels)
+    return torch.sign(t) * s * (torch.floor(q / drop) * drop) / levels
+
+
+def pg_weight(weight: torch.Tensor, wbits: int) -> torch.Tensor:
+    """Q_w(W) with upstream's binary rescale sqrt(1 / (k^2 C_in)) at 1 bit."""
+    q = quantize(weight, wbits)
+    if wbits == 1:
+        q = q * math.sqrt(1.0 / (weight.shape[-1] ** 2 * weight.shape[1]))
+    return q
+
+
+def pg_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, threshold: torch.Tensor, *,
+                        wbits: int = 8, abits: int = 8, pred_bits: int = 4,
+                        act_scale: float | None = None, stride=(1, 1), padding=(0, 0),
+                        dilation=(1, 1), groups: int = 1) -> torch.Tensor:
+    """O_msb = conv(T(x), Q_w(W)); out = O_msb + 1[O_msb > threshold] conv(Q_a(x) - T(x), Q_w(W))."""
+    w = pg_weight(weight, wbits)
+    msb = truncate(x, abits, pred_bits, act_scale)
+    out_msb = _conv(x=msb, w=w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    gate = (out_msb > threshold.reshape(1, -1, 1, 1)).to(out_msb.dtype)
+    lsb = quantize(x, abits, act_scale) - msb
+    return out_msb + gate * _conv(lsb, w, stride, padding, dilation, groups)
+
+
+def _pg_fake(x, weight, threshold, wbits, abits, pred_bits, act_scale, stride, padding,
+             dilation, groups):
+    return _conv_fake(x, weight, stride, padding, dilation)
+
+
+PG_CONV2D = publish(OpSpec(
+    name="PGConv2d", torch_name="pg_conv2d", family="conv_gating",
+    summary="Precision gating: a convolution on the pred_bits most significant activation bits "
+            "decides per output element whether the low bits are added.",
+    formula="O_msb = conv(T(x), Q_w(W)); out = O_msb + 1[O_msb > threshold] * "
+            "conv(Q_a(x) - T(x), Q_w(W))",
+    source=SOURCE + "pg_utils.py (PGConv2d)",
+    inputs=("x", "weight", "threshold"),
+    params=(
+        Param("wbits", 8, "weight bits (0: float, 1: binary)", lo=0, hi=16, kind=int),
+        Param("abits", 8, "activation bits", lo=2, hi=16, kind=int),
+        Param("pred_bits", 4, "most significant activation bits used to predict", lo=1, hi=15,
+              kind=int),
+        Param("act_scale", None, "fixed activation scale (calibrated); None: max|x| of the "
+              "batch, as upstream", lo=0.0),
+        *CONV_PARAMS,
+    ),
+    reference=pg_conv2d_reference, impl=compute_in_fp32(pg_conv2d_reference),
+    elementwise=False, tolerances=REDUCTION_TOLERANCES,
+    hazards="The activation scale is max|x| over the whole batch: one sample's output depends "
+            "on the others unless act_scale is fixed (calibrated) or the batch is 1. Rounding "
+            "to levels and the hard gate can flip between backends near a boundary.",
+), "(Tensor x, Tensor weight, Tensor threshold, int wbits=8, int abits=8, int pred_bits=4, "
+   "float? act_scale=None, int[2] stride=[1, 1], int[2] padding=[0, 0], int[2] dilation=[1, 1], "
+   "int groups=1) -> Tensor", fake=_pg_fake)

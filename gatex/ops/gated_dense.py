@@ -1,0 +1,52 @@
+"""GatedDense (upstream royk1/gated-bert-pruning, Keras): y = act(x (K * G) + b).
+
+K is the kernel in Keras layout (in, out), the transpose of torch ``Linear.weight``; G is a
+frozen 0/1 tensor of K's shape written by the pruning method. Inference folds W = K * G.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+
+from gatex.ops._torch import compute_in_fp32, publish
+from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param
+
+ACTIVATIONS: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] = MappingProxyType({
+    "linear": lambda t: t,
+    "relu": torch.relu,
+    "gelu": lambda t: F.gelu(t),          # keras.activations.gelu(approximate=False)
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "swish": F.silu,
+})
+
+
+def gated_dense_reference(x: torch.Tensor, kernel: torch.Tensor, gates: torch.Tensor,
+                          bias: torch.Tensor | None = None, *,
+                          activation: str = "linear") -> torch.Tensor:
+    y = x @ (kernel * gates)
+    if bias is not None:
+        y = y + bias
+    return ACTIVATIONS[activation](y)
+
+
+def _fake(x, kernel, gates, bias, activation):
+    return x.new_empty((*x.shape[:-1], kernel.shape[1]))
+
+
+GATED_DENSE = publish(OpSpec(
+    name="GatedDense", torch_name="gated_dense", family="gated_dense",
+    summary="Dense layer whose kernel is multiplied by a frozen 0/1 pruning gate tensor.",
+    formula="act(x @ (kernel * gates) + bias)   (kernel, gates: (in, out), Keras layout)",
+    source="https://github.com/royk1/gated-bert-pruning (GatedDense)",
+    inputs=("x", "kernel", "gates", "bias"), optional_inputs=("bias",),
+    params=(Param("activation", "linear", "Keras activation name", choices=tuple(ACTIVATIONS),
+                  kind=str),),
+    reference=gated_dense_reference, impl=compute_in_fp32(gated_dense_reference),
+    elementwise=False, tolerances=REDUCTION_TOLERANCES,
+), "(Tensor x, Tensor kernel, Tensor gates, Tensor? bias, str activation='linear') -> Tensor",
+   fake=_fake)

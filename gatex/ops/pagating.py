@@ -1,0 +1,122 @@
+"""The paGating family (upstream guglxni/paGating): y = V(v) * (alpha * g(u) + (1 - alpha)).
+
+``v = value_proj(x)`` and ``u = gate_proj(x)`` come from two linear projections in the module;
+the op is the elementwise mix. ``alpha`` is a tensor input (scalar, or broadcastable per
+channel) so learnable alphas train through the op and folded alphas export as constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+
+from gatex.ops._torch import compute_in_fp32, publish
+from gatex.ops.golu import golu_impl, golu_reference
+from gatex.ops.spec import OpSpec, Param
+from gatex.ops.zilu import arctan_approx_impl, arctan_impl
+
+SOURCE = "https://github.com/guglxni/paGating paGating/"
+ALPHA = Param("alpha", 0.5, "mix between the plain gate (1) and no gate (0)", lo=0.0, hi=1.0,
+              learnable=True)
+
+Gate = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _mish(u: torch.Tensor) -> torch.Tensor:
+    # upstream: u * tanh(softplus(u)) with torch's softplus threshold 20
+    return u * torch.tanh(F.softplus(u, beta=1.0, threshold=20.0))
+
+
+GATES: Mapping[str, Gate] = MappingProxyType({
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "gelu": lambda u: F.gelu(u),
+    "gelu_tanh": lambda u: F.gelu(u, approximate="tanh"),
+    "mish": _mish,
+    "silu": lambda u: u * torch.sigmoid(u),
+    "softsign": F.softsign,
+    "golu": lambda u: golu_impl(u),
+    "arctan": lambda u: arctan_impl(u),
+    "arctan_approx": lambda u: arctan_approx_impl(u),
+})
+"""Gates a generic `paUnit` may name; each is elementwise and safe in fp32."""
+
+GATE_REFERENCES: Mapping[str, Gate] = MappingProxyType({
+    **GATES, "golu": lambda u: golu_reference(u),
+})
+
+
+def _mix(value: torch.Tensor, gate: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    return value * (alpha * gate + (1 - alpha))
+
+
+def _unit(name: str, torch_name: str, value_fn: Gate, gate_fn: Gate, gate_text: str,
+          value_text: str = "v", note: str = "") -> OpSpec:
+    def reference(v: torch.Tensor, u: torch.Tensor, *, alpha: torch.Tensor | float = 0.5):
+        return _mix(value_fn(v), gate_fn(u), alpha)
+
+    reference.__doc__ = f"{value_text} * (alpha * {gate_text} + (1 - alpha))"
+    impl = compute_in_fp32(reference)
+    return publish(OpSpec(
+        name=name, torch_name=torch_name, family="pagating",
+        summary=f"paGating unit with gate {gate_text}." + (f" {note}" if note else ""),
+        formula=f"{value_text} * (alpha * {gate_text} + (1 - alpha))",
+        source=SOURCE + name + ".py", inputs=("v", "u"), params=(ALPHA,),
+        reference=reference, impl=impl,
+    ), "(Tensor v, Tensor u, Tensor alpha) -> Tensor")
+
+
+def _identity(v: torch.Tensor) -> torch.Tensor:
+    return v
+
+
+PAGLU = _unit("paGLU", "paglu", _identity, torch.sigmoid, "sigmoid(u)")
+PAGTU = _unit("paGTU", "pagtu", torch.tanh, torch.tanh, "tanh(u)", value_text="tanh(v)",
+              note="Upstream builds GateNorm for paGTU but never applies it.")
+PAREGLU = _unit("paReGLU", "pareglu", _identity, torch.relu, "relu(u)")
+PAGELU = _unit("paGELU", "pagelu", _identity, GATES["gelu"], "gelu_erf(u)",
+               note="Exact erf GELU; upstream's `approximate` flag has no effect.")
+PAMISHU = _unit("paMishU", "pamishu", _identity, _mish, "u * tanh(softplus(u))",
+                note="softplus threshold 20, as torch's default.")
+PASILU = _unit("paSiLU", "pasilu", _identity, GATES["silu"], "u * sigmoid(u)")
+
+
+def paswishu_reference(v: torch.Tensor, u: torch.Tensor, *, alpha: torch.Tensor | float = 0.5,
+                       beta: float = 1.0) -> torch.Tensor:
+    return _mix(v, u * torch.sigmoid(beta * u), alpha)
+
+
+PASWISHU = publish(OpSpec(
+    name="paSwishU", torch_name="paswishu", family="pagating",
+    summary="paGating unit with a Swish gate; beta is a constructor float, not in the state_dict.",
+    formula="v * (alpha * u * sigmoid(beta * u) + (1 - alpha))",
+    source=SOURCE + "paSwishU.py", inputs=("v", "u"),
+    params=(ALPHA, Param("beta", 1.0, "Swish sharpness")),
+    reference=paswishu_reference, impl=compute_in_fp32(paswishu_reference),
+), "(Tensor v, Tensor u, Tensor alpha, float beta=1.0) -> Tensor")
+
+
+def paunit_reference(v: torch.Tensor, u: torch.Tensor, *, alpha: torch.Tensor | float = 0.5,
+                     gate: str = "sigmoid") -> torch.Tensor:
+    return _mix(v, GATE_REFERENCES[gate](u), alpha)
+
+
+@compute_in_fp32
+def paunit_impl(v: torch.Tensor, u: torch.Tensor, *, alpha: torch.Tensor | float = 0.5,
+                gate: str = "sigmoid") -> torch.Tensor:
+    return _mix(v, GATES[gate](u), alpha)
+
+
+PAUNIT = publish(OpSpec(
+    name="paUnit", torch_name="paunit", family="pagating",
+    summary="Generic paGating unit: the gate is named from gatex.ops.pagating.GATES (a module "
+            "may also take any torch callable, which then runs as plain torch ops).",
+    formula="v * (alpha * gate(u) + (1 - alpha))",
+    source=SOURCE + "base.py (paGatingBase, activation_fn)", inputs=("v", "u"),
+    params=(ALPHA, Param("gate", "sigmoid", "gate name", choices=tuple(GATES), kind=str)),
+    reference=paunit_reference, impl=paunit_impl,
+), "(Tensor v, Tensor u, Tensor alpha, str gate='sigmoid') -> Tensor")

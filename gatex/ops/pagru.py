@@ -1,0 +1,52 @@
+"""PaGRUCell (upstream guglxni/paGating ``paGating/paGRU.py``): a GRU cell with scaled gates.
+
+r = sigmoid(a_r (gi_r + gh_r)); z = sigmoid(a_z (gi_z + gh_z));
+n = tanh(a_h (gi_n + r * gh_n)); h' = (1 - z) * n + z * h
+with gi = W_ih x + b_ih, gh = W_hh h + b_hh (nn.GRUCell layout, gate order r, z, n).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gatex.ops._torch import compute_in_fp32, publish
+from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param
+
+
+def pagru_cell_reference(x: torch.Tensor, h: torch.Tensor, weight_ih: torch.Tensor,
+                         weight_hh: torch.Tensor, bias_ih: torch.Tensor | None = None,
+                         bias_hh: torch.Tensor | None = None, *,
+                         alpha_r: torch.Tensor | float = 1.0, alpha_z: torch.Tensor | float = 1.0,
+                         alpha_h: torch.Tensor | float = 1.0) -> torch.Tensor:
+    gi_r, gi_z, gi_n = F.linear(x, weight_ih, bias_ih).chunk(3, -1)
+    gh_r, gh_z, gh_n = F.linear(h, weight_hh, bias_hh).chunk(3, -1)
+    r = torch.sigmoid(alpha_r * (gi_r + gh_r))
+    z = torch.sigmoid(alpha_z * (gi_z + gh_z))
+    n = torch.tanh(alpha_h * (gi_n + r * gh_n))
+    return (1 - z) * n + z * h
+
+
+def _fake(x, h, weight_ih, weight_hh, bias_ih, bias_hh, alpha_r, alpha_z, alpha_h):
+    return h.new_empty(h.shape)
+
+
+def _alpha(name: str, gate: str) -> Param:
+    return Param(name, 1.0, f"scale of the {gate} gate's pre-activation (1 gives nn.GRUCell)",
+                 learnable=True)
+
+
+PAGRU_CELL = publish(OpSpec(
+    name="PaGRUCell", torch_name="pagru_cell", family="pagru",
+    summary="GRU cell whose reset, update and candidate pre-activations are scaled by alphas; "
+            "one step, hidden state in and out.",
+    formula="r = sig(a_r(gi_r+gh_r)); z = sig(a_z(gi_z+gh_z)); n = tanh(a_h(gi_n + r*gh_n)); "
+            "h' = (1-z)*n + z*h",
+    source="https://github.com/guglxni/paGating paGating/paGRU.py (PaGRUCell)",
+    inputs=("x", "h", "weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+    optional_inputs=("bias_ih", "bias_hh"),
+    params=(_alpha("alpha_r", "reset"), _alpha("alpha_z", "update"), _alpha("alpha_h", "candidate")),
+    reference=pagru_cell_reference, impl=compute_in_fp32(pagru_cell_reference),
+    elementwise=False, tolerances=REDUCTION_TOLERANCES,
+), "(Tensor x, Tensor h, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+   "Tensor alpha_r, Tensor alpha_z, Tensor alpha_h) -> Tensor", fake=_fake)
