@@ -110,6 +110,8 @@ class Param:
         return value
 
     def range_text(self) -> str:
+        if self.kind is tuple:
+            return "tuple of int"
         if self.choices:
             return "{" + ", ".join(self.choices) + "}"
         lo = "-inf" if self.lo is None else f"{self.lo:g}"

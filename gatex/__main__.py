@@ -1,0 +1,8 @@
+"""``python -m gatex``: the same entry point as the ``gatex`` console script."""
+
+from __future__ import annotations
+
+from gatex.cli import main
+
+if __name__ == "__main__":
+    main()

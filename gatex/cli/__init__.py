@@ -1,0 +1,134 @@
+"""The ``gatex`` command line: a Typer app, one module per command, no logic of its own.
+
+Every command composes the library. A `gatex.errors.GatexError` raised anywhere below a command
+becomes one line on stderr (``error: <message>``) and the error's exit code; anything else is a
+bug in gatex and becomes one line and exit code 1 (``GATEX_DEBUG=1`` adds the traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from gatex.cli import doctor, units
+from gatex.errors import (
+    EXIT_BACKEND_UNAVAILABLE,
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    GatexError,
+)
+
+DEBUG_ENV = "GATEX_DEBUG"
+EXIT_INTERNAL_ERROR = 1  # a bug in gatex: the generic failure code, as an uncaught exception gives
+
+EXIT_CODES_EPILOG = (
+    f"Exit codes: {EXIT_OK} ok, {EXIT_CHECK_FAILED} check failed, {EXIT_BAD_INPUT} bad input "
+    f"(unknown name, bad value or file, bad option), "
+    f"{EXIT_BACKEND_UNAVAILABLE} backend unavailable. "
+    f"Errors print one line on stderr; set {DEBUG_ENV}=1 to add the traceback."
+)
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no message)"
+
+
+def report_error(err: BaseException, *, bug: bool = False) -> None:
+    """Print ``err`` as one stderr line (traceback first when debugging); the caller exits."""
+    if _debugging():
+        traceback.print_exception(err, file=sys.stderr)
+    if bug:
+        line = (f"error: internal error, this is a bug in gatex ({type(err).__name__}: "
+                f"{_one_line(str(err))}); please report it, and rerun with {DEBUG_ENV}=1 "
+                "for the traceback")
+    else:
+        line = f"error: {_one_line(str(err))}"
+    typer.echo(line, err=True)
+
+
+class GatexGroup(TyperGroup):
+    """The app's command group: turns a `GatexError` from any command into one line + exit code.
+
+    Handling it here (not only in `main`) keeps in-process runs (``CliRunner``) and the console
+    script identical.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GatexError as err:
+            report_error(err)
+            raise typer.Exit(err.exit_code) from None
+
+
+app = typer.Typer(
+    name="gatex",
+    cls=GatexGroup,
+    help="Deploy PyTorch models built with gated units (paGLU family, PaGRUCell, GoLU, "
+         "ZiLU family, GatedDense, CGConv2d, PGConv2d) to ONNX, CoreML and TensorRT, "
+         "with parity checks.",
+    epilog=EXIT_CODES_EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gatex {gatex_version()}")
+        raise typer.Exit(EXIT_OK)
+
+
+def gatex_version() -> str:
+    """``gatex.__version__``; the installed distribution's version if the package lacks one."""
+    import gatex
+
+    if hasattr(gatex, "__version__"):
+        return str(gatex.__version__)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gatex")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print gatex's version and exit.",
+    )] = False,
+) -> None:
+    """Options that apply to every command (the app's help= text is what --help shows)."""
+
+
+app.command("units", epilog=EXIT_CODES_EPILOG)(units.units)
+app.command("doctor", epilog=EXIT_CODES_EPILOG)(doctor.doctor)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: run the app; never let a traceback reach the user unasked."""
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="gatex")
+    except GatexError as err:  # raised outside a command (e.g. while parsing options)
+        report_error(err)
+        sys.exit(err.exit_code)
+    except Exception as err:  # noqa: BLE001  (anything else is a gatex bug: say so in one line)
+        report_error(err, bug=True)
+        sys.exit(EXIT_INTERNAL_ERROR)
+
+
+__all__ = ["EXIT_CODES_EPILOG", "app", "main"]
