@@ -80,3 +80,11 @@ def test_retraining_reproduces_shipped_weights(tmp_path) -> None:
         x, y = zoo.held_out()
         assert np.array_equal(fresh_split["x"], x.numpy())
         assert np.array_equal(fresh_split["y"], y.numpy())
+
+
+def test_readme_zoo_table_matches_shipped_metadata() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("<!-- zoo-table -->\n", 1)[1].split("\n<!-- /zoo-table -->", 1)[0]
+    assert table == zoo.markdown_table()

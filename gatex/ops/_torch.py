@@ -17,7 +17,8 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def compute_in_fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Run ``fn`` in fp32 when the first tensor is fp16/bf16, rounding once at the end.
+    """Run ``fn`` in fp32 when the first tensor is fp16/bf16, rounding once at the end; the result
+    has the first tensor's dtype.
 
     This is what upstream GoLU's CUDA kernel does, and it keeps the hazards of OPS.md (inner
     exponents, inf/inf) out of the low-precision range.
@@ -27,7 +28,9 @@ def compute_in_fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tens
     def wrapper(*args: Any, **kwargs: Any) -> torch.Tensor:
         first = next(a for a in args if isinstance(a, torch.Tensor))
         if first.dtype not in LOW_PRECISION:
-            return fn(*args, **kwargs)
+            # the output dtype is always the first input's (as the fake kernels say), also when
+            # a per-channel parameter of another float dtype would promote it
+            return fn(*args, **kwargs).to(first.dtype)
         up = [a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
               for a in args]
         up_kw = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
@@ -38,10 +41,10 @@ def compute_in_fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tens
 
 
 def _elementwise_fake(*args: Any) -> torch.Tensor:
+    # every tensor argument broadcasts (alpha or sigma may carry dims the inputs lack); the
+    # dtype is the first input's (`compute_in_fp32`)
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    shape = torch.broadcast_shapes(*(t.shape for t in tensors[:2])) if len(tensors) > 1 \
-        else tensors[0].shape
-    return tensors[0].new_empty(shape)
+    return tensors[0].new_empty(torch.broadcast_shapes(*(t.shape for t in tensors)))
 
 
 def define_op(

@@ -60,7 +60,9 @@ def cg_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tenso
     return partial + gate * rest
 
 
-def _cg_fake(x, weight, mask, threshold, stride, padding, dilation, groups):
+# torch leaves arguments equal to their schema default out of the call to a fake: give defaults
+def _cg_fake(x, weight, mask, threshold, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+             groups=1):
     return _conv_fake(x, weight, stride, padding, dilation)
 
 
@@ -108,11 +110,14 @@ def truncate(t: torch.Tensor, bits: int, msb_bits: int, scale: float | None = No
     return torch.sign(t) * s * (torch.floor(q / drop) * drop) / levels
 
 
-def pg_weight(weight: torch.Tensor, wbits: int) -> torch.Tensor:
-    """Q_w(W) with upstream's binary rescale sqrt(1 / (k^2 C_in)) at 1 bit."""
+def pg_weight(weight: torch.Tensor, wbits: int, groups: int = 1) -> torch.Tensor:
+    """Q_w(W) with upstream's binary rescale sqrt(1 / (k^2 C_in)) at 1 bit.
+
+    Upstream uses the layer's in_channels, which is the weight's C_in/groups times groups.
+    """
     q = quantize(weight, wbits)
     if wbits == 1:
-        q = q * math.sqrt(1.0 / (weight.shape[-1] ** 2 * weight.shape[1]))
+        q = q * math.sqrt(1.0 / (weight.shape[-1] ** 2 * weight.shape[1] * groups))
     return q
 
 
@@ -121,7 +126,7 @@ def pg_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, threshold: torch.
                         act_scale: float | None = None, stride=(1, 1), padding=(0, 0),
                         dilation=(1, 1), groups: int = 1) -> torch.Tensor:
     """O_msb = conv(T(x), Q_w(W)); out = O_msb + 1[O_msb > threshold] conv(Q_a(x) - T(x), Q_w(W))."""
-    w = pg_weight(weight, wbits)
+    w = pg_weight(weight, wbits, groups)
     msb = truncate(x, abits, pred_bits, act_scale)
     out_msb = _conv(x=msb, w=w, stride=stride, padding=padding, dilation=dilation, groups=groups)
     gate = (out_msb > threshold.reshape(1, -1, 1, 1)).to(out_msb.dtype)
@@ -129,8 +134,8 @@ def pg_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, threshold: torch.
     return out_msb + gate * _conv(lsb, w, stride, padding, dilation, groups)
 
 
-def _pg_fake(x, weight, threshold, wbits, abits, pred_bits, act_scale, stride, padding,
-             dilation, groups):
+def _pg_fake(x, weight, threshold, wbits=8, abits=8, pred_bits=4, act_scale=None,
+             stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
     return _conv_fake(x, weight, stride, padding, dilation)
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from gatex.ops._torch import compute_in_fp32, publish
 from gatex.ops.spec import OpSpec, Param
 
-# exp(80) = 5.5e34 is finite in fp32 and already makes the gate exactly 0 for beta >= 1e-30;
-# clamping keeps exp(-gamma x) from overflowing to inf (which is NaN once multiplied by 0).
+# The gate is exp(-beta e^{-gamma x}) = exp(-e^t), t = log(beta) - gamma x. Clamping t keeps
+# e^t finite (an inf there is NaN once multiplied by 0, also in the backward) for every beta;
+# exp(80) = 5.5e34 already makes the gate exactly 0 in fp32 and fp64. (Clamping -gamma x alone
+# is wrong for beta < 1e-30, and beta * inner overflows the backward for beta > 1 near x = max.)
 INNER_EXP_CLAMP = 80.0
+# -gamma x is clamped first so log(0) + inf cannot make a NaN; log(beta) >= -745 for every
+# float beta > 0, so t still reaches INNER_EXP_CLAMP wherever the true gate is 0.
+GAMMA_X_CLAMP = 1000.0
 
 
 def golu_reference(x: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0,
@@ -21,9 +28,12 @@ def golu_reference(x: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0,
 @compute_in_fp32
 def golu_impl(x: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0,
               gamma: float = 1.0) -> torch.Tensor:
-    """GoLU with the inner exponent clamped (no inf, no 0 * inf), low precision in fp32."""
-    inner = torch.exp(torch.clamp(-gamma * x, max=INNER_EXP_CLAMP))
-    return alpha * x * torch.exp(-beta * inner)
+    """GoLU as alpha x exp(-exp(log(beta) - gamma x)), the exponent clamped (no inf, no 0 * inf),
+    low precision in fp32; beta = 0 gives log(beta) = -inf, gate 1."""
+    log_beta = torch.log(beta) if isinstance(beta, torch.Tensor) else (
+        math.log(beta) if beta > 0 else -math.inf)
+    t = torch.clamp(torch.clamp(-gamma * x, max=GAMMA_X_CLAMP) + log_beta, max=INNER_EXP_CLAMP)
+    return alpha * x * torch.exp(-torch.exp(t))
 
 
 GOLU = publish(OpSpec(
@@ -41,6 +51,7 @@ GOLU = publish(OpSpec(
     ),
     reference=golu_reference,
     impl=golu_impl,
-    hazards="exp(-gamma x) overflows fp16 for x < -11.09/gamma: impl computes in fp32 with the "
-            f"inner exponent clamped at {INNER_EXP_CLAMP:g}.",
+    hazards="exp(-gamma x) overflows fp16 for x < -11.09/gamma: impl computes in fp32 as "
+            "exp(-exp(t)), t = log(beta) - gamma x clamped at "
+            f"{INNER_EXP_CLAMP:g} (right for every beta >= 0, also in the backward).",
 ), "(Tensor x, float alpha=1.0, float beta=1.0, float gamma=1.0) -> Tensor")

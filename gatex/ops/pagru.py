@@ -28,7 +28,11 @@ def pagru_cell_reference(x: torch.Tensor, h: torch.Tensor, weight_ih: torch.Tens
 
 
 def _fake(x, h, weight_ih, weight_hh, bias_ih, bias_hh, alpha_r, alpha_z, alpha_h):
-    return h.new_empty(h.shape)
+    # gates have x's leading dims and H = weight_hh.shape[1] features; they broadcast with h
+    # (and the alphas); the dtype is x's, as `compute_in_fp32` returns it
+    gates = (*x.shape[:-1], weight_hh.shape[1])
+    shape = torch.broadcast_shapes(gates, h.shape, alpha_r.shape, alpha_z.shape, alpha_h.shape)
+    return x.new_empty(shape)
 
 
 def _alpha(name: str, gate: str) -> Param:

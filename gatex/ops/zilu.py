@@ -16,9 +16,6 @@ from gatex.ops.spec import OpSpec, Param
 SOURCE = "https://github.com/mingikang31/ZiLU-Activation Models/activation.py"
 SIGMA = Param("sigma", 1.0, "sharpness of the gate (upstream modules learn it, init 5.0)",
               learnable=True)
-# |sigma x| past 1e30 leaves every gate at exactly 0 or 1 in fp32; clamping there keeps
-# inf / inf (ZiLU_Approx) and inf * 0 out of the arithmetic.
-Z_CLAMP = 1e30
 INV_SQRT2 = 0.70710678118654752440
 
 
@@ -48,18 +45,35 @@ def zilu_approx_reference(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0)
 
 
 def _z(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    return torch.clamp(sigma * x, -Z_CLAMP, Z_CLAMP)
+    # sigma x overflowing to +-inf gives inf / inf (ZiLU_Approx) and 0 * inf; clamping at the
+    # dtype's max keeps it finite, and exact wherever it did not overflow (a smaller clamp,
+    # say 1e30, would make ZiLU(-3e38) = -9.5e7 instead of -1/pi)
+    z = sigma * x
+    big = torch.finfo(z.dtype).max
+    return torch.clamp(z, -big, big)
+
+
+def _arctan_gate_safe(z: torch.Tensor) -> torch.Tensor:
+    # 0.5 + atan(z)/pi cancels for z << 0 (fp32 keeps ~1e-7 of the 0.5, so at z = -6e6 the
+    # gate 5e-8 is lost); there the identity atan(z) = -pi/2 - atan(1/z) gives -atan(1/z)/pi
+    # without cancellation. The reciprocal only sees z < -1 (the other branch gets -1), so
+    # neither branch produces inf, nor NaN in the backward of torch.where.
+    far_left = z < -1.0
+    recip = 1.0 / torch.where(far_left, z, -1.0)
+    return torch.where(far_left, -torch.atan(recip) / math.pi, 0.5 + torch.atan(z) / math.pi)
 
 
 def _arctan_approx_safe(z: torch.Tensor) -> torch.Tensor:
-    # (0.5 + max(z, 0)) / (1 + |z|) == 0.5 * (1 + softsign(z)) for every finite z; with z
-    # clamped the division never sees inf / inf.
-    return 0.5 + 0.5 * (z / (1.0 + torch.abs(z)))
+    # upstream's (0.5 + max(z, 0)) / (1 + |z|) is accurate for z << 0 (the softsign form
+    # 0.5 + 0.5 z / (1 + |z|) cancels to 0 there); with z clamped it never sees inf / inf.
+    return (0.5 + torch.clamp(z, min=0.0)) / (1.0 + torch.abs(z))
 
 
 @compute_in_fp32
 def gelu_s_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) -> torch.Tensor:
-    return x * 0.5 * (1 + torch.erf(_z(x, sigma) * INV_SQRT2))
+    # 1 + erf(w) = erfc(-w): the same value without cancelling for w << 0 (in fp32, 1 + erf
+    # keeps 6e-8 absolute, so at sigma x = -5 the gate 2.9e-7 was 20 % off)
+    return x * 0.5 * torch.erfc(-_z(x, sigma) * INV_SQRT2)
 
 
 @compute_in_fp32
@@ -69,7 +83,7 @@ def silu_s_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) -> torch.
 
 @compute_in_fp32
 def arctan_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) -> torch.Tensor:
-    return 0.5 + (1.0 / math.pi) * torch.arctan(_z(x, sigma))
+    return _arctan_gate_safe(_z(x, sigma))
 
 
 @compute_in_fp32
@@ -79,7 +93,7 @@ def arctan_approx_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) ->
 
 @compute_in_fp32
 def zilu_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) -> torch.Tensor:
-    return x * (0.5 + (1.0 / math.pi) * torch.arctan(_z(x, sigma)))
+    return x * _arctan_gate_safe(_z(x, sigma))
 
 
 @compute_in_fp32
@@ -97,21 +111,25 @@ def _spec(name: str, torch_name: str, summary: str, formula: str, reference, imp
 
 
 GELU_S = _spec("GELU_s", "gelu_s", "GELU with a sharpness parameter.",
-               "x * 0.5 * (1 + erf(sigma * x / sqrt(2)))", gelu_s_reference, gelu_s_impl)
+               "x * 0.5 * (1 + erf(sigma * x / sqrt(2)))", gelu_s_reference, gelu_s_impl,
+               hazards="1 + erf(w) cancels for w << 0: impl uses erfc(-w).")
 SILU_S = _spec("SiLU_s", "silu_s", "SiLU with a sharpness parameter.",
                "x * sigmoid(sigma * x)", silu_s_reference, silu_s_impl)
 ARCTAN = _spec("ArcTan", "arctan", "The arctan gate alone (values in (0, 1)).",
-               "0.5 + atan(sigma * x) / pi", arctan_reference, arctan_impl)
+               "0.5 + atan(sigma * x) / pi", arctan_reference, arctan_impl,
+               hazards="0.5 + atan(sigma x)/pi loses its relative accuracy for sigma x << 0: "
+                       "impl uses -atan(1/(sigma x))/pi for sigma x < -1.")
 ARCTAN_APPROX = _spec(
     "ArcTan_Approx", "arctan_approx", "Rational approximation of the arctan gate.",
     "(0.5 + max(sigma * x, 0)) / (1 + |sigma * x|) = 0.5 * (1 + softsign(sigma * x))",
     arctan_approx_reference, arctan_approx_impl,
-    hazards="sigma x overflowing to inf gives inf / inf: impl uses the softsign form on a "
-            "clamped sigma x.")
+    hazards="sigma x overflowing to inf gives inf / inf: impl clamps sigma x.")
 ZILU = _spec("ZiLU", "zilu", "x gated by the arctan gate.",
-             "x * (0.5 + atan(sigma * x) / pi)", zilu_reference, zilu_impl)
+             "x * (0.5 + atan(sigma * x) / pi)", zilu_reference, zilu_impl,
+             hazards="0.5 + atan(sigma x)/pi cancels for sigma x << 0 (ZiLU tends to "
+                     "-1/(pi sigma) there): impl uses -atan(1/(sigma x))/pi for sigma x < -1.")
 ZILU_APPROX = _spec(
     "ZiLU_Approx", "zilu_approx", "x gated by the rational arctan approximation.",
     "x * (0.5 + max(sigma * x, 0)) / (1 + |sigma * x|)", zilu_approx_reference, zilu_approx_impl,
-    hazards="sigma x overflowing to inf gives inf / inf = NaN upstream: impl uses the softsign "
-            "form on a clamped sigma x, in fp32.")
+    hazards="sigma x overflowing to inf gives inf / inf = NaN upstream: impl clamps sigma x "
+            "(computing in fp32); the softsign form would cancel to 0 for sigma x << 0.")

@@ -159,5 +159,28 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(-1) == y).float().mean())
 
 
+def markdown_table() -> str:
+    """The README's zoo table, rendered from the shipped weights' metadata."""
+    from safetensors import safe_open
+
+    rows = ["| unit | model | stored values | held-out accuracy | train accuracy |",
+            "|---|---|---:|---:|---:|"]
+    for e in ENTRIES:
+        meta = read_metadata(e.weights_path)
+        with safe_open(str(e.weights_path), framework="pt") as f:
+            n = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        config = ", ".join(f"{k}={v}" for k, v in e.config.items())
+        rows.append(f"| {e.unit} | {e.arch}({config}) | {n:,} | {meta['test_accuracy']:.4f} | "
+                    f"{meta['train_accuracy']:.4f} |")
+    return "\n".join(rows)
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 __all__ = ["ENTRIES", "ZOO", "ZooEntry", "accuracy", "entry", "example_inputs", "held_out", "load",
-           "read_metadata"]
+           "markdown_table", "read_metadata"]

@@ -1,0 +1,38 @@
+"""nn.Modules for every gated unit, with upstream's class names, signatures and state_dict keys.
+
+An upstream checkpoint loads unchanged (`load_state_dict` also accepts the duplicate keys of
+upstream ResNets); `adapt` swaps the upstream modules inside any model for these. Each
+module's forward is one ``gatex::`` torch custom op, so ``torch.export`` keeps one node per
+unit. Each module file's docstring lists where it differs from upstream.
+"""
+
+from __future__ import annotations
+
+import gatex.ops  # noqa: F401  (registers the gatex:: custom ops the modules call)
+from gatex.models.adapt import AdaptReport, adapt
+from gatex.models.conv_gating import CGConv2d, PactReLU, PGConv2d
+from gatex.models.gated_dense import GatedDense
+from gatex.models.golu import GoLU, GoLUCUDA
+from gatex.models.pagating import (
+    PrePostNormWrapper,
+    paGating2D,
+    paGatingBase,
+    paGELU,
+    paGLU,
+    paGTU,
+    paMishU,
+    paReGLU,
+    paSiLU,
+    paSwishU,
+    paUnit,
+)
+from gatex.models.pagru import PaGRUCell
+from gatex.models.state import LoadedState, load_state_dict
+from gatex.models.zilu import ArcTan, ArcTan_Approx, GELU_s, SiLU_s, ZiLU, ZiLU_Approx
+
+__all__ = [
+    "AdaptReport", "ArcTan", "ArcTan_Approx", "CGConv2d", "GELU_s", "GatedDense", "GoLU",
+    "GoLUCUDA", "LoadedState", "PGConv2d", "PaGRUCell", "PactReLU", "PrePostNormWrapper",
+    "SiLU_s", "ZiLU", "ZiLU_Approx", "adapt", "load_state_dict", "paGELU", "paGLU", "paGTU",
+    "paGating2D", "paGatingBase", "paMishU", "paReGLU", "paSiLU", "paSwishU", "paUnit",
+]

@@ -1,0 +1,45 @@
+"""GoLU, the Gompertz Linear Unit (upstream automl/GoLU: ``GoLU``, formerly ``GoLUCUDA``).
+
+    GoLU(x) = alpha * x * exp(-beta * exp(-gamma * x))
+
+As upstream, ``alpha``, ``beta`` and ``gamma`` are plain float attributes: not trainable and not
+in the state_dict (which is empty), so a checkpoint carries none of them; give them to the
+constructor (or let `gatex.models.adapt` read them off an upstream module).
+
+Differences from upstream:
+
+- No CUDA extension to compile: forward is the ``gatex::golu`` op (on CPU and GPU), which
+  computes fp16/bf16 in fp32 and rounds once as upstream's kernel does, with the inner
+  exponent clamped so exp(-gamma x) cannot overflow to inf.
+- The parameters are checked (each must be a finite number >= 0, as upstream's docstring asks);
+  a bad one raises `ParameterRangeError` at construction.
+- ``GoLUCUDA`` is an alias of `GoLU`, not a separate class.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gatex.ops.golu import GOLU
+
+
+class GoLU(nn.Module):
+    """Gompertz-gated activation; parameters are constructor floats, out of the state_dict."""
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0) -> None:
+        super().__init__()
+        params = GOLU.validate_params(alpha=alpha, beta=beta, gamma=gamma)
+        self.alpha = float(params["alpha"])
+        self.beta = float(params["beta"])
+        self.gamma = float(params["gamma"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.gatex.golu(x, self.alpha, self.beta, self.gamma)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:g}, beta={self.beta:g}, gamma={self.gamma:g}"
+
+
+GoLUCUDA = GoLU
+"""Upstream's former class name."""
