@@ -6,9 +6,10 @@ modules (`gatex.models`). Exporters, parity and bench arrive with their issues.
 
 from __future__ import annotations
 
+from gatex import ops
 from gatex.errors import GatexError
 from gatex.loading import load_model, read_checkpoint
 
 __version__ = "0.1.0"
 
-__all__ = ["GatexError", "__version__", "load_model", "read_checkpoint"]
+__all__ = ["GatexError", "ops", "__version__", "load_model", "read_checkpoint"]

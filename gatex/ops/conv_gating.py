@@ -164,3 +164,69 @@ PG_CONV2D = publish(OpSpec(
 ), "(Tensor x, Tensor weight, Tensor threshold, int wbits=8, int abits=8, int pred_bits=4, "
    "float? act_scale=None, int[2] stride=[1, 1], int[2] padding=[0, 0], int[2] dilation=[1, 1], "
    "int groups=1) -> Tensor", fake=_pg_fake)
+
+
+def _conv_attrs(stride, padding, dilation, groups) -> dict:
+    return {"strides": list(stride), "pads": [*padding, *padding], "dilations": list(dilation),
+            "group": groups}
+
+
+def _where_gated(b, base: str, threshold: str, extra: str) -> str:
+    """base + 1[base > threshold] * extra, threshold per output channel."""
+    t = b.op("Reshape", threshold, b.ints([1, -1, 1, 1]))
+    return b.op("Where", b.op("Greater", base, t), b.op("Add", base, extra), base)
+
+
+@CG_CONV2D.lowering("onnx")
+def _cg_conv2d_onnx(b, x: str, weight: str, mask: str, threshold: str, *, stride=(1, 1),
+                    padding=(0, 0), dilation=(1, 1), groups: int = 1) -> str:
+    attrs = _conv_attrs(stride, padding, dilation, groups)
+    partial = b.op("Conv", x, b.op("Mul", weight, mask), **attrs)
+    rest = b.op("Conv", x, b.op("Mul", weight, b.op("Sub", b.const(1.0), mask)), **attrs)
+    return _where_gated(b, partial, threshold, rest)
+
+
+def _pg_scale(b, x: str, act_scale: float | None) -> str:
+    if act_scale is not None:
+        return b.const(act_scale)
+    return b.add(b.op("ReduceMax", b.op("Abs", x), keepdims=0), PG_EPS)
+
+
+def _pg_levels(b, t: str, s: str, bits: int) -> str:
+    """round(clamp(|t| / s, 0, 1) (2^b - 1)): the magnitude in integer levels."""
+    unit = b.op("Clip", b.op("Div", b.op("Abs", t), s), b.const(0.0), b.const(1.0))
+    return b.op("Round", b.mul(unit, 2.0 ** bits - 1.0))
+
+
+def _pg_from_levels(b, t: str, s: str, levels: str, bits: int) -> str:
+    return b.op("Mul", b.op("Mul", b.op("Sign", t), s), b.mul(levels, 1.0 / (2.0 ** bits - 1.0)))
+
+
+def _pg_quantize(b, t: str, bits: int, act_scale: float | None) -> str:
+    if bits == 0:
+        return t
+    if bits == 1:
+        clipped = b.op("Clip", t, b.const(-1.0), b.const(1.0))
+        return b.add(b.mul(b.op("Round", b.mul(b.add(clipped, 1.0), 0.5)), 2.0), -1.0)
+    s = _pg_scale(b, t, act_scale)
+    return _pg_from_levels(b, t, s, _pg_levels(b, t, s, bits), bits)
+
+
+@PG_CONV2D.lowering("onnx")
+def _pg_conv2d_onnx(b, x: str, weight: str, threshold: str, *, wbits: int = 8, abits: int = 8,
+                    pred_bits: int = 4, act_scale: float | None = None, stride=(1, 1),
+                    padding=(0, 0), dilation=(1, 1), groups: int = 1) -> str:
+    attrs = _conv_attrs(stride, padding, dilation, groups)
+    w = _pg_quantize(b, weight, wbits, None)  # a function of initializers: folded at load
+    if wbits == 1:
+        w = b.op("Mul", w, b.op("Sqrt", b.op("Reciprocal", b.op("Cast", b.op(
+            "Mul", b.op("ReduceProd", b.op("Shape", weight, start=1), keepdims=0),
+            b.ints([groups])), to=b.dtype))))
+    s = _pg_scale(b, x, act_scale)
+    levels = _pg_levels(b, x, s, abits)
+    drop = 2.0 ** (abits - pred_bits)
+    msb_levels = b.mul(b.op("Floor", b.mul(levels, 1.0 / drop)), drop)
+    msb = _pg_from_levels(b, x, s, msb_levels, abits)
+    lsb = b.op("Sub", _pg_from_levels(b, x, s, levels, abits), msb)
+    out_msb = b.op("Conv", msb, w, **attrs)
+    return _where_gated(b, out_msb, threshold, b.op("Conv", lsb, w, **attrs))

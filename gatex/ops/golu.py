@@ -55,3 +55,14 @@ GOLU = publish(OpSpec(
             "exp(-exp(t)), t = log(beta) - gamma x clamped at "
             f"{INNER_EXP_CLAMP:g} (right for every beta >= 0, also in the backward).",
 ), "(Tensor x, float alpha=1.0, float beta=1.0, float gamma=1.0) -> Tensor")
+
+
+@GOLU.lowering("onnx")
+def _golu_onnx(b, x: str, *, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0) -> str:
+    # gate = exp(-exp(log(beta) - gamma x)): beta folded into the exponent, constants folded.
+    # exp(t) overflowing to inf gives exp(-inf) = 0 and y = x * 0 = 0: no NaN for finite x.
+    if beta == 0.0 or alpha == 0.0:
+        return b.mul(x, alpha) if alpha else b.op("Mul", x, b.const(0.0))
+    t = b.add(b.mul(x, -gamma), math.log(beta))
+    gate = b.op("Exp", b.op("Neg", b.op("Exp", t)))
+    return b.mul(b.op("Mul", x, gate), alpha)

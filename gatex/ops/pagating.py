@@ -142,3 +142,49 @@ PAUNIT = publish(OpSpec(
     params=(ALPHA, Param("gate", "sigmoid", "gate name", choices=tuple(GATES), kind=str)),
     reference=paunit_reference, impl=paunit_impl, tolerances=PAGATING_TOLERANCES,
 ), "(Tensor v, Tensor u, Tensor alpha, str gate='sigmoid') -> Tensor")
+
+
+# ONNX: the gate with native ops (Sigmoid, Tanh, Relu, Gelu, Mish, Softsign), then the mix
+# v * (alpha g + (1 - alpha)) with alpha folded (alpha = 1: v * g; alpha = 0: v).
+def _gate_onnx(b, u: str, gate: str) -> str:
+    native = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "gelu": "Gelu",
+              "mish": "Mish", "softsign": "Softsign"}
+    if gate in native:
+        return b.op(native[gate], u)
+    if gate == "gelu_tanh":
+        return b.op("Gelu", u, approximate="tanh")
+    if gate == "silu":
+        return b.op("Mul", u, b.op("Sigmoid", u))
+    from gatex.ops.registry import REGISTRY
+
+    return REGISTRY.get({"golu": "GoLU", "arctan": "ArcTan",
+                         "arctan_approx": "ArcTan_Approx"}[gate]).lowerings["onnx"](b, u)
+
+
+def _mix_onnx(b, value: str, gate: str, alpha: float) -> str:
+    if alpha == 0.0:
+        return value
+    return b.op("Mul", value, b.add(b.mul(gate, alpha), 1.0 - alpha))
+
+
+def _register_unit_onnx(spec: OpSpec, gate: str, value_op: str | None = None) -> None:
+    @spec.lowering("onnx")
+    def lower(b, v: str, u: str, *, alpha: float = 0.5) -> str:
+        value = b.op(value_op, v) if value_op else v
+        return _mix_onnx(b, value, _gate_onnx(b, u, gate) if alpha else u, alpha)
+
+
+for _spec, _gate, _value in ((PAGLU, "sigmoid", None), (PAGTU, "tanh", "Tanh"),
+                             (PAREGLU, "relu", None), (PAGELU, "gelu", None),
+                             (PAMISHU, "mish", None), (PASILU, "silu", None)):
+    _register_unit_onnx(_spec, _gate, _value)
+
+
+@PASWISHU.lowering("onnx")
+def _paswishu_onnx(b, v: str, u: str, *, alpha: float = 0.5, beta: float = 1.0) -> str:
+    return _mix_onnx(b, v, b.op("Mul", u, b.op("Sigmoid", b.mul(u, beta))), alpha)
+
+
+@PAUNIT.lowering("onnx")
+def _paunit_onnx(b, v: str, u: str, *, alpha: float = 0.5, gate: str = "sigmoid") -> str:
+    return _mix_onnx(b, v, _gate_onnx(b, u, gate), alpha)

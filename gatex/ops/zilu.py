@@ -133,3 +133,55 @@ ZILU_APPROX = _spec(
     "x * (0.5 + max(sigma * x, 0)) / (1 + |sigma * x|)", zilu_approx_reference, zilu_approx_impl,
     hazards="sigma x overflowing to inf gives inf / inf = NaN upstream: impl clamps sigma x "
             "(computing in fp32); the softsign form would cancel to 0 for sigma x << 0.")
+
+
+# ONNX lowerings: the fewest native ops. Gelu (opset 20) computes z * Phi(z), so
+# GELU_s(x) = x * Phi(sigma x) = Gelu(sigma x) / sigma. ZiLU/ArcTan use 0.5 + atan(z)/pi: in the
+# far left tail (z < -1e3) its absolute error is about eps/2, relative error grows as 1/|z|.
+# ZiLU_Approx keeps upstream's exact form (0.5 + relu(z)) / (1 + |z|), with z clipped to the
+# dtype's range in fp16/bf16 so inf / inf cannot occur.
+def _sigma_x(b, x: str, sigma: float, clip: bool = False) -> str:
+    z = b.mul(x, sigma)
+    limit = b.low_precision_max()
+    if clip and limit is not None:
+        z = b.op("Clip", z, b.const(-limit), b.const(limit))
+    return z
+
+
+def _arctan_gate(b, x: str, sigma: float) -> str:
+    return b.add(b.mul(b.op("Atan", _sigma_x(b, x, sigma)), 1.0 / math.pi), 0.5)
+
+
+def _arctan_approx_gate(b, x: str, sigma: float) -> str:
+    z = _sigma_x(b, x, sigma, clip=True)
+    return b.op("Div", b.add(b.op("Relu", z), 0.5), b.add(b.op("Abs", z), 1.0))
+
+
+@GELU_S.lowering("onnx")
+def _gelu_s_onnx(b, x: str, *, sigma: float = 1.0) -> str:
+    return b.mul(b.op("Gelu", b.mul(x, sigma)), 1.0 / sigma)
+
+
+@SILU_S.lowering("onnx")
+def _silu_s_onnx(b, x: str, *, sigma: float = 1.0) -> str:
+    return b.op("Mul", x, b.op("Sigmoid", b.mul(x, sigma)))
+
+
+@ARCTAN.lowering("onnx")
+def _arctan_onnx(b, x: str, *, sigma: float = 1.0) -> str:
+    return _arctan_gate(b, x, sigma)
+
+
+@ARCTAN_APPROX.lowering("onnx")
+def _arctan_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
+    return _arctan_approx_gate(b, x, sigma)
+
+
+@ZILU.lowering("onnx")
+def _zilu_onnx(b, x: str, *, sigma: float = 1.0) -> str:
+    return b.op("Mul", x, _arctan_gate(b, x, sigma))
+
+
+@ZILU_APPROX.lowering("onnx")
+def _zilu_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
+    return b.op("Mul", x, _arctan_approx_gate(b, x, sigma))
