@@ -53,11 +53,14 @@ GATED_DENSE = publish(OpSpec(
 
 
 @GATED_DENSE.lowering("onnx")
-def _gated_dense_onnx(b, x: str, kernel: str, gates: str, bias: str, *,
+def _gated_dense_onnx(b, x: str, kernel: str, gates: str, bias: str = "", *,
                       activation: str = "linear") -> str:
     # kernel * gates is a product of initializers: onnxruntime folds it once at load
-    y = b.op("Add", b.op("MatMul", x, b.op("Mul", kernel, gates)), bias)
+    y = b.op("MatMul", x, b.op("Mul", kernel, gates))
+    y = b.op("Add", y, bias) if bias else y
     if activation == "swish":
         return b.op("Mul", y, b.op("Sigmoid", y))
-    native = {"relu": "Relu", "gelu": "Gelu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+    if activation == "gelu":
+        return b.gelu(y)
+    native = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
     return b.op(native[activation], y) if activation in native else y

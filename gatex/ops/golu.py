@@ -61,8 +61,9 @@ GOLU = publish(OpSpec(
 def _golu_onnx(b, x: str, *, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0) -> str:
     # gate = exp(-exp(log(beta) - gamma x)): beta folded into the exponent, constants folded.
     # exp(t) overflowing to inf gives exp(-inf) = 0 and y = x * 0 = 0: no NaN for finite x.
+    # beta = 0 folds to y = alpha x; read from attributes, log(0) = -inf gives the same gate 1
     if beta == 0.0 or alpha == 0.0:
         return b.mul(x, alpha) if alpha else b.op("Mul", x, b.const(0.0))
-    t = b.add(b.mul(x, -gamma), math.log(beta))
+    t = b.add(b.mul(x, -gamma), b.log(beta))
     gate = b.op("Exp", b.op("Neg", b.op("Exp", t)))
     return b.mul(b.op("Mul", x, gate), alpha)

@@ -144,15 +144,17 @@ PAUNIT = publish(OpSpec(
 ), "(Tensor v, Tensor u, Tensor alpha, str gate='sigmoid') -> Tensor")
 
 
-# ONNX: the gate with native ops (Sigmoid, Tanh, Relu, Gelu, Mish, Softsign), then the mix
+# ONNX: the gate with native ops (Sigmoid, Tanh, Relu, Erf-GELU, Mish, Softsign), then the mix
 # v * (alpha g + (1 - alpha)) with alpha folded (alpha = 1: v * g; alpha = 0: v).
 def _gate_onnx(b, u: str, gate: str) -> str:
-    native = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "gelu": "Gelu",
-              "mish": "Mish", "softsign": "Softsign"}
+    native = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "mish": "Mish",
+              "softsign": "Softsign"}
     if gate in native:
         return b.op(native[gate], u)
+    if gate == "gelu":
+        return b.gelu(u)
     if gate == "gelu_tanh":
-        return b.op("Gelu", u, approximate="tanh")
+        return b.gelu_tanh(u)
     if gate == "silu":
         return b.op("Mul", u, b.op("Sigmoid", u))
     from gatex.ops.registry import REGISTRY

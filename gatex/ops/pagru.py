@@ -57,15 +57,14 @@ PAGRU_CELL = publish(OpSpec(
 
 
 @PAGRU_CELL.lowering("onnx")
-def _pagru_cell_onnx(b, x: str, h: str, weight_ih: str, weight_hh: str, bias_ih: str,
-                     bias_hh: str, *, alpha_r: float = 1.0, alpha_z: float = 1.0,
+def _pagru_cell_onnx(b, x: str, h: str, weight_ih: str, weight_hh: str, bias_ih: str = "",
+                     bias_hh: str = "", *, alpha_r: float = 1.0, alpha_z: float = 1.0,
                      alpha_h: float = 1.0) -> str:
-    # one step; the hidden state is an input and the output (biases are always present: the
-    # exporter materialises absent ones as zeros)
-    gi_r, gi_z, gi_n = b.op("Split", b.op("Gemm", x, weight_ih, bias_ih, transB=1), n_out=3,
-                            axis=-1, num_outputs=3)
-    gh_r, gh_z, gh_n = b.op("Split", b.op("Gemm", h, weight_hh, bias_hh, transB=1), n_out=3,
-                            axis=-1, num_outputs=3)
+    # one step; the hidden state is an input and the output; absent biases arrive as ""
+    gi = b.op("Gemm", x, weight_ih, *([bias_ih] if bias_ih else []), transB=1)
+    gh = b.op("Gemm", h, weight_hh, *([bias_hh] if bias_hh else []), transB=1)
+    gi_r, gi_z, gi_n = b.op("Split", gi, n_out=3, axis=-1, num_outputs=3)
+    gh_r, gh_z, gh_n = b.op("Split", gh, n_out=3, axis=-1, num_outputs=3)
     r = b.op("Sigmoid", b.mul(b.op("Add", gi_r, gh_r), alpha_r))
     z = b.op("Sigmoid", b.mul(b.op("Add", gi_z, gh_z), alpha_z))
     n = b.op("Tanh", b.mul(b.op("Add", gi_n, b.op("Mul", r, gh_n)), alpha_h))

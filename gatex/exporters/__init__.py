@@ -1,0 +1,1 @@
+"""Exporters: ONNX now; CoreML and TensorRT come with their issues. Heavy imports stay inside."""

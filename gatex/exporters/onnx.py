@@ -1,0 +1,340 @@
+"""ONNX export: one ``gatex``-domain node per gated op, in three flavors.
+
+- ``portable``: custom nodes plus model-local functions holding each op's decomposition into
+  standard ops; runs on plain onnxruntime and ``onnx.reference`` without gatex.
+- ``plugin``: custom nodes with ``plugin_namespace``/``plugin_version`` and no functions (the
+  TensorRT ONNX parser prefers a local function over a plugin).
+- ``inline``: standard ops only.
+
+Pipeline: ``torch.onnx.export(dynamo=True)`` with a translation per gatex op, then a pass over
+the proto that folds learnable parameters (alpha, sigma, the PaGRUCell alphas) into float
+attributes, writes the functions (one per op type, specialised to the attribute values and
+dtype most of its nodes use; nodes with other values are inlined in place, since
+``onnx.reference`` does not tell function overloads apart), sets the IR version onnxruntime
+accepts, checks the model and saves it atomically.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+
+import gatex
+from gatex.errors import BadInputError, GatexError
+from gatex.exporters import onnx_build
+from gatex.ops import REGISTRY, OpSpec
+
+FLAVORS = ("portable", "plugin", "inline")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+DEFAULT_OPSET = 21          # Gelu needs 20; onnxruntime 1.31 runs 21 with every EP
+IR_VERSION = 10             # onnxruntime 1.31 rejects IR 14, which the exporter may emit
+PLUGIN_VERSION = "1"
+EXTERNAL_DATA_BYTES = 2_000_000_000  # protobuf's 2 GiB limit, with room for the graph
+
+
+class ExportError(BadInputError):
+    """The model cannot be exported as asked (an op gatex cannot lower, a callable alpha, ...)."""
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """What an ONNX export wrote."""
+
+    path: Path
+    flavor: str
+    dtype: str
+    opset: int
+    ops: tuple[str, ...]                 # gatex op types in the graph (before inlining)
+    inlined_variants: tuple[str, ...]    # nodes written inline: a second attribute variant
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    external_data: bool
+
+
+def export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path, *,
+                flavor: str = "portable", dtype: str = "fp32", opset: int = DEFAULT_OPSET,
+                dynamic_batch: bool = True, unit: str | None = None) -> OnnxArtifact:
+    """Export ``model`` to ``path``; see the module docstring for the flavors."""
+    if flavor not in FLAVORS:
+        raise BadInputError(f"unknown ONNX flavor {flavor!r}; choose one of {', '.join(FLAVORS)}")
+    if dtype not in DTYPES:
+        raise BadInputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if opset < 20:
+        raise BadInputError(f"opset {opset} is too old: gatex lowerings use Gelu (opset 20); "
+                            "use --opset 20 or newer")
+    _reject_unexportable(model)
+    model = model.eval()
+    inputs = tuple(example_inputs)
+    if dtype != "fp32":
+        import copy
+
+        model = copy.deepcopy(model).to(DTYPES[dtype])
+        inputs = tuple(t.to(DTYPES[dtype]) if t.is_floating_point() else t for t in inputs)
+    proto = _torch_export(model, inputs, opset, dynamic_batch)
+    ops = tuple(sorted({n.op_type for n in proto.graph.node if n.domain == onnx_build.DOMAIN}))
+    _fold_parameters(proto)
+    elem = onnx_build.onnx_dtype(torch.empty(0, dtype=DTYPES[dtype]).numpy().dtype)
+    inlined = _write_functions(proto, flavor, elem, opset)
+    _finish(proto, flavor, dtype, opset, ops, unit)
+    _check(proto, flavor)
+    external = _save_atomic(proto, Path(path))
+    return OnnxArtifact(Path(path), flavor, dtype, opset, ops, inlined,
+                        tuple(i.name for i in proto.graph.input),
+                        tuple(o.name for o in proto.graph.output), external)
+
+
+def _reject_unexportable(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if getattr(module, "alpha_kind", None) == "callable":
+            raise ExportError(f"module {name or '<root>'} ({type(module).__name__}) takes alpha "
+                              "from a callable of its input: it cannot be folded into a constant; "
+                              "give it a float or 'learnable' alpha to export")
+
+
+def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int,
+                  dynamic_batch: bool) -> onnx.ModelProto:
+    onnx_build.register_schemas()
+    dynamic = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1)
+        dynamic = tuple({0: batch} for _ in inputs)
+    chatter = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, inputs, dynamo=True, opset_version=opset,
+                                        custom_translation_table=onnx_build.translation_table(),
+                                        dynamic_shapes=dynamic, optimize=True, verbose=False)
+    except GatexError:
+        raise
+    except Exception as exc:  # torch.onnx wraps everything in its own error types
+        raise ExportError(_explain(exc)) from None
+    return program.model_proto
+
+
+def _explain(exc: BaseException) -> str:
+    text = str(exc)
+    for cause in _chain(exc):
+        text += "\n" + str(cause)
+    target = re.search(r"call_function\[target=([\w.:]+)\]", text)
+    where = re.search(r"File \"([^\"]+)\", line (\d+)", text)
+    if target:
+        place = f" (at {where.group(1)}:{where.group(2)})" if where else ""
+        return (f"cannot lower op {target.group(1)}{place} to ONNX: "
+                f"{_first_line(str(exc.__cause__ or exc))}")
+    return f"ONNX export failed: {_first_line(text)}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def _constants(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    values = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.domain == "" and n.attribute and n.attribute[0].name == "value":
+            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return values
+
+
+def _spec(node: onnx.NodeProto) -> OpSpec:
+    return REGISTRY.get(node.op_type)
+
+
+def _fold_parameters(proto: onnx.ModelProto) -> None:
+    """Learnable inputs -> float attributes; every parameter written out as an attribute."""
+    constants = _constants(proto)
+    for node in proto.graph.node:
+        if node.domain != onnx_build.DOMAIN:
+            continue
+        spec = _spec(node)
+        n_data = len(spec.inputs)
+        extra = list(node.input[n_data:])
+        learnable = [p for p in spec.params if p.learnable]
+        given = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        for p, name in zip(learnable, extra):
+            if name not in constants:
+                raise ExportError(f"{spec.name} node {node.name}: parameter {p.name} is computed "
+                                  "from the input, not a constant; it cannot be folded")
+            value = constants[name]
+            if value.size != 1:
+                raise ExportError(f"{spec.name} node {node.name}: parameter {p.name} has shape "
+                                  f"{list(value.shape)}; the ONNX lowering takes scalars only")
+            given[p.name] = float(value.reshape(()))
+        del node.input[n_data:]
+        while node.input and node.input[-1] == "":
+            del node.input[-1]
+        del node.attribute[:]
+        for p in spec.params:
+            value = given.get(p.name, p.default)
+            if value is None:
+                continue
+            if isinstance(value, bytes):
+                value = value.decode()
+            if p.kind is tuple:
+                value = [int(v) for v in value]
+            elif p.learnable or p.kind is float:
+                value = float(value)
+            node.attribute.append(helper.make_attribute(p.name, value))
+    _drop_unused_initializers(proto)
+
+
+def node_params(node: onnx.NodeProto) -> dict[str, Any]:
+    """A gatex node's parameters as Python values (tuple params as tuples)."""
+    spec = _spec(node)
+    out: dict[str, Any] = {}
+    for a in node.attribute:
+        if a.name in onnx_build.PLUGIN_ATTRIBUTES:
+            continue
+        value = helper.get_attribute_value(a)
+        if isinstance(value, bytes):
+            value = value.decode()
+        if spec.param(a.name).kind is tuple:
+            value = tuple(value)
+        out[a.name] = value
+    return out
+
+
+def _present(spec: OpSpec, node: onnx.NodeProto) -> tuple[bool, ...]:
+    return tuple(i < len(node.input) and node.input[i] != "" for i in range(len(spec.inputs)))
+
+
+def _write_functions(proto: onnx.ModelProto, flavor: str, elem: int, opset: int) -> tuple[str, ...]:
+    gated = [n for n in proto.graph.node if n.domain == onnx_build.DOMAIN]
+    if flavor == "plugin":
+        for n in gated:
+            n.attribute.extend([helper.make_attribute("plugin_namespace", onnx_build.DOMAIN),
+                                helper.make_attribute("plugin_version", PLUGIN_VERSION)])
+        return ()
+
+    def floats(spec: OpSpec) -> set[str]:
+        return {p.name for p in spec.params if p.learnable or p.kind is float}
+
+    def structure(n: onnx.NodeProto) -> str:
+        """What a function body's shape depends on: every non-float parameter, which optional
+        inputs are present, which float parameters are set."""
+        spec, params = _spec(n), node_params(n)
+        fixed = sorted((k, v) for k, v in params.items() if k not in floats(spec))
+        return repr((fixed, _present(spec, n), sorted(k for k in params if k in floats(spec))))
+
+    chosen: dict[str, str] = {}
+    generic: dict[str, list[str]] = {}
+    if flavor == "portable":
+        groups: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        for n in gated:
+            groups[n.op_type][structure(n)] += 1
+        for op_type, counts in groups.items():
+            chosen[op_type] = counts.most_common(1)[0][0]
+            members = [node_params(n) for n in gated
+                       if n.op_type == op_type and structure(n) == chosen[op_type]]
+            varying = floats(REGISTRY.get(op_type))
+            generic[op_type] = sorted(k for k in members[0]
+                                      if k in varying and len({m[k] for m in members}) > 1)
+    inlined: list[str] = []
+    new_nodes: list[onnx.NodeProto] = []
+    functions: dict[str, onnx.FunctionProto] = {}
+    for n in proto.graph.node:
+        if n.domain != onnx_build.DOMAIN:
+            new_nodes.append(n)
+            continue
+        spec, params = _spec(n), node_params(n)
+        if chosen.get(n.op_type) == structure(n):
+            if n.op_type not in functions:
+                functions[n.op_type] = onnx_build.build_function(
+                    spec, params, elem, opset, _present(spec, n), generic[n.op_type])
+            new_nodes.append(n)
+        else:
+            if flavor == "portable":
+                inlined.append(n.name or n.output[0])
+            new_nodes.extend(onnx_build.inline_nodes(spec, n, params, elem))
+    del proto.graph.node[:]
+    proto.graph.node.extend(new_nodes)
+    del proto.functions[:]
+    proto.functions.extend(functions.values())
+    return tuple(inlined)
+
+
+def _drop_unused_initializers(proto: onnx.ModelProto) -> None:
+    used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    keep = [i for i in proto.graph.initializer if i.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+
+
+def _finish(proto: onnx.ModelProto, flavor: str, dtype: str, opset: int, ops: tuple[str, ...],
+            unit: str | None) -> None:
+    proto.ir_version = IR_VERSION
+    has_custom = any(n.domain == onnx_build.DOMAIN for n in proto.graph.node)
+    del proto.opset_import[:]
+    proto.opset_import.append(helper.make_opsetid("", opset))
+    if has_custom:
+        proto.opset_import.append(helper.make_opsetid(onnx_build.DOMAIN,
+                                                      onnx_build.DOMAIN_VERSION))
+    proto.producer_name = "gatex"
+    proto.producer_version = gatex.__version__
+    meta = {"gatex.version": gatex.__version__, "gatex.flavor": flavor, "gatex.dtype": dtype,
+            "gatex.ops": ",".join(REGISTRY.get(o).id for o in ops)}
+    if unit:
+        meta["gatex.unit"] = unit
+    existing = {p.key for p in proto.metadata_props}
+    for k, v in meta.items():
+        if k not in existing:
+            proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+
+
+def _check(proto: onnx.ModelProto, flavor: str) -> None:
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # a gatex bug: the lowering produced an invalid model
+        raise RuntimeError(f"exported {flavor} model fails onnx.checker: {_first_line(str(exc))}") \
+            from exc
+
+
+def _save_atomic(proto: onnx.ModelProto, path: Path) -> bool:
+    """Write to a temporary file beside ``path``, then rename; external data over 2 GB."""
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+    except OSError as exc:
+        raise BadInputError(f"cannot write to {directory}: {exc.strerror or exc}") from None
+    external = proto.ByteSize() > EXTERNAL_DATA_BYTES
+    try:
+        if external:
+            data_name = path.name + ".data"
+            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(Path(tmp).parent / data_name, directory / data_name)
+        else:
+            onnx.save_model(proto, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return external
