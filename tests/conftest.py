@@ -15,13 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RunPython = Callable[..., subprocess.CompletedProcess]
 
 
-def _run_python(*args: str, env: dict[str, str] | None = None,
-                timeout: float = 120) -> subprocess.CompletedProcess:
+def _run_python(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+                cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     # The checkout's gatex whether or not it is installed; no GATEX_DEBUG unless a test sets it;
     # a wide terminal so rich does not wrap the tables the tests read.
     base = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
     full_env = {**base, "PYTHONPATH": str(REPO_ROOT), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, *args], check=False, cwd=REPO_ROOT, env=full_env,
+    return subprocess.run([sys.executable, *args], check=False, cwd=cwd, env=full_env,
                           text=True, capture_output=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 

@@ -68,14 +68,18 @@ def test_ci_runs_exactly_the_readme_test_command(repo_root):
     assert last.startswith(".venv/bin/python -m pytest")
 
 
-def test_main_command_runs_here(run_python):
-    """The main job's gatex invocation, through the real entry point of this environment."""
+def test_main_command_runs_here(run_python, tmp_path):
+    """The main job's gatex invocation, through the real entry point of this environment:
+    it exports paGLU to ONNX in the working directory and the parity check passes."""
     last = shlex.split(steps("<!-- main-command -->")[-1])
     assert last[0] == ".venv/bin/gatex", "the main command must end by running gatex"
-    proc = run_python("-m", "gatex", *last[1:])
+    assert last[1:] == ["export", "--unit", "paGLU", "--to", "onnx"]
+    proc = run_python("-m", "gatex", *last[1:], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip()
+    assert "pass" in proc.stdout
     assert "Traceback" not in proc.stderr
+    assert (tmp_path / "paGLU-portable-fp32.onnx").stat().st_size > 10_000
+    assert not list(tmp_path.glob("*.tmp")), "no half-written files"
 
 
 def test_readme_documents_the_exit_codes():

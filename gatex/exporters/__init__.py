@@ -1,1 +1,109 @@
-"""Exporters: ONNX now; CoreML and TensorRT come with their issues. Heavy imports stay inside."""
+"""`export`: lower a model to a backend's artifact, then check it numerically against torch.
+
+ONNX now; CoreML and TensorRT come with their issues. Heavy imports stay inside functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gatex.errors import BackendUnavailableError, BadInputError
+
+TARGETS = ("onnx", "coreml", "trt")
+NOT_YET = {
+    "coreml": "CoreML export is not implemented yet (it arrives with the CoreML issue); "
+              "use --to onnx",
+    "trt": "TensorRT export is not implemented yet (it arrives with the TensorRT issue); "
+           "use --to onnx",
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export` wrote, which gatex ops it carries, and the parity verdict measured."""
+
+    path: Path
+    target: str
+    flavor: str
+    dtype: str
+    ops: tuple[str, ...]
+    unit: str | None
+    artifact: Any                 # OnnxArtifact
+    parity: Any | None            # gatex.runtimes.ParityResult, None when the check was skipped
+
+    @property
+    def passed(self) -> bool:
+        return self.parity is None or bool(self.parity)
+
+
+def artifact_name(stem: str, flavor: str, dtype: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_") or "model"
+    return f"{safe}-{flavor}-{dtype}.onnx"
+
+
+def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None = None, *,
+           to: str = "onnx", out_dir: str | Path = ".", name: str | None = None,
+           flavor: str = "portable", dtype: str = "fp32", opset: int | None = None,
+           dynamic_batch: bool = True, check: bool = True,
+           check_inputs: Sequence[torch.Tensor] | None = None) -> ExportResult:
+    """Export ``model`` (an nn.Module, or a zoo unit name) and check the artifact against it.
+
+    For a zoo unit the example and check inputs default to its held-out digits. The check runs
+    the artifact on onnxruntime and the model in torch on ``check_inputs`` (default: the
+    example inputs) and judges them with the op specs' tolerance for ``dtype``.
+
+    >>> result = export("paGLU", to="onnx", out_dir="out")
+    >>> bool(result.parity)
+    True
+    """
+    if to not in TARGETS:
+        raise BadInputError(f"unknown export target {to!r}; choose one of {', '.join(TARGETS)}")
+    if to in NOT_YET:
+        raise BackendUnavailableError(NOT_YET[to])
+    unit = None
+    if isinstance(model, str):
+        from gatex.models import zoo
+
+        unit = zoo.entry(model).unit
+        model = zoo.load(unit)
+        x, _ = zoo.held_out(unit)
+        example_inputs = example_inputs or (x[:4],)
+        check_inputs = check_inputs or (x,)
+    else:
+        unit = getattr(model, "gatex_unit", None)
+    if not example_inputs:
+        raise BadInputError("example inputs are needed to export a model that is not a zoo unit "
+                            "(--input-shape on the command line)")
+    from gatex.exporters.onnx import DEFAULT_OPSET, export_onnx
+
+    model = model.eval()
+    path = Path(out_dir) / artifact_name(name or unit or type(model).__name__, flavor, dtype)
+    artifact = export_onnx(model, example_inputs, path, flavor=flavor, dtype=dtype,
+                           opset=opset or DEFAULT_OPSET, dynamic_batch=dynamic_batch, unit=unit)
+    parity = None
+    if check and flavor != "plugin":  # a plugin model needs TensorRT's plugins to run
+        parity = check_onnx(model, artifact.path, check_inputs or example_inputs)
+    return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity)
+
+
+def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor]) -> Any:
+    """Parity of the ONNX file at ``path`` against ``model`` on ``inputs`` (onnxruntime, CPU).
+
+    Inputs are cast to the artifact's declared dtypes (fp16 for an fp16 export); the torch
+    reference runs the fp32 model on the same values.
+    """
+    from gatex.runtimes import OrtRuntime, TorchRuntime, compare_runtimes
+
+    with OrtRuntime(path) as artifact:
+        feeds = {spec.name: t.detach().numpy().astype(spec.dtype)
+                 for spec, t in zip(artifact.input_specs, inputs)}
+        with TorchRuntime(model) as reference:
+            return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
+                                    inputs_note=f"{len(inputs[0])} samples")

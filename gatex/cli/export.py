@@ -1,0 +1,102 @@
+"""``gatex export``: lower a zoo unit or a user model to a backend, and check it against torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gatex.errors import EXIT_CHECK_FAILED, BadInputError
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise BadInputError(f"--input-shape {text!r} is not a list of positive sizes such as 4,64")
+    return dims
+
+
+def export(
+    unit: Annotated[str | None, typer.Option(
+        "--unit", "-u", help="Zoo unit to export (its reference digits model), e.g. paGLU.",
+    )] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="User model: module:attr or file.py:attr (nn.Module or factory), "
+                              "or a .pt2 program.",
+    )] = None,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Checkpoint for --model (safetensors, or a torch file).",
+    )] = None,
+    trust_checkpoint: Annotated[bool, typer.Option(
+        "--trust-checkpoint", help="Allow a pickle checkpoint that needs code to load.",
+    )] = False,
+    input_shape: Annotated[str | None, typer.Option(
+        "--input-shape", help="Example input shape for --model, batch first (e.g. 4,64); "
+                              "the check runs on random normal inputs of this shape.",
+    )] = None,
+    to: Annotated[str, typer.Option("--to", help="Backend: onnx (coreml, trt: later issues).")
+                  ] = "onnx",
+    out_dir: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")] = Path("."),
+    flavor: Annotated[str, typer.Option(
+        "--flavor", help="portable (custom ops + local functions), plugin (TensorRT plugins, "
+                         "no functions), inline (standard ops only).",
+    )] = "portable",
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32 or fp16.")] = "fp32",
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 21).")] = None,
+    dynamic_batch: Annotated[bool, typer.Option(
+        "--dynamic-batch/--static", help="Dynamic batch dimension, or the example's batch.",
+    )] = True,
+    check: Annotated[bool, typer.Option(
+        "--check/--no-check", help="Run the parity check after exporting (default on).",
+    )] = True,
+) -> None:
+    """Export a model with gated units and check the artifact numerically against torch.
+
+    With --unit the model is the zoo's, checked on all 450 held-out digits. The artifact is
+    written atomically; a failed parity check exits 1 and says which output, by how much, and
+    which tolerance would have passed. Bad input exits 2; an unavailable backend exits 3.
+    """
+    import torch
+
+    from gatex import exporters, load_model
+
+    if (unit is None) == (model is None):
+        raise BadInputError("give exactly one of --unit NAME or --model REF")
+    if unit is not None:
+        if weights is not None or input_shape is not None:
+            raise BadInputError("--weights and --input-shape go with --model, not --unit")
+        target, examples, check_inputs, name = unit, None, None, None
+    else:
+        if input_shape is None:
+            raise BadInputError("--model needs --input-shape (e.g. 4,64) to trace the model")
+        shape = _shape(input_shape)
+        target = load_model(model, weights=weights, trust_checkpoint=trust_checkpoint)
+        generator = torch.Generator().manual_seed(0)
+        examples = (torch.randn(shape, generator=generator),)
+        check_inputs = (torch.randn((max(shape[0], 64), *shape[1:]), generator=generator),)
+        name = Path(model.rpartition(":")[2] or model).stem
+    console = Console()
+    result = exporters.export(target, examples, to=to, out_dir=out_dir, name=name, flavor=flavor,
+                              dtype=dtype, opset=opset, dynamic_batch=dynamic_batch, check=check,
+                              check_inputs=check_inputs)
+    size = result.path.stat().st_size
+    console.print(f"wrote [bold]{result.path}[/] ({size / 1024:.1f} KiB, {result.flavor}, "
+                  f"{result.dtype}, opset {result.artifact.opset}); gatex ops: "
+                  f"{', '.join(result.ops) or 'none'}")
+    if result.artifact.inlined_variants:
+        console.print(f"inlined (a second parameter variant of an op): "
+                      f"{', '.join(result.artifact.inlined_variants)}")
+    if result.parity is None:
+        reason = "--no-check" if not check else "the plugin flavor runs only under TensorRT"
+        console.print(f"parity: not checked ({reason})")
+        return
+    from gatex.runtimes.report import print_results
+
+    print_results([result.parity], console)
+    if not result.parity:
+        raise typer.Exit(EXIT_CHECK_FAILED)

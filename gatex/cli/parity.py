@@ -1,0 +1,84 @@
+"""``gatex parity``: run artifacts and their torch reference on the same inputs, compare outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def parity(
+    artifacts: Annotated[list[Path], typer.Argument(
+        help="ONNX files to check (.onnx).", show_default=False, metavar="ARTIFACT...",
+    )],
+    reference: Annotated[str, typer.Option(
+        help="What the artifacts are compared against: torch (the eager model).",
+    )] = "torch",
+    unit: Annotated[str | None, typer.Option(
+        help="Zoo unit whose model is the reference (default: the gatex.unit the ONNX "
+             "metadata records); with --model, only shapes the zoo's inputs.",
+        show_default=False,
+    )] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Reference model as module:attr or file.py:attr (an nn.Module or a factory).",
+        show_default=False,
+    )] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="Weights for --model (safetensors, or a torch checkpoint loaded weights_only).",
+        show_default=False,
+    )] = None,
+    trust_checkpoint: Annotated[bool, typer.Option(
+        "--trust-checkpoint", help="Allow a --weights pickle that needs code to load.",
+    )] = False,
+    inputs: Annotated[Path | None, typer.Option(
+        help=".npz with one array per input name (default: the zoo's held-out digits).",
+        show_default=False,
+    )] = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="fp32 or fp16: the precision whose spec tolerances apply (default: the "
+             "artifact's output dtype).", show_default=False,
+    )] = None,
+    rtol: Annotated[float | None, typer.Option(
+        help="Relative tolerance instead of the specs' (reported as yours).", show_default=False,
+    )] = None,
+    atol: Annotated[float | None, typer.Option(
+        help="Absolute tolerance instead of the specs' (reported as yours).", show_default=False,
+    )] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the verdicts as JSON (schema gatex.parity/1).", show_default=False,
+    )] = None,
+    junit: Annotated[Path | None, typer.Option(
+        help="Write JUnit XML: a testsuite per artifact, a testcase per output.",
+        show_default=False,
+    )] = None,
+    markdown: Annotated[Path | None, typer.Option(
+        help="Write a Markdown summary (for CI step summaries).", show_default=False,
+    )] = None,
+    locate: Annotated[bool, typer.Option(
+        "--locate", help="Also compare every gatex op's output and name the first that "
+                         "diverges (portable ONNX).",
+    )] = False,
+    device: Annotated[str, typer.Option(
+        help="onnxruntime device: cpu, cuda or auto.",
+    )] = "cpu",
+    threads: Annotated[int | None, typer.Option(
+        help="onnxruntime intra-op threads (default: onnxruntime's choice).", show_default=False,
+    )] = None,
+) -> None:
+    """Run each ARTIFACT and its torch reference on the same inputs; compare every output.
+
+    Per output: max abs and rel error, mean abs, cosine, max ULP distance in the output dtype,
+    NaN/Inf counts and top-1 agreement for logits, against the spec tolerance of the gatex ops
+    the model holds (the loosest of them). A failure names the output and the tolerance that
+    would have passed. Exit 1 when any output fails; 2 for a missing or unreadable file, a
+    wrong input name, shape or dtype, or an unwritable verdict path (nothing is written); 3 for
+    an artifact kind whose backend is not here yet (.mlpackage, .engine).
+    """
+    from gatex.runtimes.check import run_parity_command
+
+    run_parity_command(artifacts, reference=reference, unit=unit, model=model, weights=weights,
+                       trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype, rtol=rtol,
+                       atol=atol, json_path=json_path, junit_path=junit, markdown_path=markdown,
+                       locate=locate, device=device, threads=threads)
+

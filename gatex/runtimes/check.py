@@ -1,0 +1,399 @@
+"""Running a parity check: an artifact runtime and a reference runtime on the same inputs.
+
+`compare_runtimes` is the engine every caller shares (``gatex parity``, `gatex.testing`, the
+exporters' post-export check). `check_artifact` adds what the command needs around it: the
+reference model (the zoo unit the ONNX metadata names, ``--unit``, or ``--model``), the inputs
+(the zoo's held-out digits, or an ``.npz``), and ``--locate``.
+
+Inputs go to the artifact exactly as it declares them; the reference gets the same values, with
+fp16/bf16 widened to fp32 (exact) for a torch model. An artifact with a fixed batch size runs in
+chunks of it and the reference runs the same chunks: a model whose samples interact (PGConv2d's
+batch-wide activation scale) is then compared like for like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gatex.errors import BackendUnavailableError, BadInputError
+from gatex.ops.spec import Tolerance
+from gatex.runtimes.base import Runtime, TensorSpec
+from gatex.runtimes.parity import (
+    ParityResult,
+    ToleranceChoice,
+    choose_tolerance,
+    compare_outputs,
+    dtype_name,
+    float_dtype_of,
+)
+
+UNIT_METADATA_KEY = "gatex.unit"   # written by the ONNX exporter into metadata_props
+
+# Artifacts other backends will read, and the issue that brings each (README, "Roadmap").
+NOT_YET = {
+    ".mlpackage": "CoreML artifacts are not supported by gatex parity yet (the CoreML runtime and "
+                  "its MIL emulator arrive with the CoreML export issue)",
+    ".mlmodel": "CoreML artifacts are not supported by gatex parity yet (the CoreML runtime and "
+                "its MIL emulator arrive with the CoreML export issue)",
+    ".engine": "TensorRT engines are not supported by gatex parity yet (the trt runtime arrives "
+               "with the TensorRT issue)",
+    ".plan": "TensorRT engines are not supported by gatex parity yet (the trt runtime arrives "
+             "with the TensorRT issue)",
+}
+ARTIFACT_SUFFIXES = (".onnx",)
+
+
+# -- the engine -----------------------------------------------------------------------------------
+
+def split_batches(feeds: Mapping[str, np.ndarray], batch: int | None
+                  ) -> tuple[list[dict[str, np.ndarray]], str]:
+    """``feeds`` in chunks of ``batch`` samples along axis 0 (None: one chunk), and a note."""
+    feeds = dict(feeds)
+    if batch is None or not feeds:
+        return [feeds], ""
+    n = min(int(np.shape(a)[0]) if np.ndim(a) else 0 for a in feeds.values())
+    if n < batch:
+        raise BadInputError(f"the artifact runs batches of exactly {batch} samples; the inputs "
+                            f"hold {n}")
+    count = n // batch
+    chunks = [{k: a[i * batch:(i + 1) * batch] for k, a in feeds.items()} for i in range(count)]
+    note = f"fixed batch {batch}: {count} chunks"
+    if n % batch:
+        note += f", the last {n % batch} samples dropped"
+    return chunks, note
+
+
+def _widen_for_reference(feeds: dict[str, np.ndarray], specs: tuple[TensorSpec, ...] | None
+                         ) -> dict[str, np.ndarray]:
+    # fp16/bf16 -> fp32 is exact, so the reference sees the very values the artifact saw; a
+    # reference that declares its inputs gets them by position under its own names.
+    low = ("float16", "bfloat16")
+    if specs is None:
+        return {k: a.astype(np.float32) if a.dtype.name in low else a for k, a in feeds.items()}
+    if len(specs) != len(feeds):
+        return dict(feeds)  # the reference's own validation names what is missing
+    out = {}
+    for spec, a in zip(specs, feeds.values()):
+        if a.dtype.name in low and spec.dtype in ("float32", "float64"):
+            a = a.astype(spec.dtype)
+        out[spec.name] = a
+    return out
+
+
+def _concat(chunks: Sequence[np.ndarray]) -> np.ndarray:
+    if len(chunks) == 1:
+        return chunks[0]
+    return np.concatenate(chunks, axis=0) if chunks[0].ndim else np.stack(chunks)
+
+
+def _run_batches(runtime: Runtime, batches: Sequence[dict[str, np.ndarray]]
+                 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    outputs: dict[str, list[np.ndarray]] = {}
+    nans: dict[str, int] = {}
+    for feeds in batches:
+        for name, value in runtime.run(feeds).items():
+            outputs.setdefault(name, []).append(value)
+        for name, n in runtime.last_input_nans.items():
+            nans[name] = nans.get(name, 0) + n
+    return {k: _concat(v) for k, v in outputs.items()}, nans
+
+
+def _pair_names(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+                ) -> dict[str, np.ndarray]:
+    # By name when the names agree; by position when the reference's names are its own
+    # (a torch model's "output"); a different count is a reference that does not fit.
+    if set(actual) == set(expected):
+        return expected
+    if len(actual) == len(expected):
+        return dict(zip(actual, expected.values()))
+    raise BadInputError(f"the reference returns {len(expected)} outputs "
+                        f"({', '.join(expected)}) but the artifact has {len(actual)} "
+                        f"({', '.join(actual)}); give the reference that matches the artifact")
+
+
+# ONNX ops with a reduction inside (see parity.tolerance_for)
+ONNX_REDUCTIONS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum",
+                             "MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"})
+
+
+def model_ops(runtime: Runtime) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(gatex ops, standard reduction ops) a runtime's model holds or last ran; empty when it
+    cannot tell."""
+    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+    from gatex.runtimes.torch_runtime import TorchRuntime
+
+    if isinstance(runtime, TorchRuntime):
+        return tuple(c.op for c in runtime.last_op_calls), runtime.last_reductions
+    if isinstance(runtime, OrtRuntime):
+        return onnx_ops(runtime.model)
+    return (), ()
+
+
+def onnx_ops(model: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(spec names of the ``gatex`` nodes, standard reduction op types) of an ONNX model, over
+    the main graph and control-flow bodies (not inside the gatex ops' own functions)."""
+    from gatex.ops import REGISTRY
+
+    try:
+        proto = read_onnx(model, external_data=False)
+    except BackendUnavailableError:  # no onnx package: the reference's ops still count
+        return (), ()
+    gatex: list[str] = []
+    reductions: set[str] = set()
+
+    def walk(graph: Any) -> None:
+        for node in graph.node:
+            if node.domain == "gatex":
+                gatex.append(REGISTRY.get(node.op_type).name)
+            elif node.domain in ("", "ai.onnx") and node.op_type in ONNX_REDUCTIONS:
+                reductions.add(node.op_type)
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+
+    walk(proto.graph)
+    return tuple(gatex), tuple(sorted(reductions))
+
+
+def read_onnx(model: Any, *, external_data: bool = True) -> Any:
+    """An ``onnx.ModelProto`` from a path, bytes, or a ModelProto; bad files are one line."""
+    from gatex.errors import CheckpointError
+    from gatex.runtimes.locate import import_onnx
+
+    onnx = import_onnx()
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        if isinstance(model, bytes):
+            return onnx.load_from_string(model)
+        return onnx.load(str(model), load_external_data=external_data)
+    except Exception as exc:  # noqa: BLE001  (protobuf DecodeError, OSError, ...)
+        raise CheckpointError(f"{model} is not a readable ONNX model: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}") from None
+
+
+def compare_runtimes(artifact: Runtime, reference: Runtime,
+                     feeds: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
+                     artifact_name: str = "", dtype: object | None = None,
+                     tolerance: Tolerance | None = None, rtol: float | None = None,
+                     atol: float | None = None, inputs_note: str = "",
+                     extra_ops: Iterable[str] = ()) -> ParityResult:
+    """Run both runtimes on ``feeds`` (a mapping, or a list of batches) and compare every output.
+
+    The tolerance is ``tolerance`` (reported as the user's), else `choose_tolerance` over the
+    gatex ops and standard reductions both models hold, in ``dtype`` (default: the artifact's first float output's
+    dtype) with the user's ``rtol``/``atol`` where given.
+    """
+    if isinstance(feeds, Mapping):
+        specs = artifact.input_specs
+        batch = next((s.static_batch for s in specs or () if s.static_batch), None)
+        batches, note = split_batches({k: np.asarray(v) for k, v in feeds.items()}, batch)
+    else:
+        batches, note = [dict(f) for f in feeds], ""
+    actual, nans = _run_batches(artifact, batches)
+    ref_specs = reference.input_specs
+    expected, _ = _run_batches(reference, [_widen_for_reference(artifact.validate_feeds(b),
+                                                                ref_specs) for b in batches])
+    expected = _pair_names(actual, expected)
+
+    if dtype is None:
+        dtype = next((d for a in actual.values() if (d := float_dtype_of(a))), "float32")
+    (ops_a, red_a), (ops_r, red_r) = model_ops(artifact), model_ops(reference)
+    ops, reductions = (*ops_a, *ops_r, *extra_ops), (*red_a, *red_r)
+    if tolerance is not None:
+        choice = ToleranceChoice(tolerance, dtype_name(dtype), "user", tuple(sorted(set(ops))),
+                                 tuple(sorted(set(reductions))))
+    else:
+        choice = choose_tolerance(ops, dtype, rtol=rtol, atol=atol, reductions=reductions)
+    samples = next((int(np.shape(a)[0]) for a in batches[0].values() if np.ndim(a)), None)
+    if samples is not None:
+        samples *= len(batches)
+    return ParityResult(
+        artifact=artifact_name or _artifact_name(artifact),
+        runtime=artifact.label, reference=reference.label, dtype=choice.dtype, tolerance=choice,
+        outputs=compare_outputs(actual, expected, choice.tolerance), emulated=artifact.emulated,
+        inputs=inputs_note, samples=samples, input_nans=nans,
+        notes=(note,) if note else ())
+
+
+def _artifact_name(runtime: Runtime) -> str:
+    model = getattr(runtime, "model", None)
+    if isinstance(model, (str, Path)):
+        return str(model)
+    return type(model).__name__ if model is not None else runtime.label
+
+
+# -- the command's pieces -------------------------------------------------------------------------
+
+def check_suffix(path: Path) -> None:
+    """Refuse, with the reason, artifacts gatex parity cannot read (yet)."""
+    suffix = path.suffix.lower()
+    if suffix in NOT_YET:
+        raise BackendUnavailableError(f"{path}: {NOT_YET[suffix]}")
+    if suffix not in ARTIFACT_SUFFIXES:
+        raise BadInputError(f"{path}: gatex parity reads {', '.join(ARTIFACT_SUFFIXES)} "
+                            f"artifacts; got {suffix or 'no suffix'}")
+    if not path.exists():
+        raise BadInputError(f"artifact {path} does not exist")
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Arrays by input name from ``path`` (.npz, no pickles)."""
+    if not path.is_file():
+        raise BadInputError(f"inputs file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:  # noqa: BLE001  (zipfile/pickle/ValueError on a bad file)
+        raise BadInputError(f"{path} is not a readable .npz of arrays ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def zoo_inputs(unit: str | None, specs: tuple[TensorSpec, ...]
+               ) -> tuple[dict[str, np.ndarray], str]:
+    """The zoo's held-out digits, shaped for ``unit`` (or the artifact's input) and its dtype."""
+    from gatex.models import zoo
+
+    if len(specs) != 1:
+        raise BadInputError(f"the artifact takes {len(specs)} inputs "
+                            f"({', '.join(s.name for s in specs)}); the zoo's digits fill one: "
+                            "pass --inputs F.npz with an array per input name")
+    spec = specs[0]
+    x, _ = zoo.held_out(unit)
+    x = x.numpy()
+    what = f"zoo held-out digits for {unit}" if unit else "zoo held-out digits"
+    if unit is None:
+        per_sample = spec.shape[1:] if spec.shape else None
+        if not per_sample or not all(isinstance(d, int) for d in per_sample) or \
+                int(np.prod(per_sample)) != x.shape[1]:
+            raise BadInputError(f"input {spec.name!r} is {spec.describe()}, which the 64-pixel "
+                                "digits cannot fill; pass --unit NAME or --inputs F.npz")
+        x = x.reshape(-1, *per_sample)
+    if float_dtype_of(x) and spec.dtype in ("float16", "bfloat16", "float64"):
+        x = _cast(x, spec.dtype)
+        what += f", cast to {spec.dtype}"
+    return {spec.name: x}, what
+
+
+def _cast(x: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return x.astype(ml_dtypes.bfloat16)
+    return x.astype(dtype)
+
+
+def reference_model(*, unit: str | None, model: str | None, weights: Path | None,
+                    trust_checkpoint: bool) -> tuple[Any, str]:
+    """The torch reference and a description: ``--model`` (+ ``--weights``) or the zoo unit."""
+    from gatex.loading import load_model
+    from gatex.models import zoo
+
+    if model is not None:
+        return load_model(model, weights=weights, trust_checkpoint=trust_checkpoint), model
+    if weights is not None:
+        raise BadInputError("--weights goes with --model module:attr; zoo units ship theirs")
+    assert unit is not None
+    return zoo.load(unit), f"zoo {zoo.entry(unit).unit}"
+
+
+def check_artifact(path: Path, *, unit: str | None = None, model: str | None = None,
+                   weights: Path | None = None, trust_checkpoint: bool = False,
+                   inputs: Path | None = None, dtype: str | None = None,
+                   rtol: float | None = None, atol: float | None = None, locate: bool = False,
+                   device: str = "cpu", threads: int | None = None) -> ParityResult:
+    """Parity of one ONNX artifact against its torch reference (see `run_parity_command`)."""
+    from gatex.models import zoo
+    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+    from gatex.runtimes.torch_runtime import TorchRuntime
+
+    path = Path(path)
+    check_suffix(path)
+    with OrtRuntime(path, device=device, threads=threads) as artifact:
+        recorded = artifact.metadata.get(UNIT_METADATA_KEY)
+        if unit is None and model is None:
+            if recorded is None:
+                raise BadInputError(f"{path} records no {UNIT_METADATA_KEY} in its metadata; "
+                                    "pass --unit NAME or --model module:attr")
+            unit = recorded
+        if unit is not None:
+            unit = zoo.entry(unit).unit
+        ref_model, ref_what = reference_model(unit=unit, model=model, weights=weights,
+                                              trust_checkpoint=trust_checkpoint)
+        specs = artifact.input_specs or ()
+        if inputs is not None:
+            feeds, what = load_npz(Path(inputs)), f"{inputs}"
+        else:
+            feeds, what = zoo_inputs(unit, specs)
+        with TorchRuntime(ref_model) as reference:
+            result = compare_runtimes(artifact, reference, feeds, artifact_name=str(path),
+                                      dtype=dtype, rtol=rtol, atol=atol, inputs_note=what)
+        result = replace(result, reference=f"{reference.label}: {ref_what}")
+        if locate:
+            from gatex.runtimes.locate import locate as locate_ops
+
+            batch = next((s.static_batch for s in specs if s.static_batch), None)
+            batches, _ = split_batches(artifact.validate_feeds(feeds), batch)
+            found = locate_ops(read_onnx(path), ref_model, batches,
+                               [_widen_for_reference(b, None) for b in batches],
+                               result.tolerance.tolerance, device=device, threads=threads)
+            result = replace(result, locate=found)
+    return result
+
+
+def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "torch",
+                       unit: str | None = None, model: str | None = None,
+                       weights: Path | None = None, trust_checkpoint: bool = False,
+                       inputs: Path | None = None, dtype: str | None = None,
+                       rtol: float | None = None, atol: float | None = None,
+                       json_path: Path | None = None, junit_path: Path | None = None,
+                       markdown_path: Path | None = None, locate: bool = False,
+                       device: str = "cpu", threads: int | None = None,
+                       console: Any = None) -> list[ParityResult]:
+    """``gatex parity``: check every artifact, print the table, write the verdicts.
+
+    Everything the user named is checked before any model runs (artifact suffixes and
+    existence, the reference kind, the dtype, the verdict paths), so a bad argument costs no
+    time and leaves no file. Raises `CheckFailedError` (exit 1) naming the first failing output
+    when any artifact fails; verdict files are written first either way.
+    """
+    from rich.console import Console
+
+    from gatex.errors import CheckFailedError
+    from gatex.runtimes.report import check_writable, print_results, write_verdicts
+
+    if not artifacts:
+        raise BadInputError("give at least one artifact (an .onnx file)")
+    if reference != "torch":
+        raise BadInputError(f"unknown reference {reference!r}; gatex parity compares against "
+                            "torch (eager)")
+    if dtype is not None and dtype_name(dtype) not in ("float32", "float16"):
+        raise BadInputError(f"--dtype must be fp32 or fp16; got {dtype}")
+    paths = [Path(a) for a in artifacts]
+    for p in paths:
+        check_suffix(p)
+    for out in (json_path, junit_path, markdown_path):
+        if out is not None:
+            check_writable(out)
+    if inputs is not None and not Path(inputs).is_file():
+        raise BadInputError(f"inputs file {inputs} does not exist")
+
+    results = [check_artifact(p, unit=unit, model=model, weights=weights,
+                              trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype,
+                              rtol=rtol, atol=atol, locate=locate, device=device,
+                              threads=threads) for p in paths]
+    print_results(results, console or Console())
+    write_verdicts(results, json_path=json_path, junit_path=junit_path,
+                   markdown_path=markdown_path)
+    failed = [r for r in results if not r]
+    if failed:
+        more = f" (and {len(failed) - 1} more artifacts)" if len(failed) > 1 else ""
+        raise CheckFailedError(f"parity failed: {failed[0].summary()}{more}")
+    return results

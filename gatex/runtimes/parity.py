@@ -1,0 +1,473 @@
+"""Parity: how far one set of outputs is from a reference, and whether that is within tolerance.
+
+Pure functions over NumPy arrays; results are frozen dataclasses that are truthy when they pass.
+
+Pass rule for one output (``numpy.allclose``'s, asymmetric: the reference ``e`` scales the bound)::
+
+    shapes equal, NaN at the same positions, the same infinities at the same positions, and
+    |a - e| <= atol + rtol * |e|   for every element finite on both sides.
+
+Metrics: ``max_abs``, ``mean_abs`` and ``cosine`` over elements finite on both sides;
+``max_rel`` = max |a - e| / |e| over those with e != 0; ``max_ulp`` = the largest number of
+representable values of the output dtype between a and e (e rounded to that dtype first) over
+elements that are NaN on neither side; ``top1`` = the fraction of rows of 2-D logits whose
+argmax agrees. A failing output also reports the tolerance that would have passed: the smallest
+atol at the given rtol and the smallest rtol at the given atol.
+
+Tolerances come from the op specs (`tolerance_for`) or from the user, and a `ToleranceChoice`
+always says which; nothing here ever loosens one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gatex.errors import BadInputError
+from gatex.ops.spec import Tolerance
+
+DTYPE_ALIASES = {
+    "fp32": "float32", "float32": "float32", "float": "float32", "f32": "float32",
+    "fp16": "float16", "float16": "float16", "half": "float16", "f16": "float16",
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp64": "float64", "float64": "float64", "double": "float64", "f64": "float64",
+}
+
+# bits per value of each float dtype: the width of its sign-magnitude bit pattern
+FLOAT_WIDTHS = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
+
+
+def dtype_name(dtype: object) -> str:
+    """``"fp16"``, ``np.float16``, ``torch.float16`` -> ``"float16"``; unknown -> BadInputError."""
+    text = str(getattr(dtype, "name", dtype)).removeprefix("torch.").lower()
+    if text not in DTYPE_ALIASES:
+        raise BadInputError(f"unknown dtype {dtype!r}; use fp32, fp16, bf16 or fp64")
+    return DTYPE_ALIASES[text]
+
+
+def float_dtype_of(array: np.ndarray) -> str | None:
+    """The float dtype name of ``array`` ("float32", "bfloat16", ...), None if not floating."""
+    name = array.dtype.name
+    return name if name in FLOAT_WIDTHS else None
+
+
+# -- ULP distance -------------------------------------------------------------------------------
+
+def _bits(values: np.ndarray, dtype: str) -> np.ndarray:
+    """The bit patterns of ``values`` rounded (to nearest even) to ``dtype``, as uint64."""
+    with np.errstate(over="ignore"):  # a value beyond the dtype's range rounds to inf, as it should
+        return _bits_unchecked(values, dtype)
+
+
+def _bits_unchecked(values: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "float64":
+        return values.astype(np.float64).view(np.uint64)
+    if dtype == "float32":
+        return values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    if dtype == "float16":
+        return values.astype(np.float16).view(np.uint16).astype(np.uint64)
+    if dtype == "bfloat16":
+        if values.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: already exact
+            return values.view(np.uint16).astype(np.uint64)
+        # bf16 is the top half of fp32: round the low 16 bits to nearest, ties to even. (A float64
+        # value is rounded to fp32 first; that double rounding can move a rare exact tie by 1 ULP.)
+        f32 = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+        return (f32 + 0x7FFF + ((f32 >> 16) & 1)) >> 16
+    raise BadInputError(f"no ULP distance for dtype {dtype!r}; use one of {', '.join(FLOAT_WIDTHS)}")
+
+
+def _ordered(bits: np.ndarray, width: int) -> np.ndarray:
+    # Sign-magnitude -> one unsigned line where adjacent floats are adjacent integers:
+    # +m -> OFFSET + m, -m -> OFFSET - m, so +0 and -0 meet at OFFSET (distance 0).
+    sign = np.uint64(1 << (width - 1))
+    magnitude = bits & (sign - np.uint64(1))
+    offset = np.uint64(1 << 63)
+    return np.where(bits & sign, offset - magnitude, offset + magnitude)
+
+
+def ulp_distance(actual: np.ndarray, expected: np.ndarray, dtype: str) -> np.ndarray:
+    """How many ``dtype`` values lie between ``actual`` and ``expected`` (both rounded to ``dtype``).
+
+    Adjacent floats are 1 apart, +0 and -0 are 0 apart, the largest finite value and inf are 1
+    apart. Elementwise, uint64; 0 where either side is NaN (count NaNs separately).
+
+    >>> int(ulp_distance(np.float32(1), np.nextafter(np.float32(1), np.float32(2)), "float32"))
+    1
+    """
+    dtype = dtype_name(dtype)
+    a, e = np.asarray(actual), np.asarray(expected)
+    nan = np.isnan(a.astype(np.float64)) | np.isnan(e.astype(np.float64))
+    width = FLOAT_WIDTHS[dtype]
+    ka = _ordered(_bits(np.where(nan, 0, a) if nan.any() else a, dtype), width)
+    ke = _ordered(_bits(np.where(nan, 0, e) if nan.any() else e, dtype), width)
+    return np.where(ka >= ke, ka - ke, ke - ka)
+
+
+# -- one output -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NeededTolerance:
+    """The loosening that would have made an output pass (None: no value of it would)."""
+
+    atol: float | None   # smallest atol that passes at the given rtol
+    rtol: float | None   # smallest rtol that passes at the given atol (None where e == 0 fails)
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    """One output of an artifact against the reference: metrics, verdict and a one-line message."""
+
+    name: str
+    passed: bool
+    tolerance: Tolerance
+    message: str
+    shape: tuple[int, ...]
+    expected_shape: tuple[int, ...]
+    dtype: str                     # the artifact output's dtype
+    max_abs: float | None = None
+    max_rel: float | None = None
+    mean_abs: float | None = None
+    cosine: float | None = None
+    max_ulp: int | None = None     # in ``dtype``; None for non-float outputs
+    nan_actual: int = 0
+    nan_expected: int = 0
+    nan_mismatch: int = 0          # positions NaN on exactly one side
+    inf_actual: int = 0
+    inf_expected: int = 0
+    inf_mismatch: int = 0          # positions where an infinity is not matched by the same one
+    outside: int = 0               # finite elements outside the tolerance
+    worst_index: tuple[int, ...] | None = None   # the element furthest outside (or closest to) it
+    worst_actual: float | None = None
+    worst_expected: float | None = None
+    top1: float | None = None      # 2-D logits: fraction of rows whose argmax agrees
+    needed: NeededTolerance | None = None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _within(diff: np.ndarray, scale: np.ndarray, tol: Tolerance) -> bool:
+    return bool(np.all(diff <= tol.atol + tol.rtol * scale))
+
+
+def _needed(diff: np.ndarray, scale: np.ndarray, tol: Tolerance) -> NeededTolerance:
+    if diff.size == 0:
+        return NeededTolerance(0.0, 0.0)
+    atol = _settle(max(0.0, float(np.max(diff - tol.rtol * scale))),
+                   lambda x: _within(diff, scale, Tolerance(tol.rtol, x)))
+    excess = diff - tol.atol
+    if np.any((scale == 0) & (excess > 0)):
+        return NeededTolerance(atol, None)  # |e| = 0 there: no rtol covers a nonzero difference
+    nz = scale > 0
+    rtol = max(0.0, float(np.max(excess[nz] / scale[nz]))) if nz.any() else 0.0
+    return NeededTolerance(atol, _settle(rtol, lambda x: _within(diff, scale,
+                                                                 Tolerance(x, tol.atol))))
+
+
+def _settle(value: float, passes: Callable[[float], bool]) -> float:
+    # The subtraction/division that found ``value`` rounds: step up, one float at a time, until
+    # the pass rule itself accepts it (a few steps at most; the cap only guards the loop).
+    for _ in range(64):
+        if passes(value):
+            return value
+        value = float(np.nextafter(value, np.inf))
+    return value * (1 + 1e-12)
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, *,
+            name: str = "output", classifier: bool | None = None) -> OutputParity:
+    """Compare one output with its reference under ``tolerance`` (see the module docstring).
+
+    ``classifier``: report top-1 agreement; None means "when the output is 2-D with at least two
+    columns" (a batch of logits). The ULP distance is counted in ``actual``'s dtype.
+
+    >>> bool(compare(np.float32([1, 2]), np.float32([1, 2.00001]), Tolerance(1e-5, 0)))
+    True
+    """
+    a_raw, e_raw = np.asarray(actual), np.asarray(expected)
+    dtype = a_raw.dtype.name
+    base = dict(name=name, tolerance=tolerance, shape=tuple(a_raw.shape),
+                expected_shape=tuple(e_raw.shape), dtype=dtype)
+    if a_raw.shape != e_raw.shape:
+        return OutputParity(passed=False, message=f"{name}: shape {tuple(a_raw.shape)} differs "
+                            f"from the reference's {tuple(e_raw.shape)}", **base)
+    a, e = a_raw.astype(np.float64), e_raw.astype(np.float64)
+    nan_a, nan_e = np.isnan(a), np.isnan(e)
+    nan_mismatch = int(np.count_nonzero(nan_a != nan_e))
+    inf_a, inf_e = np.isinf(a), np.isinf(e)
+    inf_mismatch = int(np.count_nonzero((inf_a | inf_e) & ~(nan_a | nan_e) & (a != e)))
+    finite = np.isfinite(a) & np.isfinite(e)
+    diff = np.abs(a - e)[finite]
+    scale = np.abs(e)[finite]
+    bound = tolerance.atol + tolerance.rtol * scale
+    outside = int(np.count_nonzero(diff > bound))
+
+    metrics: dict[str, object] = dict(
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        max_rel=float(np.max(diff[scale > 0] / scale[scale > 0])) if np.any(scale > 0) else 0.0,
+        cosine=_cosine(a[finite], e[finite]),
+        nan_actual=int(nan_a.sum()), nan_expected=int(nan_e.sum()), nan_mismatch=nan_mismatch,
+        inf_actual=int(inf_a.sum()), inf_expected=int(inf_e.sum()), inf_mismatch=inf_mismatch,
+        outside=outside,
+    )
+    ulp_dtype = float_dtype_of(a_raw)
+    if ulp_dtype is not None:
+        both = ~(nan_a | nan_e)
+        ulps = ulp_distance(a_raw[both], e_raw[both], ulp_dtype)
+        metrics["max_ulp"] = int(ulps.max()) if ulps.size else 0
+    if diff.size:
+        flat = int(np.argmax(diff - bound))
+        where = tuple(int(i) for i in np.unravel_index(np.flatnonzero(finite)[flat], a.shape))
+        metrics.update(worst_index=where, worst_actual=float(a[where]),
+                       worst_expected=float(e[where]))
+    if classifier is None:
+        classifier = a.ndim == 2 and a.shape[1] >= 2
+    if classifier:
+        metrics["top1"] = (float(np.mean(np.argmax(a, axis=1) == np.argmax(e, axis=1)))
+                           if a.shape[0] else 1.0)
+
+    passed = nan_mismatch == 0 and inf_mismatch == 0 and outside == 0
+    needed = None if nan_mismatch or inf_mismatch else _needed(diff, scale, tolerance)
+    result = OutputParity(passed=passed, message="", needed=needed, **base, **metrics)  # type: ignore[arg-type]
+    return _with_message(result, a.size)
+
+
+def _cosine(a: np.ndarray, e: np.ndarray) -> float:
+    na, ne = float(np.linalg.norm(a)), float(np.linalg.norm(e))
+    if na == 0 and ne == 0:
+        return 1.0
+    if na == 0 or ne == 0:
+        return 0.0
+    return float(np.dot(a.ravel(), e.ravel()) / (na * ne))
+
+
+def _with_message(r: OutputParity, size: int) -> OutputParity:
+    tol = f"rtol={_fmt(r.tolerance.rtol)}, atol={_fmt(r.tolerance.atol)}"
+    if r.passed:
+        text = f"{r.name}: ok within {tol} (max_abs {_fmt(r.max_abs or 0.0)})"
+        return _replace(r, message=text)
+    parts = []
+    if r.nan_mismatch:
+        parts.append(f"NaN at {r.nan_mismatch} positions on one side only "
+                     f"({r.nan_actual} NaN in the artifact, {r.nan_expected} in the reference)")
+    if r.inf_mismatch:
+        parts.append(f"{r.inf_mismatch} infinities not matched by the reference")
+    if r.outside:
+        worst = ""
+        if r.worst_index is not None:
+            worst = (f" at {list(r.worst_index)}: {r.worst_actual:.6g} vs "
+                     f"{r.worst_expected:.6g}")
+        parts.append(f"{r.outside} of {size} values outside {tol} (max_abs "
+                     f"{_fmt(r.max_abs or 0.0)}{worst})")
+    text = f"{r.name}: " + "; ".join(parts)
+    if r.needed is None:
+        text += "; no tolerance passes while NaN/inf positions differ"
+    elif r.outside:
+        atol = f"atol >= {_fmt(r.needed.atol)} at rtol={_fmt(r.tolerance.rtol)}"
+        rtol = ("no rtol passes at this atol (the reference is 0 there)" if r.needed.rtol is None
+                else f"rtol >= {_fmt(r.needed.rtol)} at atol={_fmt(r.tolerance.atol)}")
+        text += f"; would pass with {atol}, or {rtol}"
+    return _replace(r, message=text)
+
+
+def _replace(r: OutputParity, **changes: object) -> OutputParity:
+    from dataclasses import replace
+
+    return replace(r, **changes)  # type: ignore[arg-type]
+
+
+def compare_outputs(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+                    tolerance: Tolerance) -> tuple[OutputParity, ...]:
+    """`compare` every output by name; one missing on either side is a failed entry."""
+    results = []
+    for name in list(expected) + [n for n in actual if n not in expected]:
+        if name not in actual or name not in expected:
+            side = "artifact" if name not in actual else "reference"
+            shape = tuple(np.shape(expected[name] if name in expected else actual[name]))
+            results.append(OutputParity(
+                name=name, passed=False, tolerance=tolerance, shape=shape, expected_shape=shape,
+                dtype="", message=f"{name}: missing from the {side}'s outputs"))
+            continue
+        results.append(compare(actual[name], expected[name], tolerance, name=name))
+    return tuple(results)
+
+
+# -- tolerances -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ToleranceChoice:
+    """The tolerance a check used, and where it came from.
+
+    ``origin`` is "spec" (the op specs' per-dtype tolerances), "user" (given explicitly) or
+    "user+spec" (one of rtol/atol given, the other from the specs). ``ops`` are the gatex ops
+    whose specs were combined; ``reductions`` the standard reduction ops (MatMul, Conv, ...)
+    that brought in the spec file's reduction tolerance.
+    """
+
+    tolerance: Tolerance
+    dtype: str
+    origin: str
+    ops: tuple[str, ...] = ()
+    reductions: tuple[str, ...] = ()
+
+    @property
+    def rtol(self) -> float:
+        return self.tolerance.rtol
+
+    @property
+    def atol(self) -> float:
+        return self.tolerance.atol
+
+    def sources(self) -> str:
+        text = ", ".join(self.ops)
+        if self.reductions:
+            text += f" and standard reductions ({', '.join(self.reductions)})"
+        return text
+
+    def describe(self) -> str:
+        tol = f"rtol={_fmt(self.rtol)}, atol={_fmt(self.atol)}"
+        if self.origin == "spec":
+            return f"{tol} ({self.dtype}; loosest spec of {self.sources()})"
+        if self.origin == "user":
+            return f"{tol} (given by the user)"
+        return f"{tol} ({self.dtype}; given by the user, the rest from the specs of " \
+               f"{self.sources()})"
+
+
+def tolerance_for(op_names: Iterable[str], dtype: object, *,
+                  reductions: Iterable[str] = ()) -> ToleranceChoice:
+    """The tolerance a model holding ``op_names`` is checked against in ``dtype``.
+
+    A model is held to the loosest of its ops: rtol and atol are each the maximum over the gatex
+    ops' spec tolerances for that dtype. A model cannot be checked more tightly than its least
+    precise op allows, and taking the maximum never invents a bound no spec states.
+    ``reductions`` names the standard ops with a reduction inside that the model runs (MatMul,
+    Gemm, Conv; torch's addmm, convolution): their accumulation order differs between backends
+    exactly as for the gatex reduction ops, so they bring in the spec file's
+    ``REDUCTION_TOLERANCES`` for the dtype, and the choice lists them. Other standard ops
+    (Add, Relu, pooling, ...) round once per element and add no tolerance of their own.
+    """
+    from gatex.ops import REGISTRY
+    from gatex.ops.spec import REDUCTION_TOLERANCES
+
+    dtype = dtype_name(dtype)
+    specs = {REGISTRY.get(n).name: REGISTRY.get(n) for n in op_names}
+    if not specs:
+        raise BadInputError("the model runs no gatex op, so no op spec gives a tolerance; pass "
+                            "one explicitly (--rtol and --atol, or tolerance=)")
+    for spec in specs.values():
+        if dtype not in spec.tolerances:
+            raise BadInputError(f"{spec.name} has no {dtype} tolerance (its spec covers "
+                                f"{', '.join(spec.tolerances)})")
+    bounds = [s.tolerance(dtype) for s in specs.values()]
+    reductions = tuple(sorted(set(reductions)))
+    if reductions:
+        bounds.append(REDUCTION_TOLERANCES[dtype])
+    return ToleranceChoice(Tolerance(max(t.rtol for t in bounds), max(t.atol for t in bounds)),
+                           dtype, "spec", tuple(sorted(specs)), reductions)
+
+
+def choose_tolerance(op_names: Iterable[str], dtype: object, *, rtol: float | None = None,
+                     atol: float | None = None, reductions: Iterable[str] = ()
+                     ) -> ToleranceChoice:
+    """`tolerance_for`, unless the user gives rtol and/or atol (then reported as theirs)."""
+    for label, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and not (np.isfinite(value) and value >= 0):
+            raise BadInputError(f"{label} must be a finite number >= 0; got {value}")
+    dtype = dtype_name(dtype)
+    if rtol is not None and atol is not None:
+        return ToleranceChoice(Tolerance(float(rtol), float(atol)), dtype, "user",
+                               tuple(sorted(set(op_names))), tuple(sorted(set(reductions))))
+    spec = tolerance_for(op_names, dtype, reductions=reductions)
+    if rtol is None and atol is None:
+        return spec
+    chosen = Tolerance(spec.rtol if rtol is None else float(rtol),
+                       spec.atol if atol is None else float(atol))
+    return ToleranceChoice(chosen, dtype, "user+spec", spec.ops, spec.reductions)
+
+
+# -- one artifact ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpComparison:
+    """One gatex op's output in the artifact against the same op's output in torch (--locate)."""
+
+    index: int          # execution order among the gatex ops, from 0
+    op: str             # spec name
+    node: str           # the ONNX node's name
+    module: str         # the torch module that ran it ("" = the root module)
+    parity: OutputParity
+
+
+@dataclass(frozen=True)
+class LocateResult:
+    """The gatex ops compared in execution order, or why they could not be paired."""
+
+    comparisons: tuple[OpComparison, ...] = ()
+    unmatched_reason: str = ""
+
+    @property
+    def first_divergence(self) -> OpComparison | None:
+        return next((c for c in self.comparisons if not c.parity), None)
+
+    def summary(self) -> str:
+        if self.unmatched_reason:
+            return f"cannot locate: {self.unmatched_reason}"
+        first = self.first_divergence
+        if first is None:
+            return (f"all {len(self.comparisons)} gatex ops agree within tolerance; any "
+                    "difference arises in standard ops")
+        where = f"node {first.node!r}" + (f", torch module {first.module!r}" if first.module
+                                           else "")
+        return (f"first diverging gatex op: #{first.index + 1} of {len(self.comparisons)}, "
+                f"{first.op} ({where}): {first.parity.message}")
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """Every output of one artifact against the reference; truthy iff there are outputs and all pass.
+
+    ``emulated`` marks results computed by an emulator rather than the real backend (CoreML's
+    MIL emulator on Linux); ``inputs`` says where the inputs came from, ``input_nans`` which
+    inputs held NaNs (reported, not refused).
+    """
+
+    artifact: str
+    runtime: str
+    reference: str
+    dtype: str
+    tolerance: ToleranceChoice
+    outputs: tuple[OutputParity, ...]
+    emulated: bool = False
+    inputs: str = ""
+    samples: int | None = None
+    input_nans: dict[str, int] = field(default_factory=dict)
+    locate: LocateResult | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and all(self.outputs)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> tuple[OutputParity, ...]:
+        return tuple(o for o in self.outputs if not o)
+
+    def summary(self) -> str:
+        """One line: the verdict, and for a failure the first failing output's message."""
+        verdict = "PASS" if self.passed else "FAIL"
+        head = f"{verdict} {self.artifact} on {self.runtime} vs {self.reference}"
+        if self.passed:
+            return f"{head}: {len(self.outputs)} outputs within {self.tolerance.describe()}"
+        if not self.outputs:
+            return f"{head}: no outputs compared"
+        return f"{head}: {self.failures()[0].message}"
