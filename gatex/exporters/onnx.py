@@ -91,8 +91,10 @@ def export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: 
     elem = onnx_build.onnx_dtype(torch.empty(0, dtype=DTYPES[dtype]).numpy().dtype)
     inlined = _write_functions(proto, flavor, elem, opset)
     _finish(proto, flavor, dtype, opset, ops, unit)
-    _check(proto, flavor)
-    external = _save_atomic(proto, Path(path))
+    external = proto.ByteSize() > EXTERNAL_DATA_BYTES
+    if not external:  # a proto past 2 GB cannot be checked in memory: checked on disk instead
+        _check(proto, flavor)
+    _save_atomic(proto, Path(path), external=external, flavor=flavor)
     return OnnxArtifact(Path(path), flavor, dtype, opset, ops, inlined,
                         tuple(i.name for i in proto.graph.input),
                         tuple(o.name for o in proto.graph.output), external)
@@ -307,7 +309,7 @@ def _finish(proto: onnx.ModelProto, flavor: str, dtype: str, opset: int, ops: tu
             proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
 
 
-def _check(proto: onnx.ModelProto, flavor: str) -> None:
+def _check(proto: onnx.ModelProto | str, flavor: str) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:  # a gatex bug: the lowering produced an invalid model
@@ -315,7 +317,7 @@ def _check(proto: onnx.ModelProto, flavor: str) -> None:
             from exc
 
 
-def _save_atomic(proto: onnx.ModelProto, path: Path) -> bool:
+def _save_atomic(proto: onnx.ModelProto, path: Path, *, external: bool, flavor: str) -> None:
     """Write to a temporary file beside ``path``, then rename; external data over 2 GB."""
     directory = path.parent
     try:
@@ -324,17 +326,22 @@ def _save_atomic(proto: onnx.ModelProto, path: Path) -> bool:
         os.close(fd)
     except OSError as exc:
         raise BadInputError(f"cannot write to {directory}: {exc.strerror or exc}") from None
-    external = proto.ByteSize() > EXTERNAL_DATA_BYTES
+    data = directory / (path.name + ".data")
     try:
         if external:
-            data_name = path.name + ".data"
+            # the data file's name is recorded in the model, so it is written under its final
+            # name; the model itself still appears only by rename, after the check
             onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-            os.replace(Path(tmp).parent / data_name, directory / data_name)
+                            location=data.name, size_threshold=1024)
+            _check(tmp, flavor)
         else:
             onnx.save_model(proto, tmp)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
         raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return external
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
+        raise
