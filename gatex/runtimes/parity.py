@@ -203,7 +203,7 @@ def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, *,
     inf_a, inf_e = np.isinf(a), np.isinf(e)
     inf_mismatch = int(np.count_nonzero((inf_a | inf_e) & ~(nan_a | nan_e) & (a != e)))
     finite = np.isfinite(a) & np.isfinite(e)
-    diff = np.abs(a - e)[finite]
+    diff = np.abs(a[finite] - e[finite])
     scale = np.abs(e)[finite]
     bound = tolerance.atol + tolerance.rtol * scale
     outside = int(np.count_nonzero(diff > bound))

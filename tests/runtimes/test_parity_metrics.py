@@ -74,9 +74,11 @@ def test_ulp_rounds_the_reference_into_the_output_dtype():
     # a float64 reference is compared on the fp16 grid: its nearest fp16 is the artifact's value
     expected = np.float64(1.0) + 2**-12
     assert ulp(np.float16(1.0), expected, "float16") == 0
-    out = compare(np.float16([1.0, 2.0]), np.float64([1.0 + 2**-12, 2.0 + 2**-8]),
+    # fp16 steps by 2^-9 on [2, 4): 2 + 2^-9 is one step away, 2 + 2^-8 two
+    out = compare(np.float16([1.0, 2.0]), np.float64([1.0 + 2**-12, 2.0 + 2**-9]),
                   Tolerance(1e-2, 0.0))
     assert out.max_ulp == 1 and out.dtype == "float16"
+    assert compare(np.float16([2.0]), np.float64([2.0 + 2**-8]), Tolerance(1e-2, 0.0)).max_ulp == 2
 
 
 def test_ulp_of_an_unknown_dtype_is_bad_input():
@@ -94,7 +96,8 @@ def test_metrics_on_known_arrays():
     assert out.max_abs == 0.5
     assert out.mean_abs == pytest.approx((0 + 0.5 + 0.25 + 0) / 4)
     assert out.max_rel == 0.25                  # 0.5 / 2; the element with e = 0 is left out
-    cos = float(np.dot(actual, expected) / (np.linalg.norm(actual) * np.linalg.norm(expected)))
+    a64, e64 = actual.astype(np.float64), expected.astype(np.float64)  # metrics are in float64
+    cos = float(np.dot(a64, e64) / (np.linalg.norm(a64) * np.linalg.norm(e64)))
     assert out.cosine == pytest.approx(cos, rel=1e-12)
     assert out.worst_index == (1,) and out.worst_actual == -2.5 and out.worst_expected == -2.0
     assert out.top1 is None                     # 1-D: not a batch of logits
@@ -103,8 +106,10 @@ def test_metrics_on_known_arrays():
 
 def test_the_reference_scales_the_bound():
     # |a - e| <= atol + rtol |e|: asymmetric, the reference's magnitude counts
-    assert compare(np.float32([1.1]), np.float32([1.0]), Tolerance(0.1, 0.0))
-    assert not compare(np.float32([1.0]), np.float32([1.1]), Tolerance(0.09, 0.0))
+    # (float64 values: fp32's 1.1 is 1.10000002, just outside rtol 0.1 of 1.0)
+    assert compare(np.float64([1.1]), np.float64([1.0]), Tolerance(0.1 + 1e-12, 0.0))
+    assert not compare(np.float64([1.0]), np.float64([1.1]), Tolerance(0.09, 0.0))
+    assert not compare(np.float32([1.1]), np.float32([1.0]), Tolerance(0.1, 0.0))
 
 
 def test_failure_reports_the_tolerance_that_would_have_passed():
@@ -113,8 +118,9 @@ def test_failure_reports_the_tolerance_that_would_have_passed():
     tol = Tolerance(rtol=1e-5, atol=1e-6)
     out = compare(actual, expected, tol, name="logits")
     assert not out and out.outside == 3
-    # smallest atol at rtol 1e-5: max(diff - 1e-5 |e|) = 1e-3 - 1e-5 (first element)
-    assert out.needed.atol == pytest.approx(1e-3 - 1e-5, rel=1e-9)
+    # smallest atol at rtol 1e-5: max(diff - 1e-5 |e|) = 1e-2 - 1e-3 (third element; the
+    # others need 1e-3 - 1e-5 and 2e-3 - 1e-4)
+    assert out.needed.atol == pytest.approx(1e-2 - 1e-3, rel=1e-9)
     # smallest rtol at atol 1e-6: max((diff - 1e-6) / |e|) = (1e-3 - 1e-6) / 1
     assert out.needed.rtol == pytest.approx(1e-3 - 1e-6, rel=1e-9)
     # each reported value passes, and anything a little tighter fails
@@ -123,7 +129,7 @@ def test_failure_reports_the_tolerance_that_would_have_passed():
     assert compare(actual, expected, Tolerance(out.needed.rtol, tol.atol))
     assert not compare(actual, expected, Tolerance(out.needed.rtol * 0.999, tol.atol))
     assert "logits: 3 of 4 values outside rtol=1e-05, atol=1e-06" in out.message
-    assert "would pass with atol >= 0.00099" in out.message
+    assert "would pass with atol >= 0.009 at rtol=1e-05, or rtol >= 0.000999" in out.message
     assert "\n" not in out.message
 
 
