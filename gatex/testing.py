@@ -80,8 +80,8 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
         tolerance = Tolerance(*tolerance)
     artifact, ref = as_runtime(model_or_artifact), as_runtime(reference)
     with ExitStack() as stack:
-        for runtime, given in ((artifact, model_or_artifact), (ref, reference)):
-            if runtime is not given:  # close what we opened; a caller's Runtime stays open
+        for runtime in (artifact, ref):
+            if not runtime.loaded:  # close what we load; a caller's loaded Runtime stays open
                 stack.enter_context(runtime)
         feeds = {k: _array(v) for k, v in _feeds(inputs, artifact).items()}
         result = compare_runtimes(artifact, ref, feeds, dtype=dtype, tolerance=tolerance,

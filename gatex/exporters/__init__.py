@@ -68,6 +68,7 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     if to in NOT_YET:
         raise BackendUnavailableError(NOT_YET[to])
     unit = None
+    inputs_note = "the check inputs" if check_inputs else "the example inputs"
     if isinstance(model, str):
         from gatex.models import zoo
 
@@ -75,6 +76,8 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         model = zoo.load(unit)
         x, _ = zoo.held_out(unit)
         example_inputs = example_inputs or (x[:4],)
+        if not check_inputs:
+            inputs_note = f"zoo held-out digits for {unit}"
         check_inputs = check_inputs or (x,)
     else:
         unit = getattr(model, "gatex_unit", None)
@@ -89,11 +92,13 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
                            opset=opset or DEFAULT_OPSET, dynamic_batch=dynamic_batch, unit=unit)
     parity = None
     if check and flavor != "plugin":  # a plugin model needs TensorRT's plugins to run
-        parity = check_onnx(model, artifact.path, check_inputs or example_inputs)
+        parity = check_onnx(model, artifact.path, check_inputs or example_inputs,
+                            inputs_note=inputs_note)
     return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity)
 
 
-def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor]) -> Any:
+def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
+               inputs_note: str = "the check inputs") -> Any:
     """Parity of the ONNX file at ``path`` against ``model`` on ``inputs`` (onnxruntime, CPU).
 
     Inputs are cast to the artifact's declared dtypes (fp16 for an fp16 export); the torch
@@ -106,4 +111,4 @@ def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor]) -> 
                  for spec, t in zip(artifact.input_specs, inputs)}
         with TorchRuntime(model) as reference:
             return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
-                                    inputs_note=f"{len(inputs[0])} samples")
+                                    inputs_note=inputs_note)

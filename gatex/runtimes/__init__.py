@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gatex.runtimes.base import Runtime, TensorSpec
+from gatex.runtimes.base import Runtime, RuntimeNotLoadedError, TensorSpec
 from gatex.runtimes.parity import (
     LocateResult,
     NeededTolerance,
@@ -43,6 +43,7 @@ def __getattr__(name: str) -> Any:  # PEP 562: runtime classes load their module
 
 
 __all__ = ["LocateResult", "NeededTolerance", "OpComparison", "OrtRuntime", "OutputParity",
-           "ParityResult", "Runtime", "TensorSpec", "ToleranceChoice", "TorchRuntime",
+           "ParityResult", "Runtime", "RuntimeNotLoadedError", "TensorSpec", "ToleranceChoice",
+           "TorchRuntime",
            "check_artifact", "choose_tolerance", "compare", "compare_outputs", "compare_runtimes",
            "run_parity_command", "tolerance_for", "ulp_distance"]

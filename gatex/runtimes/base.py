@@ -2,9 +2,11 @@
 
 The public methods validate and the subclasses do the work: `run` checks every feed against the
 model's declared inputs (names, dtypes, static dimensions) and counts NaNs, then calls `_run`.
-A runtime is a context manager (``with OrtRuntime(path) as rt: rt.run(feeds)``) and loads lazily
-on first use otherwise. Subclasses import their backend inside `_load`, so importing this package
-never imports an optional backend; a missing one raises `BackendUnavailableError` (exit 3).
+A runtime is a context manager (``with OrtRuntime(path) as rt: rt.run(feeds)``), or is loaded and
+closed explicitly (`load` / `close`); using one that is not loaded raises `RuntimeNotLoadedError`
+rather than building a session behind the caller's back (a closed runtime stays closed).
+Subclasses import their backend inside `_load`, so importing this package never imports an
+optional backend; a missing one raises `BackendUnavailableError` (exit 3).
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ def nan_count(array: np.ndarray) -> int:
     return int(np.count_nonzero(np.isnan(array.astype(np.float64, copy=False))))
 
 
+class RuntimeNotLoadedError(RuntimeError):
+    """A runtime was used before `Runtime.load` (or after `Runtime.close`): a caller's bug."""
+
+
 class Runtime(ABC):
     """Runs one model. Subclasses set `name`, implement `_load`/`_run` and describe their I/O.
 
@@ -113,6 +119,17 @@ class Runtime(ABC):
 
     # -- the template ---------------------------------------------------------------------------
 
+    @property
+    def loaded(self) -> bool:
+        """True between `load` and `close`."""
+        return self._loaded
+
+    def _require_loaded(self, what: str) -> None:
+        if not self._loaded:
+            raise RuntimeNotLoadedError(
+                f"{type(self).__name__}.{what} needs a loaded runtime: use `with runtime:` or "
+                "call runtime.load() first")
+
     def load(self) -> Runtime:
         """Load once (later calls do nothing); returns self."""
         if not self._loaded:
@@ -121,6 +138,7 @@ class Runtime(ABC):
         return self
 
     def close(self) -> None:
+        """Release what `load` built; `load` may be called again afterwards."""
         if self._loaded:
             self._close()
             self._loaded = False
@@ -134,17 +152,17 @@ class Runtime(ABC):
 
     @property
     def input_specs(self) -> tuple[TensorSpec, ...] | None:
-        self.load()
+        self._require_loaded("input_specs")
         return self._input_specs()
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        self.load()
+        self._require_loaded("output_names")
         return self._output_names()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Validate ``feeds`` (name -> array), then run; returns outputs by name as NumPy arrays."""
-        self.load()
+        self._require_loaded("run")
         arrays = self.validate_feeds(feeds)
         self.last_input_nans = {k: n for k, a in arrays.items() if (n := nan_count(a))}
         return self._run(arrays)

@@ -203,8 +203,13 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                                                                 ref_specs) for b in batches])
     expected = _pair_names(actual, expected)
 
+    notes = [note] if note else []
+    produced = next((d for a in actual.values() if (d := float_dtype_of(a))), None)
     if dtype is None:
-        dtype = next((d for a in actual.values() if (d := float_dtype_of(a))), "float32")
+        dtype = produced or "float32"
+    elif produced is not None and dtype_name(dtype) != produced:  # the user's choice: say so
+        notes.append(f"tolerances are the {dtype_name(dtype)} ones, as asked (--dtype); the "
+                     f"artifact outputs {produced}")
     (ops_a, red_a), (ops_r, red_r) = model_ops(artifact), model_ops(reference)
     ops, reductions = (*ops_a, *ops_r, *extra_ops), (*red_a, *red_r)
     if tolerance is not None:
@@ -219,8 +224,7 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
         artifact=artifact_name or _artifact_name(artifact),
         runtime=artifact.label, reference=reference.label, dtype=choice.dtype, tolerance=choice,
         outputs=compare_outputs(actual, expected, choice.tolerance), emulated=artifact.emulated,
-        inputs=inputs_note, samples=samples, input_nans=nans,
-        notes=(note,) if note else ())
+        inputs=inputs_note, samples=samples, input_nans=nans, notes=tuple(notes))
 
 
 def _artifact_name(runtime: Runtime) -> str:

@@ -130,13 +130,13 @@ class OrtRuntime(Runtime):
 
     @property
     def output_specs(self) -> tuple[TensorSpec, ...]:
-        self.load()
+        self._require_loaded("output_specs")
         return self._outputs
 
     @property
     def metadata(self) -> dict[str, str]:
         """The model's ``metadata_props`` (the exporter records ``gatex.unit`` there)."""
-        self.load()
+        self._require_loaded("metadata")
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

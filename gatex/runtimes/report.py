@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -181,9 +182,12 @@ def to_junit(results: Sequence[ParityResult]) -> str:
         suite = ET.SubElement(root, "testsuite", name=r.artifact, tests=str(len(r.outputs)),
                               failures=str(len(r.failures())), errors="0", skipped="0")
         props = ET.SubElement(suite, "properties")
+        nans = ", ".join(f"{k}={n}" for k, n in r.input_nans.items())
         for key, value in (("runtime", r.runtime), ("reference", r.reference),
                            ("dtype", r.dtype), ("tolerance", r.tolerance.describe()),
-                           ("emulated", str(r.emulated).lower()), ("inputs", r.inputs)):
+                           ("tolerance_origin", r.tolerance.origin),
+                           ("emulated", str(r.emulated).lower()), ("inputs", inputs_text(r)),
+                           ("input_nans", nans or "none")):
             ET.SubElement(props, "property", name=key, value=value)
         for o in r.outputs:
             case = ET.SubElement(suite, "testcase", name=o.name, classname=f"gatex.parity."
@@ -191,7 +195,9 @@ def to_junit(results: Sequence[ParityResult]) -> str:
             if not o.passed:
                 failure = ET.SubElement(case, "failure", message=o.message, type="ParityFailure")
                 failure.text = _details(o)
-        extra = [*r.notes, *([r.locate.summary()] if r.locate else [])]
+        extra = [*(f"warning: input {k!r} holds {n} NaN values (reported, not refused)"
+                   for k, n in r.input_nans.items()),
+                 *r.notes, *([f"locate: {r.locate.summary()}"] if r.locate else [])]
         if extra:
             ET.SubElement(suite, "system-out").text = "\n".join(extra)
     ET.indent(root)
@@ -215,29 +221,54 @@ def _g(x: float | int | None, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _row(r: ParityResult, o: OutputParity) -> list[str]:
-    return [r.artifact, r.runtime + (" (emulated)" if r.emulated else ""), o.name,
-            _g(o.max_abs), _g(o.max_rel), _g(o.cosine, ".6f"), _g(o.max_ulp, "d"),
-            "-" if o.top1 is None else f"{o.top1:.2%}",
-            f"{o.nan_actual}/{o.nan_expected}", "pass" if o.passed else "FAIL"]
+def _ulp(x: int | None) -> str:
+    # 2071786496 ULPs is a wrong value, not a rounding difference: 3 digits say so in 8 columns
+    return "-" if x is None else (f"{x:d}" if x < 100_000 else f"{x:.2e}")
 
 
-HEADERS = ["artifact", "runtime", "output", "max abs", "max rel", "cosine", "max ULP", "top-1",
-           "NaN a/e", "verdict"]
+def _runtime(r: ParityResult) -> str:
+    return r.runtime + (" (emulated)" if r.emulated else "")
+
+
+def _nans(o: OutputParity) -> str:
+    return f"{o.nan_actual}/{o.nan_expected}"
+
+
+def _top1(o: OutputParity) -> str:
+    return "-" if o.top1 is None else f"{o.top1:.2%}"
+
+
+def _verdict(o: OutputParity) -> str:
+    return "pass" if o.passed else "FAIL"
+
+
+# Markdown: every column, full artifact paths (CI summaries are read in a browser)
+MARKDOWN_HEADERS = ["artifact", "runtime", "output", "max abs", "max rel", "cosine", "max ULP",
+                    "top-1", "NaN a/e", "verdict"]
+
+
+def _markdown_row(r: ParityResult, o: OutputParity) -> list[str]:
+    return [r.artifact, _runtime(r), o.name, _g(o.max_abs), _g(o.max_rel), _g(o.cosine, ".6f"),
+            _g(o.max_ulp, "d"), _top1(o), _nans(o), _verdict(o)]
 
 
 def to_markdown(results: Sequence[ParityResult]) -> str:
     """A Markdown summary (CI step summaries): the verdict, a table, tolerances and failures."""
     passed = bool(results) and all(results)
     lines = [f"## gatex parity: {'PASSED' if passed else 'FAILED'}", "",
-             "| " + " | ".join(HEADERS) + " |", "|" + "---|" * 3 + "---:|" * 5 + "---|" * 2]
+             "| " + " | ".join(MARKDOWN_HEADERS) + " |", "|" + "---|" * 3 + "---:|" * 5 + "---|" * 2]
     for r in results:
         for o in r.outputs:
-            lines.append("| " + " | ".join(_md(c) for c in _row(r, o)) + " |")
+            lines.append("| " + " | ".join(_md(c) for c in _markdown_row(r, o)) + " |")
     lines.append("")
     for r in results:
-        lines.append(f"- `{_md(r.artifact)}`: tolerance {_md(r.tolerance.describe())}; "
-                     f"inputs: {_md(r.inputs or '-')}")
+        lines.append(f"- `{_md(r.artifact)}` vs {_md(r.reference)}: tolerance "
+                     f"{_md(r.tolerance.describe())}; inputs: {_md(inputs_text(r))}")
+        for name, n in r.input_nans.items():
+            lines.append(f"  - warning: input `{_md(name)}` holds {n} NaN values (reported, "
+                         "not refused)")
+        for note in r.notes:
+            lines.append(f"  - note: {_md(note)}")
         for o in r.failures():
             lines.append(f"  - FAIL {_md(o.message)}")
         if r.locate is not None:
@@ -249,29 +280,106 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def results_table(results: Sequence[ParityResult]) -> Table:
-    table = Table(title="gatex parity", show_lines=False)
-    for h in HEADERS:
-        table.add_column(h, justify="right" if h in ("max abs", "max rel", "cosine", "max ULP",
-                                                     "top-1") else "left")
-    for r in results:
-        for o in r.outputs:
-            cells = [Text(c) for c in _row(r, o)]
-            cells[-1].stylize("green" if o.passed else "bold red")
-            table.add_row(*cells)
+def inputs_text(r: ParityResult) -> str:
+    """Where the inputs came from and how many samples: ``zoo held-out digits (450 samples)``."""
+    count = f"{r.samples} samples" if r.samples is not None else ""
+    if not r.inputs:
+        return count or "-"
+    return f"{r.inputs} ({count})" if count else r.inputs
+
+
+def short_names(results: Sequence[ParityResult]) -> list[str]:
+    """Artifact basenames for the terminal table; full paths where two basenames collide."""
+    names = [Path(r.artifact).name or r.artifact for r in results]
+    return [n if names.count(n) == 1 else r.artifact for n, r in zip(names, results)]
+
+
+# The terminal table's columns in the order they are dropped when the terminal is too narrow
+# (the first goes first); output, max abs, verdict (and the artifact, with several) always stay.
+# The runtime is printed under the table anyway; a dropped metric is named in the caption.
+DROP_ORDER = ("runtime", "cosine", "NaN a/e", "max ULP", "top-1", "max rel")
+NUMERIC = frozenset({"max abs", "max rel", "cosine", "max ULP", "top-1"})
+
+
+def drop_order(results: Sequence[ParityResult]) -> list[str]:
+    """`DROP_ORDER` for these results: a column with nothing in it ("-" everywhere) goes first,
+    the NaN counts go last when any output holds a NaN."""
+    outputs = [o for r in results for o in r.outputs]
+    empty = [c for c, present in (("top-1", any(o.top1 is not None for o in outputs)),
+                                  ("max ULP", any(o.max_ulp is not None for o in outputs)))
+             if not present]
+    order = [*empty, *(c for c in DROP_ORDER if c not in empty)]
+    if any(o.nan_actual or o.nan_expected for o in outputs):
+        order.remove("NaN a/e")
+        order.append("NaN a/e")
+    return order
+
+
+def _cells(r: ParityResult, name: str, o: OutputParity) -> dict[str, str]:
+    return {"artifact": name, "runtime": _runtime(r), "output": o.name, "max abs": _g(o.max_abs),
+            "max rel": _g(o.max_rel), "cosine": _g(o.cosine, ".6f"), "max ULP": _ulp(o.max_ulp),
+            "top-1": _top1(o), "NaN a/e": _nans(o), "verdict": _verdict(o)}
+
+
+def _build_table(rows: list[tuple[dict[str, str], bool]], columns: Sequence[str],
+                 title: str, caption: str | None) -> Table:
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, caption_justify="left")
+    for c in columns:
+        table.add_column(c, justify="right" if c in NUMERIC else "left", overflow="fold")
+    for cells, passed in rows:
+        texts = [Text(cells[c]) for c in columns]
+        texts[-1].stylize("green" if passed else "bold red")
+        table.add_row(*texts)
     return table
 
 
+def results_table(results: Sequence[ParityResult], width: int | None = None) -> Table:
+    """The verdicts as a rich table that fits ``width`` columns (default: no limit).
+
+    One artifact: its name is the title. Several: an artifact column of basenames. Columns that
+    do not fit are dropped in `DROP_ORDER` and named in the caption, never cut to ``arti…``.
+    """
+    from rich.measure import Measurement
+
+    many = len(results) > 1
+    names = short_names(results)
+    title = "gatex parity" if many or not results else f"gatex parity: {names[0]}"
+    rows = [(_cells(r, n, o), o.passed) for r, n in zip(results, names) for o in r.outputs]
+    columns = [c for c in MARKDOWN_HEADERS if many or c != "artifact"]
+    dropped: list[str] = []
+    if width is not None:
+        console = Console(width=width, file=io.StringIO(), color_system=None)
+        for candidate in (None, *drop_order(results)):
+            if candidate is not None:
+                columns.remove(candidate)
+                dropped.append(candidate)
+            table = _build_table(rows, columns, title, None)
+            natural = Measurement.get(console, console.options.update_width(1 << 16), table)
+            if natural.maximum <= width:
+                break
+    if "runtime" in dropped and not many and results and results[0].emulated:
+        title += " (emulated)"
+    metrics = [c for c in dropped if c != "runtime"]
+    caption = None
+    if metrics:
+        caption = (f"not shown at {width} columns: {', '.join(metrics)} (--json and --markdown "
+                   "have every metric)")
+    return _build_table(rows, columns, title, caption)
+
+
 def print_results(results: Sequence[ParityResult], console: Console) -> None:
-    """The table, then per artifact: tolerance and its source, input notes, failures, locate."""
-    console.print(results_table(results))
-    for r in results:
-        console.print(Text(f"{r.artifact}: tolerance {r.tolerance.describe()}; inputs: "
-                           f"{r.inputs or '-'}" + (f" ({r.samples} samples)" if r.samples else "")))
+    """The table, then per artifact: what ran against what, tolerance and its source, inputs,
+    NaN warnings, notes, failures, locate."""
+    console.print(results_table(results, console.width))
+    for r, name in zip(results, short_names(results)):
+        console.print(Text(f"{name}: {_runtime(r)} vs {r.reference}", style="bold"))
+        console.print(Text(f"  tolerance: {r.tolerance.describe()}"))
+        console.print(Text(f"  inputs: {inputs_text(r)}"))
         for note in r.notes:
             console.print(Text(f"  note: {note}"))
-        for name, n in r.input_nans.items():
-            console.print(Text(f"  warning: input {name!r} holds {n} NaN values (reported, "
+        for input_name, n in r.input_nans.items():
+            console.print(Text(f"  warning: input {input_name!r} holds {n} NaN values (reported, "
                                "not refused)", style="yellow"))
         for o in r.failures():
             console.print(Text(f"  FAIL {o.message}", style="red"))
