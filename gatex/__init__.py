@@ -2,7 +2,8 @@
 
 Public API: `load_model` (zoo unit, user model or .pt2), `export` (ONNX, checked against torch),
 `parity` (an artifact against its reference), the op registry (`gatex.ops`), the modules
-(`gatex.models`). CoreML, TensorRT and bench arrive with their issues.
+(`gatex.models`), `bench` (latency and memory per backend). CoreML and TensorRT arrive with
+their issues.
 """
 
 from __future__ import annotations
@@ -26,6 +27,22 @@ def parity(artifact: str, **options: object) -> object:
     return check_artifact(Path(artifact), **options)
 
 
+def bench(*artifacts: str, **options: object) -> object:
+    """Latency, memory, load time and size on each backend (`gatex bench` in Python).
+
+    Options as `gatex.runtimes.bench.bench`: unit=, model=, backends= ("all" or "torch,ort"),
+    batch_size=, warmup=, iterations= or duration=, threads=, device=, baseline=,
+    max_regression=. Each backend runs in its own process; returns a `BenchResult` (torch eager
+    is the reference row), truthy when no backend failed and nothing regressed.
+
+    >>> result = gatex.bench(unit="GoLU", backends="torch,ort", iterations=50)
+    """
+    from gatex.runtimes.bench import bench as run_bench
+
+    return run_bench(artifacts, **options)  # type: ignore[arg-type]
+
+
 __version__ = "0.1.0"
 
-__all__ = ["GatexError", "export", "ops", "parity", "__version__", "load_model", "read_checkpoint"]
+__all__ = ["GatexError", "bench", "export", "ops", "parity", "__version__", "load_model",
+           "read_checkpoint"]

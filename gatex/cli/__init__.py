@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from gatex.cli import doctor, export, parity, units
+from gatex.cli import bench, doctor, export, parity, units
 from gatex.errors import (
     EXIT_BACKEND_UNAVAILABLE,
     EXIT_BAD_INPUT,
@@ -119,6 +119,7 @@ app.command("units", epilog=EXIT_CODES_EPILOG)(units.units)
 app.command("doctor", epilog=EXIT_CODES_EPILOG)(doctor.doctor)
 app.command("export", epilog=EXIT_CODES_EPILOG)(export.export)
 app.command("parity", epilog=EXIT_CODES_EPILOG)(parity.parity)
+app.command("bench", epilog=EXIT_CODES_EPILOG)(bench.bench)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

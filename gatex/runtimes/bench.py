@@ -1,0 +1,829 @@
+"""``gatex bench``: latency, memory, load time and size of one model on each backend.
+
+Each backend runs in its own process (`gatex.runtimes.bench_worker`), one after the other, so a
+crash or a leak stays in that process and becomes that backend's error row, and the peak memory
+is that backend's alone. torch eager is always the reference row; every other row's p50 and
+throughput are also given relative to it.
+
+Statistics over the timed runs (`latency_stats`): min, mean, p50/p90/p99 (linear interpolation
+between closest ranks, NumPy's default), max, std (sample standard deviation, ddof=1; 0 for one
+run), coefficient of variation cv = std / mean. A run with cv above `CV_WARN_THRESHOLD` (10 %)
+is flagged unstable: its percentiles move from run to run. Throughput = batch size / mean
+latency, in samples per second.
+
+JSON schema ``gatex.bench/1`` (keys are stable; a change of meaning bumps the number)::
+
+    {"schema": "gatex.bench/1", "gatex_version": str, "created": str (ISO 8601, UTC),
+     "passed": bool,                  # no backend failed and no regression past the baseline
+     "machine": {"cpu": str, "cores_logical": int | null, "cores_physical": int | null,
+                 "cores_usable": int | null, "os": str, "machine": str, "python": str},
+     "versions": {"gatex": str, "python": str, "numpy": str | null, "torch": str | null,
+                  "onnxruntime": str | null, "onnx": str | null, "coremltools": str | null,
+                  "tensorrt": str | null},
+     "settings": {"batch_size": int, "warmup": int, "iterations": int | null,
+                  "duration_s": float | null, "threads": int | null, "device": str,
+                  "timeout_s": float, "cv_warn_threshold": float, "reference": "torch",
+                  "unit": str | null, "model": str | null, "artifacts": [str], "inputs": str},
+     "backends": [{
+        "id": str,                    # "torch", or "<backend>:<artifact file name>"
+        "backend": "torch" | "ort" | "coreml" | "trt", "label": str,
+        "artifact": str | null,       # the artifact's file name (null for torch)
+        "status": "ok" | "unavailable" | "error", "reason": str | null,
+        "emulated": bool, "threads": int | null,
+        "model_size_bytes": int | null,
+        "model_file": str | null,     # the file the size is of; null: parameters + buffers
+        "load_ms": float | null,      # model load / session creation / engine build
+        "first_run_ms": float | null,
+        "iterations": int | null,     # timed runs
+        "latency_ms": null | {"min", "mean", "p50", "p90", "p99", "max", "std": float},
+        "cv": float | null, "unstable": bool,
+        "throughput_sps": float | null,
+        "device_latency_ms": null | {same keys as latency_ms},   # GPU events, model only
+        "memory": null | {"method": "vmhwm-reset" | "ru_maxrss",
+                          "baseline_rss_bytes": int, "peak_rss_bytes": int,
+                          "peak_above_baseline_bytes": int,
+                          "timed_growth_bytes": int | null,   # RSS change over the timed runs
+                          "peak_device_bytes": int | null},
+        "relative_to_reference": null | {"p50": float, "throughput": float},
+        "notes": [str]}],
+     "warnings": [str],
+     "baseline": null | {"file": str, "max_regression_pct": float,
+                         "compared": [str], "missing": [str],
+                         "regressions": [{"id": str, "p50_ms": float, "baseline_p50_ms": float,
+                                          "change_pct": float}],
+                         "notes": [str]}}
+
+``relative_to_reference.p50`` is this row's p50 over torch's (below 1: faster than torch);
+``throughput`` is this row's throughput over torch's. With a baseline, a row regresses when its
+p50 exceeds the baseline row with the same id by more than ``max_regression_pct`` percent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gatex.errors import BackendUnavailableError, BadInputError, CheckpointError
+
+SCHEMA = "gatex.bench/1"
+BACKENDS = ("torch", "ort", "coreml", "trt")
+ALIASES = {"onnxruntime": "ort", "onnx": "ort", "tensorrt": "trt", "pytorch": "torch"}
+ARTIFACT_SUFFIXES = {"ort": (".onnx",), "coreml": (".mlpackage", ".mlmodel"),
+                     "trt": (".engine", ".plan")}
+CV_WARN_THRESHOLD = 0.10
+DEFAULT_WARMUP = 10
+DEFAULT_ITERATIONS = 100
+DEFAULT_MAX_REGRESSION = 10.0
+DEFAULT_TIMEOUT = 600.0
+DEVICES = ("cpu", "cuda")
+UNIT_METADATA_KEY = "gatex.unit"
+
+
+# -- statistics -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of one backend's timed runs, in milliseconds (see the module docstring)."""
+
+    count: int
+    min: float
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    std: float
+
+    @property
+    def cv(self) -> float:
+        """Coefficient of variation, std / mean."""
+        return self.std / self.mean if self.mean > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("min", "mean", "p50", "p90", "p99", "max", "std")}
+
+
+def latency_stats(samples_ns: Sequence[int | float]) -> LatencyStats:
+    """Statistics of per-run times given in nanoseconds, reported in milliseconds.
+
+    >>> latency_stats([1e6, 2e6, 3e6]).p50
+    2.0
+    """
+    if len(samples_ns) == 0:
+        raise ValueError("no timed runs to summarise")
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    std = float(ms.std(ddof=1)) if ms.size > 1 else 0.0
+    return LatencyStats(int(ms.size), float(ms.min()), float(ms.mean()), float(p50), float(p90),
+                        float(p99), float(ms.max()), std)
+
+
+# -- results --------------------------------------------------------------------------------------
+
+@dataclass
+class BackendRow:
+    """One row of the bench: a backend on one model, measured or with the reason it was not."""
+
+    backend: str
+    label: str
+    artifact: str | None = None
+    status: str = "ok"                     # ok | unavailable | error
+    reason: str | None = None
+    emulated: bool = False
+    threads: int | None = None
+    model_size_bytes: int | None = None
+    model_file: str | None = None
+    load_ms: float | None = None
+    first_run_ms: float | None = None
+    latency: LatencyStats | None = None
+    device_latency: LatencyStats | None = None
+    throughput_sps: float | None = None
+    memory: dict[str, Any] | None = None
+    relative: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+    samples_ns: list[int] = field(default_factory=list, repr=False)  # for the plot, not JSON
+
+    @property
+    def id(self) -> str:
+        return self.backend if self.artifact is None else f"{self.backend}:{self.artifact}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def unstable(self) -> bool:
+        return self.latency is not None and self.latency.cv > CV_WARN_THRESHOLD
+
+    def as_dict(self) -> dict[str, Any]:
+        lat, dev = self.latency, self.device_latency
+        return {
+            "id": self.id, "backend": self.backend, "label": self.label,
+            "artifact": self.artifact, "status": self.status, "reason": self.reason,
+            "emulated": self.emulated, "threads": self.threads,
+            "model_size_bytes": self.model_size_bytes, "model_file": self.model_file,
+            "load_ms": self.load_ms, "first_run_ms": self.first_run_ms,
+            "iterations": lat.count if lat else None,
+            "latency_ms": lat.as_dict() if lat else None,
+            "cv": lat.cv if lat else None, "unstable": self.unstable,
+            "throughput_sps": self.throughput_sps,
+            "device_latency_ms": dev.as_dict() if dev else None,
+            "memory": self.memory, "relative_to_reference": self.relative,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class Regression:
+    id: str
+    p50_ms: float
+    baseline_p50_ms: float
+    change_pct: float
+
+    def describe(self) -> str:
+        return (f"{self.id} p50 {self.p50_ms:.4g} ms vs baseline {self.baseline_p50_ms:.4g} ms "
+                f"({self.change_pct:+.1f} %)")
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    file: str
+    max_regression_pct: float
+    compared: tuple[str, ...]
+    missing: tuple[str, ...]
+    regressions: tuple[Regression, ...]
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "max_regression_pct": self.max_regression_pct,
+                "compared": list(self.compared), "missing": list(self.missing),
+                "regressions": [{"id": r.id, "p50_ms": r.p50_ms,
+                                 "baseline_p50_ms": r.baseline_p50_ms,
+                                 "change_pct": r.change_pct} for r in self.regressions],
+                "notes": list(self.notes)}
+
+
+@dataclass
+class BenchResult:
+    """Everything one bench measured; truthy when no backend failed and nothing regressed."""
+
+    machine: dict[str, Any]
+    versions: dict[str, Any]
+    settings: dict[str, Any]
+    rows: list[BackendRow]
+    baseline: BaselineComparison | None = None
+    created: str = ""
+
+    def row(self, row_id: str) -> BackendRow:
+        for r in self.rows:
+            if r.id == row_id or (r.backend == row_id and r.artifact is None):
+                return r
+        matches = [r for r in self.rows if r.backend == row_id]
+        if len(matches) == 1:
+            return matches[0]
+        raise KeyError(f"no bench row {row_id!r}; rows: {', '.join(r.id for r in self.rows)}")
+
+    @property
+    def reference(self) -> BackendRow | None:
+        return next((r for r in self.rows if r.backend == "torch"), None)
+
+    @property
+    def failed(self) -> list[BackendRow]:
+        return [r for r in self.rows if r.status == "error"]
+
+    @property
+    def regressions(self) -> tuple[Regression, ...]:
+        return self.baseline.regressions if self.baseline else ()
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{r.id}: latency varies (cv {r.latency.cv:.0%} > {CV_WARN_THRESHOLD:.0%}); "
+                "the machine is busy or the run too short, so its percentiles are not stable"
+                for r in self.rows if r.unstable and r.latency]
+
+    def __bool__(self) -> bool:
+        return not self.failed and not self.regressions
+
+    def as_dict(self) -> dict[str, Any]:
+        from gatex import __version__
+
+        return {"schema": SCHEMA, "gatex_version": __version__, "created": self.created,
+                "passed": bool(self), "machine": self.machine, "versions": self.versions,
+                "settings": self.settings, "backends": [r.as_dict() for r in self.rows],
+                "warnings": self.warnings,
+                "baseline": self.baseline.as_dict() if self.baseline else None}
+
+
+def add_relative(rows: Sequence[BackendRow]) -> None:
+    """Fill each measured row's p50 and throughput relative to the torch row."""
+    ref = next((r for r in rows if r.backend == "torch" and r.ok and r.latency), None)
+    for r in rows:
+        if ref is None or not r.ok or r.latency is None or r.throughput_sps is None:
+            r.relative = None
+            continue
+        r.relative = {"p50": r.latency.p50 / ref.latency.p50,
+                      "throughput": r.throughput_sps / (ref.throughput_sps or float("nan"))}
+
+
+# -- baseline -------------------------------------------------------------------------------------
+
+def read_baseline(path: str | Path) -> dict[str, Any]:
+    """A previous bench JSON; anything else (missing, not JSON, another schema) is bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"baseline {path} does not exist")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"baseline {path} is not readable JSON ({type(exc).__name__}); give "
+                            f"a file written by gatex bench --json") from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema != SCHEMA:
+        raise BadInputError(f"baseline {path} has schema {schema!r}, not {SCHEMA!r}; give a file "
+                            "written by gatex bench --json")
+    rows = doc.get("backends")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r for r in rows):
+        raise BadInputError(f"baseline {path} says {SCHEMA} but has no valid 'backends' list")
+    return doc
+
+
+def compare_baseline(rows: Sequence[BackendRow], doc: dict[str, Any], max_regression_pct: float,
+                     *, file: str = "", machine: dict[str, Any] | None = None
+                     ) -> BaselineComparison:
+    """Compare each measured row's p50 with the baseline row of the same id."""
+    base: dict[str, float] = {}
+    for r in doc["backends"]:
+        p50 = (r.get("latency_ms") or {}).get("p50")
+        if r.get("status") == "ok" and isinstance(p50, (int, float)) and p50 > 0:
+            base[str(r["id"])] = float(p50)
+    compared, missing, regressions = [], [], []
+    for r in rows:
+        if not r.ok or r.latency is None:
+            continue
+        old = base.get(r.id)
+        if old is None:
+            missing.append(r.id)
+            continue
+        compared.append(r.id)
+        change = (r.latency.p50 / old - 1.0) * 100.0
+        if change > max_regression_pct:
+            regressions.append(Regression(r.id, r.latency.p50, old, change))
+    notes = []
+    old_cpu = (doc.get("machine") or {}).get("cpu")
+    if machine and old_cpu and old_cpu != machine.get("cpu"):
+        notes.append(f"the baseline ran on another CPU ({old_cpu}); timings may not compare")
+    return BaselineComparison(file, float(max_regression_pct), tuple(compared), tuple(missing),
+                              tuple(regressions), tuple(notes))
+
+
+# -- machine and versions -------------------------------------------------------------------------
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], check=False,
+                                 capture_output=True, text=True, timeout=5)
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _physical_cores() -> int | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    cores, phys = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            phys = value.strip()
+        elif key == "core id":
+            cores.add((phys, value.strip()))
+    return len(cores) or None
+
+
+def machine_info() -> dict[str, Any]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"cpu": _cpu_model(), "cores_logical": os.cpu_count(),
+            "cores_physical": _physical_cores(), "cores_usable": usable,
+            "os": platform.platform(), "machine": platform.machine(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict[str, Any]:
+    from gatex import __version__
+    from gatex.environment import installed_version
+
+    out: dict[str, Any] = {"gatex": __version__, "python": platform.python_version()}
+    for name in ("numpy", "torch", "onnxruntime", "onnx", "coremltools", "tensorrt"):
+        out[name] = installed_version(name)[1]
+    return out
+
+
+# -- backends: which exist here, which can run what -----------------------------------------------
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def unavailable_reason(backend: str, device: str = "cpu") -> str | None:
+    """Why ``backend`` cannot be benchmarked here, or None when it can."""
+    if backend == "torch":
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                return "torch has no CUDA device here; use --device cpu"
+        return None
+    if backend == "ort":
+        if not _has_module("onnxruntime"):
+            return "onnxruntime is not installed: pip install 'gatex[onnx]'"
+        if device == "cuda":
+            import onnxruntime
+
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                return "onnxruntime here has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        return None
+    if backend == "coreml":
+        if platform.system() != "Darwin":
+            return (f"CoreML runs models only on macOS; on {platform.system()} gatex can only "
+                    "emulate them, and emulated timings say nothing about CoreML's speed")
+        if not _has_module("coremltools"):
+            return "coremltools is not installed: pip install 'gatex[coreml]'"
+        if not _has_module("gatex.runtimes.coreml_runtime"):
+            return "this gatex has no CoreML runtime yet"
+        return None
+    if backend == "trt":
+        if not _has_module("tensorrt"):
+            return ("TensorRT is not installed here (gatex never installs it; it needs an NVIDIA "
+                    "GPU and NVIDIA's TensorRT packages)")
+        if not _has_module("gatex.runtimes.tensorrt_runtime"):
+            return "this gatex has no TensorRT runtime yet (it arrives with the TensorRT issue)"
+        return None
+    raise BadInputError(f"unknown backend {backend!r}")
+
+
+def parse_backends(spec: str | Sequence[str]) -> tuple[tuple[str, ...], bool]:
+    """(backends in canonical order, whether the user named them) from ``all`` or a list."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names = [n.strip().lower() for item in items for n in str(item).split(",") if n.strip()]
+    if not names:
+        raise BadInputError(f"--backend is empty; use all or a list of {', '.join(BACKENDS)}")
+    if names == ["all"]:
+        return BACKENDS, False
+    chosen = []
+    for n in names:
+        canonical = ALIASES.get(n, n)
+        if canonical not in BACKENDS:
+            raise BadInputError(f"unknown backend {n!r}; use all or a comma-separated list of "
+                                f"{', '.join(BACKENDS)}")
+        chosen.append(canonical)
+    return tuple(b for b in BACKENDS if b in chosen), True
+
+
+def backend_for(path: Path) -> str:
+    """The backend that runs an artifact, by its suffix."""
+    suffix = path.suffix.lower()
+    for backend, suffixes in ARTIFACT_SUFFIXES.items():
+        if suffix in suffixes:
+            return backend
+    known = ", ".join(s for ss in ARTIFACT_SUFFIXES.values() for s in ss)
+    raise BadInputError(f"{path}: gatex bench runs {known} artifacts; got {suffix or 'no suffix'}")
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+def _onnx_inputs(path: Path) -> tuple[list[tuple[str, str, tuple[Any, ...]]], dict[str, str]]:
+    """(name, dtype, shape) of each graph input, and the metadata, without a session."""
+    try:
+        import onnx
+        from onnx import helper
+    except ImportError:
+        raise BackendUnavailableError("reading an .onnx artifact needs onnx: "
+                                      "pip install 'gatex[onnx]'") from None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001  (protobuf DecodeError, OSError, ...)
+        raise CheckpointError(f"{path} is not a readable ONNX model ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})") from None
+    inits = {i.name for i in proto.graph.initializer}
+    specs = []
+    for i in proto.graph.input:
+        if i.name in inits:
+            continue
+        t = i.type.tensor_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in t.shape.dim)
+        specs.append((i.name, dtype, shape))
+    return specs, {p.key: p.value for p in proto.metadata_props}
+
+
+def zoo_batch(unit: str, batch: int) -> np.ndarray:
+    """The first ``batch`` held-out digits for ``unit`` (repeated when more are asked)."""
+    from gatex.models import zoo
+
+    x, _ = zoo.held_out(unit)
+    x = x.numpy()
+    if batch > x.shape[0]:
+        x = np.resize(x, (batch, *x.shape[1:]))
+    return np.ascontiguousarray(x[:batch], dtype=np.float32)
+
+
+def random_batch(shape: Sequence[Any], batch: int, name: str) -> np.ndarray:
+    per_sample = tuple(shape[1:])
+    if not all(isinstance(d, int) and d > 0 for d in per_sample):
+        raise BadInputError(f"input {name!r} has dynamic sizes beyond the batch "
+                            f"({list(shape)}); pass --unit NAME or --model with --input-shape")
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((batch, *per_sample), dtype=np.float32)
+
+
+# -- running a backend in its own process ---------------------------------------------------------
+
+ProgressCallback = Callable[[str, str, int, int], None]   # (row id, phase, done, total)
+
+
+def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
+               on_progress: ProgressCallback | None = None, row_id: str = "") -> dict[str, Any]:
+    """Run one job in a fresh ``python -m gatex.runtimes.bench_worker``; its result dict.
+
+    A worker that crashes, hangs past ``timeout`` or writes no result yields
+    ``{"status": "error", "reason": ...}`` naming what happened; nothing escapes this process.
+    """
+    from gatex.runtimes.bench_worker import PROGRESS_PREFIX
+
+    job_path, result_path = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with open(workdir / f"{tag}.stderr", "w+", encoding="utf-8", errors="replace") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gatex.runtimes.bench_worker", str(job_path),
+             str(result_path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+            text=True, errors="replace", env=env)
+
+        def read_progress() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                parts = line.split()
+                if len(parts) == 4 and parts[0] == PROGRESS_PREFIX and on_progress is not None:
+                    try:
+                        on_progress(row_id, parts[1], int(parts[2]), int(parts[3]))
+                    except ValueError:
+                        pass
+
+        reader = threading.Thread(target=read_progress, daemon=True)
+        reader.start()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return {"status": "error", "reason": f"timed out after {timeout:g} s (killed); "
+                                                 "use fewer --iterations or a larger --timeout"}
+        finally:
+            if proc.poll() is None:  # interrupted: never leave a worker behind
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=5)
+        err.seek(0)
+        stderr_lines = [ln.strip() for ln in err.read().splitlines() if ln.strip()]
+    if result_path.is_file():
+        try:
+            return json.loads(result_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            pass
+    if code < 0:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    else:
+        how = f"exited with code {code}"
+    last = f": {stderr_lines[-1][:300]}" if stderr_lines else ""
+    return {"status": "error", "reason": f"the worker process crashed ({how}) and wrote no "
+                                         f"result{last}"}
+
+
+def row_from_worker(backend: str, artifact: str | None, label: str, out: dict[str, Any],
+                    batch_size: int) -> BackendRow:
+    status = out.get("status", "error")
+    if status != "ok":
+        return BackendRow(backend, label, artifact, status=status,
+                          reason=str(out.get("reason") or "no reason given"))
+    samples = [int(s) for s in out["samples_ns"]]
+    lat = latency_stats(samples)
+    dev = out.get("device_samples_ns")
+    return BackendRow(
+        backend, out.get("label") or label, artifact, threads=out.get("threads"),
+        model_size_bytes=out.get("model_size_bytes"), model_file=out.get("model_file"),
+        load_ms=out.get("load_ms"), first_run_ms=out.get("first_run_ms"), latency=lat,
+        device_latency=latency_stats(dev) if dev else None,
+        throughput_sps=batch_size / (lat.mean / 1e3) if lat.mean > 0 else None,
+        memory=out.get("memory"), notes=list(out.get("notes") or []), samples_ns=samples)
+
+
+# -- the bench ------------------------------------------------------------------------------------
+
+@dataclass
+class _Target:
+    backend: str
+    source: dict[str, Any]
+    artifact: str | None       # file name shown in the table (None for torch)
+    label: str
+
+
+def _check_numbers(batch_size: int | None, warmup: int, iterations: int | None,
+                   duration: float | None, threads: int | None, timeout: float,
+                   max_regression: float | None, device: str) -> None:
+    if batch_size is not None and batch_size < 1:
+        raise BadInputError(f"--batch-size must be at least 1; got {batch_size}")
+    if warmup < 0:
+        raise BadInputError(f"--warmup must be 0 or more; got {warmup}")
+    if iterations is not None and duration is not None:
+        raise BadInputError("give --iterations or --duration, not both")
+    if iterations is not None and iterations < 1:
+        raise BadInputError(f"--iterations must be at least 1; got {iterations}")
+    if duration is not None and not duration > 0:
+        raise BadInputError(f"--duration must be a positive number of seconds; got {duration}")
+    if threads is not None and threads < 1:
+        raise BadInputError(f"--threads must be at least 1; got {threads}")
+    if not timeout > 0:
+        raise BadInputError(f"--timeout must be positive; got {timeout}")
+    if max_regression is not None and not max_regression >= 0:
+        raise BadInputError(f"--max-regression must be a percentage >= 0; got {max_regression}")
+    if device not in DEVICES:
+        raise BadInputError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+
+
+def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool
+                     ) -> list[tuple[str, Path]]:
+    """(backend, artifact) pairs to measure; a named backend that can run none is bad input."""
+    kinds = [(backend_for(p), p) for p in paths]
+    for p in paths:
+        if not p.exists():
+            raise BadInputError(f"artifact {p} does not exist")
+    if named:
+        for b in backends:
+            if b != "torch" and not any(k == b for k, _ in kinds):
+                runs = ", ".join(ARTIFACT_SUFFIXES[b])
+                given = ", ".join(p.name for p in paths)
+                raise BadInputError(f"backend {b} cannot run {given}: {b} runs {runs} artifacts")
+        for k, p in kinds:
+            if k not in backends:
+                raise BadInputError(f"{p.name} runs on {k}, which --backend "
+                                    f"{','.join(backends)} leaves out; add {k}")
+    return [(k, p) for k, p in kinds if k in backends]
+
+
+def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
+          model: str | None = None, weights: str | Path | None = None,
+          trust_checkpoint: bool = False, input_shape: Sequence[int] | None = None,
+          backends: str | Sequence[str] = "all", batch_size: int | None = None,
+          warmup: int = DEFAULT_WARMUP, iterations: int | None = None,
+          duration: float | None = None, threads: int | None = None, device: str = "cpu",
+          baseline: str | Path | None = None, max_regression: float | None = None,
+          timeout: float = DEFAULT_TIMEOUT, on_progress: ProgressCallback | None = None,
+          on_plan: Callable[[list[BackendRow]], None] | None = None) -> BenchResult:
+    """Measure a model on each backend, each in its own process; torch eager is the reference.
+
+    The model is ``artifacts`` (.onnx, .mlpackage, .engine; the torch reference is the zoo unit
+    an ONNX file records, or ``unit`` / ``model``), or a zoo ``unit`` / a user ``model`` alone,
+    exported to a temporary ONNX file for the ort row. ``backends`` is ``"all"`` (every backend
+    here; the others become rows with the reason) or names: a named backend that is not here
+    raises `BackendUnavailableError`. ``iterations`` (default 100) or ``duration`` seconds of
+    timed runs after ``warmup`` runs. A failed backend is an error row, not an exception.
+
+    >>> result = bench(unit="GoLU", backends="torch,ort", iterations=50)
+    >>> result.row("ort").relative["p50"]    # ort's p50 / torch's p50
+    """
+    _check_numbers(batch_size, warmup, iterations, duration, threads, timeout, max_regression,
+                   device)
+    chosen, named = parse_backends(backends)
+    paths = [Path(a) for a in artifacts]
+    if not paths and unit is None and model is None:
+        raise BadInputError("give an ARTIFACT, --unit NAME or --model REF to benchmark")
+    if unit is not None and model is not None:
+        raise BadInputError("give --unit or --model, not both")
+    if model is None and (weights is not None or input_shape is not None):
+        raise BadInputError("--weights and --input-shape go with --model")
+    pairs = _match_artifacts(paths, chosen, named)
+    if max_regression is not None and baseline is None:
+        raise BadInputError("--max-regression needs --baseline F (a previous gatex bench --json)")
+    baseline_doc = read_baseline(baseline) if baseline is not None else None
+
+    reasons = {b: unavailable_reason(b, device) for b in chosen}
+    if named:
+        missing = [b for b in chosen if reasons[b]]
+        if missing:
+            raise BackendUnavailableError(f"backend {missing[0]} is not available: "
+                                          f"{reasons[missing[0]]}")
+    if iterations is None and duration is None:
+        iterations = DEFAULT_ITERATIONS
+
+    # the torch reference and the inputs
+    onnx_specs: list[tuple[str, str, tuple[Any, ...]]] | None = None
+    if unit is None and model is None:
+        onnx_paths = [p for k, p in pairs if k == "ort"]
+        if onnx_paths:
+            onnx_specs, meta = _onnx_inputs(onnx_paths[0])
+            unit = meta.get(UNIT_METADATA_KEY)
+    elif pairs and pairs[0][0] == "ort":
+        onnx_specs, _ = _onnx_inputs(pairs[0][1])
+    if onnx_specs:
+        static = onnx_specs[0][2][0] if onnx_specs[0][2] else None
+        if isinstance(static, int) and static > 0:
+            if batch_size is not None and batch_size != static:
+                raise BadInputError(f"{pairs[0][1].name} has a fixed batch of {static}; pass "
+                                    f"--batch-size {static} or export with a dynamic batch")
+            batch_size = static
+    batch_size = batch_size or 1
+
+    torch_model = None
+    source: dict[str, Any] | None = None
+    if unit is not None:
+        from gatex.models import zoo
+
+        unit = zoo.entry(unit).unit
+        source = {"kind": "zoo", "unit": unit}
+        inputs = [zoo_batch(unit, batch_size)]
+        what = f"zoo held-out digits for {unit}, batch {batch_size}"
+    elif model is not None:
+        import torch
+
+        from gatex.loading import load_model
+
+        ref = str(Path(model).resolve()) if str(model).endswith(".pt2") else model
+        torch_model = load_model(ref, weights=weights, trust_checkpoint=trust_checkpoint)
+        source = {"kind": "model", "ref": ref,
+                  "weights": str(Path(weights).resolve()) if weights else None,
+                  "trust_checkpoint": trust_checkpoint}
+        if input_shape is None:
+            raise BadInputError("--model needs --input-shape (e.g. 1,64): the bench feeds random "
+                                "normal inputs of that shape")
+        shape = (batch_size, *tuple(input_shape)[1:])
+        inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)).numpy()]
+        what = f"random normal {list(shape)} (seed 0)"
+    else:
+        if not onnx_specs:
+            raise BadInputError("give --unit NAME or --model REF (with --input-shape) so gatex "
+                                "knows the model's inputs")
+        inputs = []
+        for name, dtype, shape in onnx_specs:
+            if not np.issubdtype(np.dtype(dtype), np.floating):
+                raise BadInputError(f"input {name!r} is {dtype}; gatex bench fills float inputs "
+                                    "only (pass --unit or --model)")
+            inputs.append(random_batch(shape, batch_size, name))
+        what = f"random normal, batch {batch_size} (seed 0)"
+
+    targets: list[_Target] = []
+    rows_unavailable: dict[str, BackendRow] = {}
+    if source is not None:
+        targets.append(_Target("torch", source, None, "torch (eager)"))
+    else:
+        rows_unavailable["torch"] = BackendRow(
+            "torch", "torch (eager)", status="unavailable",
+            reason="no torch model: the artifact records no gatex.unit; pass --unit or --model")
+    for b in chosen:
+        if b != "torch" and reasons[b]:
+            rows_unavailable[b] = BackendRow(b, b, status="unavailable", reason=reasons[b])
+
+    with tempfile.TemporaryDirectory(prefix="gatex-bench-") as tmp:
+        workdir = Path(tmp)
+        for kind, p in pairs:
+            if not reasons[kind]:
+                targets.append(_Target(kind, {"kind": "artifact", "path": str(p.resolve())},
+                                       p.name, kind))
+        if not paths:  # --unit / --model: export what each available backend runs
+            for b in chosen:
+                if b == "torch" or reasons[b]:
+                    continue
+                exported = _export_for(b, unit, torch_model, inputs, workdir)
+                targets.append(_Target(b, {"kind": "artifact", "path": str(exported)},
+                                       exported.name, b))
+        np.savez(workdir / "inputs.npz", **{f"input_{i}": a for i, a in enumerate(inputs)})
+
+        planned = [BackendRow(t.backend, t.label, t.artifact, status="pending")
+                   for t in targets]
+        if on_plan is not None:
+            on_plan(planned)
+        rows: list[BackendRow] = []
+        for i, t in enumerate(targets):
+            job = {"backend": t.backend, "source": t.source,
+                   "inputs": str(workdir / "inputs.npz"), "warmup": warmup,
+                   "iterations": iterations, "duration_s": duration, "threads": threads,
+                   "device": device}
+            out = run_worker(job, workdir, timeout=timeout, tag=f"{i}-{t.backend}",
+                             on_progress=on_progress, row_id=planned[i].id)
+            row = row_from_worker(t.backend, t.artifact, t.label, out, batch_size)
+            rows.append(row)
+    order = {b: i for i, b in enumerate(BACKENDS)}
+    rows.extend(rows_unavailable.values())
+    rows.sort(key=lambda r: order[r.backend])
+    add_relative(rows)
+    machine = machine_info()
+    settings = {"batch_size": batch_size, "warmup": warmup, "iterations": iterations,
+                "duration_s": duration, "threads": threads, "device": device,
+                "timeout_s": float(timeout), "cv_warn_threshold": CV_WARN_THRESHOLD,
+                "reference": "torch", "unit": unit, "model": model,
+                "artifacts": [str(p) for p in paths], "inputs": what}
+    comparison = None
+    if baseline_doc is not None:
+        pct = DEFAULT_MAX_REGRESSION if max_regression is None else max_regression
+        comparison = compare_baseline(rows, baseline_doc, pct, file=str(baseline),
+                                      machine=machine)
+    return BenchResult(machine, versions(), settings, rows, comparison,
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _export_for(backend: str, unit: str | None, torch_model: Any, inputs: list[np.ndarray],
+                workdir: Path) -> Path:
+    """Export the reference model for ``backend`` into ``workdir`` (no parity check: the bench
+    measures speed; ``gatex export`` / ``gatex parity`` prove the numbers)."""
+    import torch
+
+    from gatex.exporters import export
+
+    to = {"ort": "onnx", "coreml": "coreml", "trt": "trt"}[backend]
+    examples = tuple(torch.from_numpy(a) for a in inputs)
+    target = unit if unit is not None else torch_model
+    result = export(target, examples, to=to, out_dir=workdir / backend, check=False)
+    return Path(result.path)
+
+
+__all__ = ["ALIASES", "BACKENDS", "CV_WARN_THRESHOLD", "SCHEMA", "BackendRow",
+           "BaselineComparison", "BenchResult", "LatencyStats", "Regression", "add_relative",
+           "bench", "compare_baseline", "latency_stats", "machine_info", "parse_backends",
+           "read_baseline", "run_worker", "unavailable_reason"]

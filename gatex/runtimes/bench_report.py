@@ -1,0 +1,297 @@
+"""Bench results as a rich table, JSON (``gatex.bench/1``), Markdown and a PNG plot.
+
+Files are written atomically (`gatex.runtimes.report.write_atomic`). The plot needs matplotlib,
+the optional extra ``plot`` (``pip install 'gatex[plot]'``), imported only when a plot is asked
+for; `check_plot_available` says so up front (exit 3) before anything is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gatex.errors import BackendUnavailableError, BadInputError
+from gatex.runtimes.bench import CV_WARN_THRESHOLD, BackendRow, BenchResult
+from gatex.runtimes.report import check_writable, write_atomic
+
+PLOT_EXTRA = "pip install 'gatex[plot]'"
+
+
+# -- numbers as text ------------------------------------------------------------------------------
+
+def ms(x: float | None) -> str:
+    """Milliseconds with 4 significant digits; '-' when absent."""
+    if x is None:
+        return "-"
+    return f"{x:.4g}"
+
+
+def mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f}"
+
+
+def kib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1024:.1f}"
+
+
+def ratio(row: BackendRow) -> str:
+    if not row.relative:
+        return "-"
+    return f"{row.relative['p50']:.3g}"
+
+
+def _title(result: BenchResult) -> str:
+    s = result.settings
+    what = s.get("unit") or s.get("model") or ", ".join(Path(a).name for a in s["artifacts"])
+    runs = (f"{s['iterations']} runs" if s.get("iterations") is not None
+            else f"{s['duration_s']:g} s of runs")
+    return f"gatex bench: {what} (batch {s['batch_size']}, {s['warmup']} warm-up, {runs})"
+
+
+# -- table ----------------------------------------------------------------------------------------
+
+COLUMNS = ("backend", "artifact", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "cv",
+           "samples/s", "p50 / torch", "load ms", "peak RSS MiB", "size KiB")
+
+
+def _cells(row: BackendRow) -> list[str]:
+    lat = row.latency
+    peak = (row.memory or {}).get("peak_above_baseline_bytes")
+    return [row.label, row.artifact or "-", ms(lat and lat.p50), ms(lat and lat.p90),
+            ms(lat and lat.p99), f"{ms(lat.mean)} ± {ms(lat.std)}" if lat else "-",
+            f"{lat.cv:.1%}" if lat else "-",
+            f"{row.throughput_sps:,.0f}" if row.throughput_sps else "-", ratio(row),
+            ms(row.load_ms), mib(peak), kib(row.model_size_bytes)]
+
+
+def table(result: BenchResult) -> Table:
+    t = Table(title=_title(result))
+    for c in COLUMNS:
+        t.add_column(c, justify="left" if c in ("backend", "artifact") else "right",
+                     overflow="fold")
+    t.add_column("status", overflow="fold")
+    for row in result.rows:
+        cells: list[Any] = list(_cells(row))
+        if row.unstable:
+            cells[6] = Text(cells[6] + " !", style="yellow")
+        if row.ok:
+            status = Text("ok", style="green")
+        else:
+            status = Text(f"{row.status}: {row.reason}",
+                          style="red" if row.status == "error" else "yellow")
+        t.add_row(*cells, status)
+    return t
+
+
+def print_result(result: BenchResult, console: Console) -> None:
+    console.print(table(result))
+    for row in result.rows:
+        if row.device_latency is not None:
+            d = row.device_latency
+            console.print(f"{row.id}: device time (events, model only) p50 {ms(d.p50)} ms, "
+                          f"p99 {ms(d.p99)} ms; the table's latency is end-to-end with copies")
+        for note in row.notes:
+            console.print(f"{row.id}: {note}")
+    for w in result.warnings:
+        console.print(Text(f"warning: {w}", style="yellow"))
+    b = result.baseline
+    if b is not None:
+        for r in b.regressions:
+            console.print(Text(f"regression: {r.describe()} > {b.max_regression_pct:g} % "
+                               "allowed", style="red"))
+        if not b.regressions:
+            console.print(f"baseline {b.file}: no backend slower than {b.max_regression_pct:g} % "
+                          f"(compared: {', '.join(b.compared) or 'none'})")
+        if b.missing:
+            console.print(f"baseline {b.file} has no row for {', '.join(b.missing)}")
+        for note in b.notes:
+            console.print(Text(f"note: {note}", style="yellow"))
+    m = result.machine
+    console.print(f"machine: {m['cpu']}, {m['cores_usable'] or m['cores_logical']} usable cores, "
+                  f"{m['os']}, Python {m['python']}", style="dim")
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+
+def markdown(result: BenchResult) -> str:
+    """A CI step summary: the table, what did not run and why, warnings, the baseline verdict."""
+    lines = [f"## {_title(result)}", "",
+             "| " + " | ".join(COLUMNS) + " | status |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2) + ["---"]) + "|"]
+    for row in result.rows:
+        cells = [c.replace("|", "\\|") for c in _cells(row)]
+        status = "ok" if row.ok else f"{row.status}: {row.reason}".replace("|", "\\|")
+        lines.append("| " + " | ".join([*cells, status]) + " |")
+    lines.append("")
+    lines.append("p50 / torch below 1 is faster than torch eager. Peak RSS is the backend "
+                 "process's peak above its baseline after imports.")
+    if result.warnings:
+        lines.append("")
+        lines.extend(f"- :warning: {w}" for w in result.warnings)
+    b = result.baseline
+    if b is not None:
+        lines.append("")
+        if b.regressions:
+            lines.append(f"**Regressions** (p50 more than {b.max_regression_pct:g} % over "
+                         f"`{b.file}`):")
+            lines.extend(f"- {r.describe()}" for r in b.regressions)
+        else:
+            lines.append(f"Baseline `{b.file}`: no backend slower than "
+                         f"{b.max_regression_pct:g} % (compared: "
+                         f"{', '.join(b.compared) or 'none'}).")
+        lines.extend(f"- note: {n}" for n in b.notes)
+    m, v = result.machine, result.versions
+    lines.append("")
+    lines.append(f"Machine: {m['cpu']}, {m['cores_usable'] or m['cores_logical']} usable cores, "
+                 f"{m['os']}; Python {m['python']}, "
+                 + ", ".join(f"{k} {val}" for k, val in v.items()
+                             if val and k not in ("python",)) + ".")
+    return "\n".join(lines) + "\n"
+
+
+# -- JSON -----------------------------------------------------------------------------------------
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json(result: BenchResult) -> str:
+    return json.dumps(_finite(result.as_dict()), indent=2, allow_nan=False) + "\n"
+
+
+# -- plot -----------------------------------------------------------------------------------------
+
+def check_plot_available() -> None:
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise BackendUnavailableError(f"--plot needs matplotlib, which is not installed: "
+                                      f"{PLOT_EXTRA}")
+
+
+def write_plot(result: BenchResult, path: str | Path) -> Path:
+    """A PNG of each measured backend's latency distribution (box plot, log scale)."""
+    check_plot_available()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = check_writable(path)
+    rows = [r for r in result.rows if r.ok and r.samples_ns]
+    if not rows:
+        raise BadInputError("nothing to plot: no backend was measured")
+    data = [[s / 1e6 for s in r.samples_ns] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.7 * len(rows)))
+    try:
+        ax.boxplot(data, vert=False, whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
+        ax.set_yticks(range(1, len(rows) + 1), [r.id for r in rows])
+        ax.set_xscale("log")
+        ax.set_xlabel("latency per run (ms, log scale); whiskers p1-p99")
+        ax.set_title(_title(result), fontsize=9)
+        for i, r in enumerate(rows, start=1):
+            if r.latency is not None:
+                ax.annotate(f"p50 {r.latency.p50:.3g} ms", (r.latency.p50, i + 0.3), fontsize=7)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png", dpi=120)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_reports(result: BenchResult, *, json_path: Path | None = None,
+                  markdown_path: Path | None = None, plot_path: Path | None = None) -> None:
+    if json_path is not None:
+        write_atomic(json_path, to_json(result))
+    if markdown_path is not None:
+        write_atomic(markdown_path, markdown(result))
+    if plot_path is not None:
+        write_plot(result, plot_path)
+
+
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
+                      markdown_path: Path | None = None, plot_path: Path | None = None,
+                      console: Console | None = None, progress_console: Console | None = None,
+                      **options: Any) -> BenchResult:
+    """``gatex bench``: check the outputs, measure with progress bars, print, write, gate.
+
+    Output paths and the plot extra are checked before anything runs, so a bad path costs no
+    time and leaves no file. Reports are written before the verdict: a failed backend or a
+    regression past ``--max-regression`` raises `CheckFailedError` (exit 1) naming it.
+    """
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from gatex.errors import CheckFailedError
+    from gatex.runtimes.bench import bench
+
+    for out in (json_path, markdown_path, plot_path):
+        if out is not None:
+            check_writable(out)
+    if plot_path is not None:
+        check_plot_available()
+    console = console or Console()
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]}"),
+                    TimeElapsedColumn(), console=progress_console or Console(stderr=True),
+                    transient=True)
+    tasks: dict[str, TaskID] = {}
+
+    def on_plan(rows: list[BackendRow]) -> None:
+        for r in rows:
+            tasks[r.id] = bars.add_task(f"{r.id}: starting", total=None, done="")
+
+    def on_progress(row_id: str, phase: str, done: int, total: int) -> None:
+        if row_id in tasks:
+            unit = " ms" if phase == "timed" and options.get("duration") else ""
+            bars.update(tasks[row_id], description=f"{row_id}: {phase}", completed=done,
+                        total=total, done=f"{done}/{total}{unit}")
+
+    with bars:
+        result = bench(artifacts, on_plan=on_plan, on_progress=on_progress, **options)
+    print_result(result, console)
+    write_reports(result, json_path=json_path, markdown_path=markdown_path,
+                  plot_path=plot_path)
+    if result.failed:
+        first = result.failed[0]
+        more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
+        raise CheckFailedError(f"bench: backend {first.id} failed: {first.reason}{more}")
+    if result.regressions:
+        b = result.baseline
+        assert b is not None
+        names = "; ".join(r.describe() for r in b.regressions)
+        raise CheckFailedError(f"bench: slower than the baseline by more than "
+                               f"{b.max_regression_pct:g} %: {names}")
+    return result
+
+
+__all__ = ["check_plot_available", "markdown", "print_result", "run_bench_command", "table",
+           "to_json", "write_plot", "write_reports"]
