@@ -340,6 +340,11 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
             result = compare_runtimes(artifact, reference, feeds, artifact_name=str(path),
                                       dtype=dtype, rtol=rtol, atol=atol, inputs_note=what)
         result = replace(result, reference=f"{reference.label}: {ref_what}")
+        if recorded is not None and unit is not None and model is None and \
+                zoo.entry(recorded).unit != unit:
+            result = replace(result, notes=(*result.notes, (
+                f"the artifact records {UNIT_METADATA_KEY}={recorded}; compared with the zoo "
+                f"{unit} model as asked (--unit)")))
         if locate:
             from gatex.runtimes.locate import locate as locate_ops
 

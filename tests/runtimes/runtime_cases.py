@@ -127,3 +127,47 @@ def tiny_torch(weights: dict[str, np.ndarray]) -> torch.nn.Module:
     model = namespace["Tiny"]()
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
     return model.eval()
+
+
+def golu_only_onnx(*, dtype: int = TensorProto.FLOAT, scale: float = 1.0) -> onnx.ModelProto:
+    """x -> one gatex GoLU node, no reduction anywhere; ``scale`` != 1 multiplies the function's
+    output (a broken lowering). Its torch reference is `gatex.models.GoLU()`."""
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("GoLU", ["x"], ["y"], domain="gatex", name="golu0")],
+                          "golu_only", [helper.make_tensor_value_info("x", dtype, ["N", 64])],
+                          [helper.make_tensor_value_info("y", dtype, ["N", 64])]),
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("gatex", 1)],
+        functions=[golu_function()], ir_version=IR_VERSION)
+    if scale != 1.0:
+        _scale_function_output(model.functions[0], scale, dtype)
+    return model
+
+
+def _scale_function_output(function: onnx.FunctionProto, scale: float, dtype: int) -> None:
+    # Y = Mul(X, gate) becomes Y = Mul(Mul(X, gate), scale)
+    last = function.node[-1]
+    last.output[0] = "unscaled"
+    value = numpy_helper.from_array(np.array(scale, dtype=helper.tensor_dtype_to_np_dtype(dtype)),
+                                    "scale")
+    function.node.extend([
+        helper.make_node("Constant", [], ["scale"], value=value),
+        helper.make_node("Mul", ["unscaled", "scale"], [function.output[0]])])
+
+
+def break_gatex_node(model: onnx.ModelProto, index: int, scale: float = 1.25) -> onnx.ModelProto:
+    """A copy of ``model`` whose ``index``-th gatex node (node order) runs a broken copy of its
+    function: an overload (IR >= 10) whose output is multiplied by ``scale``. The other gatex
+    nodes keep the original function, so exactly one op diverges."""
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    node = [n for n in broken.graph.node if n.domain == "gatex"][index]
+    original = next(f for f in broken.functions
+                    if f.domain == node.domain and f.name == node.op_type and not f.overload)
+    function = onnx.FunctionProto()
+    function.CopyFrom(original)
+    function.overload = "broken"
+    out_type = next(o.type.tensor_type.elem_type for o in broken.graph.output)
+    _scale_function_output(function, scale, out_type)
+    broken.functions.append(function)
+    node.overload = "broken"
+    return broken
