@@ -39,7 +39,7 @@ def export(
         "--input-shape", help="Example input shape for --model, batch first (e.g. 4,64); "
                               "the check runs on random normal inputs of this shape.",
     )] = None,
-    to: Annotated[str, typer.Option("--to", help="Backend: onnx (coreml, trt: later issues).")
+    to: Annotated[str, typer.Option("--to", help="Backend: onnx or coreml (trt: a later issue).")
                   ] = "onnx",
     out_dir: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")] = Path("."),
     flavor: Annotated[str, typer.Option(
@@ -54,6 +54,16 @@ def export(
     check: Annotated[bool, typer.Option(
         "--check/--no-check", help="Run the parity check after exporting (default on).",
     )] = True,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="CoreML compute precision: fp16 (default) or fp32.",
+    )] = None,
+    deployment_target: Annotated[str | None, typer.Option(
+        "--target", help="CoreML minimum deployment target: iOS15..iOS18, macOS12..macOS15, "
+                         "... (default iOS17).",
+    )] = None,
+    compute_units: Annotated[str | None, typer.Option(
+        "--compute-units", help="CoreML compute units: all (default), cpu, cpu_gpu, cpu_ne.",
+    )] = None,
 ) -> None:
     """Export a model with gated units and check the artifact numerically against torch.
 
@@ -67,6 +77,12 @@ def export(
 
     if (unit is None) == (model is None):
         raise BadInputError("give exactly one of --unit NAME or --model REF")
+    coreml_options = {"--precision": precision, "--target": deployment_target,
+                      "--compute-units": compute_units}
+    if to != "coreml" and any(v is not None for v in coreml_options.values()):
+        given = ", ".join(k for k, v in coreml_options.items() if v is not None)
+        verb = "goes" if given.count(",") == 0 else "go"
+        raise BadInputError(f"{given} {verb} with --to coreml; ONNX export takes --dtype")
     if unit is not None:
         if weights is not None or input_shape is not None:
             raise BadInputError("--weights and --input-shape go with --model, not --unit")
@@ -83,7 +99,12 @@ def export(
     console = Console()
     result = exporters.export(target, examples, to=to, out_dir=out_dir, name=name, flavor=flavor,
                               dtype=dtype, opset=opset, dynamic_batch=dynamic_batch, check=check,
-                              check_inputs=check_inputs)
+                              check_inputs=check_inputs, precision=precision or "fp16",
+                              deployment_target=deployment_target,
+                              compute_units=compute_units or "all")
+    if result.target == "coreml":
+        _print_coreml(console, result, check)
+        return
     size = result.path.stat().st_size
     console.print(f"wrote [bold]{result.path}[/] ({size / 1024:.1f} KiB, {result.flavor}, "
                   f"{result.dtype}, opset {result.artifact.opset}); gatex ops: "
@@ -94,6 +115,22 @@ def export(
     if result.parity is None:
         reason = "--no-check" if not check else "the plugin flavor runs only under TensorRT"
         console.print(f"parity: not checked ({reason})")
+        return
+    from gatex.runtimes.report import print_results
+
+    print_results([result.parity], console)
+    if not result.parity:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _print_coreml(console: Console, result, check: bool) -> None:
+    art = result.artifact
+    size = sum(f.stat().st_size for f in result.path.rglob("*") if f.is_file())
+    console.print(f"wrote [bold]{result.path}[/] ({size / 1024:.1f} KiB, ML Program, "
+                  f"{art.precision}, {art.target}, compute units {art.compute_units}); "
+                  f"gatex ops: {', '.join(result.ops) or 'none'}")
+    if result.parity is None:
+        console.print("parity: not checked (--no-check)")
         return
     from gatex.runtimes.report import print_results
 

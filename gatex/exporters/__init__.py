@@ -1,6 +1,6 @@
 """`export`: lower a model to a backend's artifact, then check it numerically against torch.
 
-ONNX now; CoreML and TensorRT come with their issues. Heavy imports stay inside functions.
+ONNX and CoreML now; TensorRT comes with its issue. Heavy imports stay inside functions.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from gatex.errors import BackendUnavailableError, BadInputError
 
 TARGETS = ("onnx", "coreml", "trt")
 NOT_YET = {
-    "coreml": "CoreML export is not implemented yet (it arrives with the CoreML issue); "
-              "use --to onnx",
     "trt": "TensorRT export is not implemented yet (it arrives with the TensorRT issue); "
            "use --to onnx",
 }
@@ -35,7 +33,7 @@ class ExportResult:
     dtype: str
     ops: tuple[str, ...]
     unit: str | None
-    artifact: Any                 # OnnxArtifact
+    artifact: Any                 # OnnxArtifact or CoremlArtifact
     parity: Any | None            # gatex.runtimes.ParityResult, None when the check was skipped
 
     @property
@@ -52,12 +50,18 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
            to: str = "onnx", out_dir: str | Path = ".", name: str | None = None,
            flavor: str = "portable", dtype: str = "fp32", opset: int | None = None,
            dynamic_batch: bool = True, check: bool = True,
-           check_inputs: Sequence[torch.Tensor] | None = None) -> ExportResult:
+           check_inputs: Sequence[torch.Tensor] | None = None, precision: str = "fp16",
+           deployment_target: str | None = None, compute_units: str = "all") -> ExportResult:
     """Export ``model`` (an nn.Module, or a zoo unit name) and check the artifact against it.
 
     For a zoo unit the example and check inputs default to its held-out digits. The check runs
     the artifact on onnxruntime and the model in torch on ``check_inputs`` (default: the
     example inputs) and judges them with the op specs' tolerance for ``dtype``.
+
+    ``to="coreml"`` writes ``<name>-<precision>.mlpackage`` (an ML Program; ``precision``,
+    ``deployment_target`` and ``compute_units`` as `gatex.exporters.coreml.export_coreml`; the
+    ONNX options ``flavor``, ``dtype`` and ``opset`` do not apply) and checks it with the CoreML
+    runtime: real prediction on macOS, the MIL emulator elsewhere (results labelled emulated).
 
     >>> result = export("paGLU", to="onnx", out_dir="out")
     >>> bool(result.parity)
@@ -67,6 +71,11 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         raise BadInputError(f"unknown export target {to!r}; choose one of {', '.join(TARGETS)}")
     if to in NOT_YET:
         raise BackendUnavailableError(NOT_YET[to])
+    if to == "coreml":  # bad option names fail before any model is loaded
+        from gatex.exporters.coreml import DEFAULT_TARGET, check_options
+
+        deployment_target = check_options(precision, deployment_target or DEFAULT_TARGET,
+                                          compute_units)
     unit = None
     inputs_note = "the check inputs" if check_inputs else "the example inputs"
     if isinstance(model, str):
@@ -84,9 +93,16 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     if not example_inputs:
         raise BadInputError("example inputs are needed to export a model that is not a zoo unit "
                             "(--input-shape on the command line)")
+    model = model.eval()
+    if to == "coreml":
+        return _export_coreml(model, example_inputs, Path(out_dir), name or unit or
+                              type(model).__name__, unit=unit, precision=precision,
+                              deployment_target=deployment_target, compute_units=compute_units,
+                              dynamic_batch=dynamic_batch, check=check,
+                              check_inputs=check_inputs or example_inputs,
+                              inputs_note=inputs_note)
     from gatex.exporters.onnx import DEFAULT_OPSET, export_onnx
 
-    model = model.eval()
     path = Path(out_dir) / artifact_name(name or unit or type(model).__name__, flavor, dtype)
     artifact = export_onnx(model, example_inputs, path, flavor=flavor, dtype=dtype,
                            opset=opset or DEFAULT_OPSET, dynamic_batch=dynamic_batch, unit=unit)
@@ -112,3 +128,51 @@ def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
         with TorchRuntime(model) as reference:
             return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
                                     inputs_note=inputs_note)
+
+
+def coreml_artifact_name(stem: str, precision: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_") or "model"
+    return f"{safe}-{precision}.mlpackage"
+
+
+def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: Path,
+                   stem: str, *, unit: str | None, precision: str, deployment_target: str,
+                   compute_units: str, dynamic_batch: bool, check: bool,
+                   check_inputs: Sequence[torch.Tensor], inputs_note: str) -> ExportResult:
+    from gatex.exporters.coreml import export_coreml
+
+    def measure(package: Path, precision: str) -> Any:
+        return check_coreml(model, package, check_inputs, precision=precision,
+                            inputs_note=inputs_note)
+
+    path = out_dir / coreml_artifact_name(stem, precision)
+    artifact, parity = export_coreml(model, example_inputs, path, precision=precision,
+                                     target=deployment_target, compute_units=compute_units,
+                                     unit=unit, dynamic_batch=dynamic_batch,
+                                     check=measure if check else None)
+    return ExportResult(artifact.path, "coreml", "mlprogram", precision, artifact.ops, unit,
+                        artifact, parity)
+
+
+def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
+                 precision: str = "fp16", inputs_note: str = "the check inputs") -> Any:
+    """Parity of the ``.mlpackage`` at ``path`` against ``model`` on ``inputs``: CoreML's own
+    prediction on macOS, the MIL emulator elsewhere (the result says which: ``emulated``).
+
+    An fp16 program is judged with the specs' fp16 tolerance whatever its output dtype (its
+    outputs may be fp32 while every op ran in fp16).
+    """
+    from gatex.runtimes import TorchRuntime, compare_runtimes
+
+    try:
+        from gatex.runtimes.coreml_runtime import CoremlRuntime
+    except ModuleNotFoundError as exc:  # until the CoreML runtime and its emulator land
+        raise BackendUnavailableError(f"the CoreML runtime is not available ({exc}); export with "
+                                      "--no-check") from None
+    with CoremlRuntime(path) as artifact:
+        feeds = {spec.name: t.detach().numpy().astype(spec.dtype)
+                 for spec, t in zip(artifact.input_specs, inputs)}
+        with TorchRuntime(model) as reference:
+            return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
+                                    inputs_note=inputs_note,
+                                    dtype="float16" if precision == "fp16" else "float32")

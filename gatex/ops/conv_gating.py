@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -230,3 +231,68 @@ def _pg_conv2d_onnx(b, x: str, weight: str, threshold: str, *, wbits: int = 8, a
     lsb = b.op("Sub", _pg_from_levels(b, x, s, levels, abits), msb)
     out_msb = b.op("Conv", msb, w, **attrs)
     return _where_gated(b, out_msb, threshold, b.op("Conv", lsb, w, **attrs))
+
+
+# CoreML: two dense convolutions and a select, as ONNX. Constant weights are folded here with
+# the torch reference's own code (W * M, W * (1 - M), Q_w(W)), so the program holds the very
+# weights torch uses; the activation quantiser runs as MIL ops.
+def _conv_coreml(m, x, weight, stride, padding, dilation, groups):
+    w = m.value(weight)
+    w = m.const(w, x) if w is not None else weight
+    return m.conv(x=x, weight=w, strides=list(stride), pad_type="custom",
+                  pad=[padding[0], padding[0], padding[1], padding[1]], dilations=list(dilation),
+                  groups=groups)
+
+
+def _where_gated_coreml(m, base, threshold, extra):
+    """base + 1[base > threshold] * extra, threshold per output channel."""
+    t = m.value(threshold)
+    t = m.const(np.reshape(t, (1, -1, 1, 1)), base) if t is not None else \
+        m.reshape(x=threshold, shape=[1, -1, 1, 1])
+    return m.select(m.greater(base, t), m.add(base, extra), base)
+
+
+@CG_CONV2D.lowering("coreml")
+def _cg_conv2d_coreml(m, x, weight, mask, threshold, *, stride=(1, 1), padding=(0, 0),
+                      dilation=(1, 1), groups: int = 1):
+    w, k = m.value(weight), m.value(mask)
+    if w is not None and k is not None:
+        partial_w, rest_w = w * k, w * (1 - k)
+    else:
+        partial_w, rest_w = m.mul(weight, mask), m.mul(weight, m.sub(1.0, mask))
+    conv = (stride, padding, dilation, groups)
+    return _where_gated_coreml(m, _conv_coreml(m, x, partial_w, *conv), threshold,
+                               _conv_coreml(m, x, rest_w, *conv))
+
+
+def _pg_scale_coreml(m, x, act_scale):
+    if act_scale is not None:
+        return act_scale
+    return m.add(m.reduce_max(x=m.abs(x=x), keep_dims=False), PG_EPS)
+
+
+def _pg_from_levels_coreml(m, t, s, levels, bits: int):
+    return m.mul(m.mul(m.sign(x=t), s), m.mul(levels, 1.0 / (2.0 ** bits - 1.0)))
+
+
+@PG_CONV2D.lowering("coreml")
+def _pg_conv2d_coreml(m, x, weight, threshold, *, wbits: int = 8, abits: int = 8,
+                      pred_bits: int = 4, act_scale=None, stride=(1, 1), padding=(0, 0),
+                      dilation=(1, 1), groups: int = 1):
+    w = m.value(weight)
+    if w is None:  # torch.export lifts parameters to constants; a computed weight is refused
+        from gatex.exporters.coreml import CoremlExportError
+
+        raise CoremlExportError("PGConv2d: the weight is computed from the input; CoreML export "
+                                "quantises it once at export and needs it constant")
+    w = pg_weight(torch.from_numpy(np.asarray(w, np.float32)), wbits, groups).numpy()
+    s = _pg_scale_coreml(m, x, act_scale)
+    unit = m.clip(m.div(m.abs(x=x), s), 0.0, 1.0)
+    levels = m.round(x=m.mul(unit, 2.0 ** abits - 1.0))
+    drop = 2.0 ** (abits - pred_bits)
+    msb_levels = m.mul(m.floor(x=m.mul(levels, 1.0 / drop)), drop)
+    msb = _pg_from_levels_coreml(m, x, s, msb_levels, abits)
+    lsb = m.sub(_pg_from_levels_coreml(m, x, s, levels, abits), msb)
+    conv = (stride, padding, dilation, groups)
+    out_msb = _conv_coreml(m, msb, w, *conv)
+    return _where_gated_coreml(m, out_msb, threshold, _conv_coreml(m, lsb, w, *conv))

@@ -64,3 +64,22 @@ def _gated_dense_onnx(b, x: str, kernel: str, gates: str, bias: str = "", *,
         return b.gelu(y)
     native = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
     return b.op(native[activation], y) if activation in native else y
+
+
+@GATED_DENSE.lowering("coreml")
+def _gated_dense_coreml(m, x, kernel, gates, bias=None, *, activation: str = "linear"):
+    # W = K * G folded to one constant (Keras (in, out) layout: linear takes its transpose)
+    k, g = m.value(kernel), m.value(gates)
+    if k is not None and g is not None and (bias is None or m.value(bias) is not None):
+        weight = (k * g).T.astype(m.np_dtype(x))
+        y = m.linear(x=x, weight=weight, **({"bias": bias} if bias is not None else {}))
+    else:
+        y = m.matmul(x=x, y=m.mul(kernel, gates))
+        y = y if bias is None else m.add(y, bias)
+    if activation == "swish":
+        return m.silu(x=y)
+    if activation == "gelu":
+        return m.gelu(x=y, mode="EXACT")
+    if activation in ("relu", "tanh", "sigmoid"):
+        return getattr(m, activation)(x=y)
+    return y

@@ -67,3 +67,18 @@ def _golu_onnx(b, x: str, *, alpha: float = 1.0, beta: float = 1.0, gamma: float
     t = b.add(b.mul(x, -gamma), b.log(beta))
     gate = b.op("Exp", b.op("Neg", b.op("Exp", t)))
     return b.mul(b.op("Mul", x, gate), alpha)
+
+
+# CoreML: the same gate, exp(-exp(t)), t = log(beta) - gamma x, with t clamped at 11: e^11 =
+# 59874 stays below fp16's max 65504, and exp(-59874) is 0 in fp16, fp32 and fp64 alike, so the
+# clamp changes no value in any precision while keeping e^t (and 0 * inf) out of an fp16 program.
+COREML_INNER_EXP_CLAMP = 11.0
+
+
+@GOLU.lowering("coreml")
+def _golu_coreml(m, x, *, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0):
+    if alpha == 0.0 or beta == 0.0:   # gate 1 (beta = 0) or no output (alpha = 0): y = alpha x
+        return m.mul(x, alpha)
+    t = m.minimum(m.add(m.mul(x, -gamma), math.log(beta)), COREML_INNER_EXP_CLAMP)
+    gate = m.exp(x=m.mul(m.exp(x=t), -1.0))
+    return m.mul(m.mul(x, gate), alpha)

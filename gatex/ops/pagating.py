@@ -190,3 +190,62 @@ def _paswishu_onnx(b, v: str, u: str, *, alpha: float = 0.5, beta: float = 1.0) 
 @PAUNIT.lowering("onnx")
 def _paunit_onnx(b, v: str, u: str, *, alpha: float = 0.5, gate: str = "sigmoid") -> str:
     return _mix_onnx(b, v, _gate_onnx(b, u, gate), alpha)
+
+
+# CoreML: the gate with native MIL ops (sigmoid, tanh, relu, gelu EXACT / TANH_APPROXIMATION,
+# silu, softsign), then the same folded mix as ONNX. MIL has no mish: u * tanh(softplus(min(u,
+# 11))). tanh(softplus(11)) = 1 - 5.6e-10 rounds to 1 in fp32 and fp16, so the clamp is torch's
+# softplus passthrough (threshold 20) value for value, and e^11 stays finite in fp16.
+MISH_SOFTPLUS_CLAMP = 11.0
+
+
+def _gate_coreml(m, u, gate: str):
+    if gate in ("sigmoid", "tanh", "relu", "softsign", "silu"):
+        return getattr(m, gate)(x=u)
+    if gate == "gelu":
+        return m.gelu(x=u, mode="EXACT")
+    if gate == "gelu_tanh":
+        return m.gelu(x=u, mode="TANH_APPROXIMATION")
+    if gate == "mish":
+        return m.mul(u, m.tanh(x=m.softplus(x=m.minimum(u, MISH_SOFTPLUS_CLAMP))))
+    from gatex.ops.registry import REGISTRY
+
+    return REGISTRY.get({"golu": "GoLU", "arctan": "ArcTan",
+                         "arctan_approx": "ArcTan_Approx"}[gate]).lowerings["coreml"](m, u)
+
+
+def _mix_coreml(m, value, gate, alpha):
+    """value * (alpha gate + (1 - alpha)); alpha a number (folded), an array or a variable."""
+    if m.is_number(alpha, 0.0):
+        return value
+    return m.mul(value, m.add(m.mul(gate, alpha), m.sub(1.0, alpha)))
+
+
+def _register_unit_coreml(spec: OpSpec, gate: str, value_op: str | None = None) -> None:
+    @spec.lowering("coreml")
+    def lower(m, v, u, *, alpha=0.5):
+        value = getattr(m, value_op)(x=v) if value_op else v
+        if m.is_number(alpha, 0.0):
+            return value
+        return _mix_coreml(m, value, _gate_coreml(m, u, gate), alpha)
+
+
+for _spec, _gate, _value in ((PAGLU, "sigmoid", None), (PAGTU, "tanh", "tanh"),
+                             (PAREGLU, "relu", None), (PAGELU, "gelu", None),
+                             (PAMISHU, "mish", None), (PASILU, "silu", None)):
+    _register_unit_coreml(_spec, _gate, _value)
+
+
+@PASWISHU.lowering("coreml")
+def _paswishu_coreml(m, v, u, *, alpha=0.5, beta: float = 1.0):
+    if m.is_number(alpha, 0.0):
+        return v
+    swish = m.silu(x=u) if beta == 1.0 else m.mul(u, m.sigmoid(x=m.mul(u, beta)))
+    return _mix_coreml(m, v, swish, alpha)
+
+
+@PAUNIT.lowering("coreml")
+def _paunit_coreml(m, v, u, *, alpha=0.5, gate: str = "sigmoid"):
+    if m.is_number(alpha, 0.0):
+        return v
+    return _mix_coreml(m, v, _gate_coreml(m, u, gate), alpha)

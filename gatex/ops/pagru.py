@@ -69,3 +69,21 @@ def _pagru_cell_onnx(b, x: str, h: str, weight_ih: str, weight_hh: str, bias_ih:
     z = b.op("Sigmoid", b.mul(b.op("Add", gi_z, gh_z), alpha_z))
     n = b.op("Tanh", b.mul(b.op("Add", gi_n, b.op("Mul", r, gh_n)), alpha_h))
     return b.op("Add", n, b.op("Mul", z, b.op("Sub", h, n)))   # (1 - z) n + z h
+
+
+@PAGRU_CELL.lowering("coreml")
+def _pagru_cell_coreml(m, x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, *,
+                       alpha_r=1.0, alpha_z=1.0, alpha_h=1.0):
+    # one step, as ONNX: the hidden state is an input and the output; alphas folded
+    def affine(t, weight, bias):
+        if m.value(weight) is not None and (bias is None or m.value(bias) is not None):
+            return m.linear(x=t, weight=weight, **({"bias": bias} if bias is not None else {}))
+        y = m.matmul(x=t, y=weight, transpose_y=True)
+        return y if bias is None else m.add(y, bias)
+
+    gi_r, gi_z, gi_n = m.split(x=affine(x, weight_ih, bias_ih), num_splits=3, axis=-1)
+    gh_r, gh_z, gh_n = m.split(x=affine(h, weight_hh, bias_hh), num_splits=3, axis=-1)
+    r = m.sigmoid(x=m.mul(m.add(gi_r, gh_r), alpha_r))
+    z = m.sigmoid(x=m.mul(m.add(gi_z, gh_z), alpha_z))
+    n = m.tanh(x=m.mul(m.add(gi_n, m.mul(r, gh_n)), alpha_h))
+    return m.add(n, m.mul(z, m.sub(h, n)))   # (1 - z) n + z h

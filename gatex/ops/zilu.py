@@ -185,3 +185,58 @@ def _zilu_onnx(b, x: str, *, sigma: float = 1.0) -> str:
 @ZILU_APPROX.lowering("onnx")
 def _zilu_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
     return b.op("Mul", x, _arctan_approx_gate(b, x, sigma))
+
+
+# CoreML lowerings. Unlike the ONNX ones they keep impl's tail-safe forms: on the GPU and
+# Neural Engine the program runs in fp16, where the cancellations impl avoids cost whole digits.
+# - ArcTan / ZiLU: 0.5 + atan(z)/pi for z >= -1, -atan(1/z)/pi for z < -1 (one atan, on w).
+# - ArcTan_Approx / ZiLU_Approx: r = 0.5 / (1 + |z|), gate = 1 - r for z > 0, r otherwise:
+#   upstream's (0.5 + max(z, 0)) / (1 + |z|) without inf / inf when sigma x overflows fp16.
+# - GELU_s: x (0.5 + 0.5 erf(sigma x / sqrt 2)), which saturates (erf(+-inf) = +-1) where
+#   GELU(sigma x) / sigma would overflow; sigma = 1 is the native exact gelu.
+# - SiLU_s: sigma = 1 is the native silu.
+def _arctan_gate_coreml(m, z):
+    far_left = m.less(z, -1.0)
+    w = m.select(far_left, m.div(1.0, m.select(far_left, z, -1.0)), z)
+    a = m.mul(m.atan(x=w), 1.0 / math.pi)
+    return m.select(far_left, m.mul(a, -1.0), m.add(a, 0.5))
+
+
+def _arctan_approx_gate_coreml(m, z):
+    r = m.div(0.5, m.add(m.abs(x=z), 1.0))
+    return m.select(m.greater(z, 0.0), m.sub(1.0, r), r)
+
+
+@GELU_S.lowering("coreml")
+def _gelu_s_coreml(m, x, *, sigma=1.0):
+    if m.is_number(sigma, 1.0):
+        return m.gelu(x=x, mode="EXACT")
+    gate = m.add(m.mul(m.erf(x=m.mul(x, m.mul(sigma, INV_SQRT2))), 0.5), 0.5)
+    return m.mul(x, gate)
+
+
+@SILU_S.lowering("coreml")
+def _silu_s_coreml(m, x, *, sigma=1.0):
+    if m.is_number(sigma, 1.0):
+        return m.silu(x=x)
+    return m.mul(x, m.sigmoid(x=m.mul(x, sigma)))
+
+
+@ARCTAN.lowering("coreml")
+def _arctan_coreml(m, x, *, sigma=1.0):
+    return _arctan_gate_coreml(m, m.mul(x, sigma))
+
+
+@ARCTAN_APPROX.lowering("coreml")
+def _arctan_approx_coreml(m, x, *, sigma=1.0):
+    return _arctan_approx_gate_coreml(m, m.mul(x, sigma))
+
+
+@ZILU.lowering("coreml")
+def _zilu_coreml(m, x, *, sigma=1.0):
+    return m.mul(x, _arctan_gate_coreml(m, m.mul(x, sigma)))
+
+
+@ZILU_APPROX.lowering("coreml")
+def _zilu_approx_coreml(m, x, *, sigma=1.0):
+    return m.mul(x, _arctan_approx_gate_coreml(m, m.mul(x, sigma)))

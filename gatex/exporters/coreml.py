@@ -1,0 +1,578 @@
+"""CoreML export: a model with gated units as an ML Program ``.mlpackage``.
+
+Pipeline (DESIGN.md, "Backend facts"): ``torch.export.export`` keeps every ``gatex::`` op as
+one node; ``ep.run_decompositions({})``; ``coremltools.convert(convert_to="mlprogram")``,
+with each gatex op converted by a composite of MIL ops that its op file registers as
+``@SPEC.lowering("coreml")``. The composites are registered here, lazily, with coremltools'
+``register_torch_op`` under the op's torch name (``gatex::golu`` -> ``gatex_golu``), so that
+``import gatex.ops`` never imports coremltools.
+
+A lowering is called as ``lower(m, *inputs, **params)``: ``m`` is a `Mil` (coremltools' MIL
+builder with typed constants and folding), ``inputs`` are MIL variables (None for an absent
+optional input) and ``params`` are Python values. A learnable parameter (alpha, sigma) is a
+float when the graph holds it as a scalar constant, an ``np.ndarray`` when it is a constant
+of more elements, and a MIL variable when it is computed from the input.
+
+The package is written atomically: converted into a temporary directory beside the target,
+checked there (the ``check`` callback measures parity on the saved package), stamped with
+metadata including that verdict, saved again, and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gatex.errors import BackendUnavailableError, BadInputError, GatexError
+
+PRECISIONS = ("fp16", "fp32")
+COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
+DEFAULT_TARGET = "iOS17"
+# Deployment targets by platform, oldest first. An ML Program needs the first generation listed
+# for each platform (iOS15 / macOS12 / watchOS8 / tvOS15, Core ML 5); older ones are refused.
+PLATFORM_TARGETS = {
+    "iOS": ("iOS15", "iOS16", "iOS17", "iOS18", "iOS26"),
+    "macOS": ("macOS12", "macOS13", "macOS14", "macOS15", "macOS26"),
+    "watchOS": ("watchOS8", "watchOS9", "watchOS10", "watchOS11", "watchOS26"),
+    "tvOS": ("tvOS15", "tvOS16", "tvOS17", "tvOS18", "tvOS26"),
+}
+TARGETS = tuple(t for names in PLATFORM_TARGETS.values() for t in names)
+PRE_MLPROGRAM_TARGETS = ("iOS13", "iOS14", "macOS10_15", "macOS10_16", "macOS11", "watchOS6",
+                         "watchOS7", "tvOS13", "tvOS14")
+METADATA_PREFIX = "gatex."
+PARITY_KEY = "gatex.parity"
+
+
+class CoremlExportError(BadInputError):
+    """The model cannot be converted as asked (an op CoreML cannot take, a target too old, ...)."""
+
+
+@dataclass(frozen=True)
+class CoremlArtifact:
+    """What a CoreML export wrote."""
+
+    path: Path
+    precision: str                        # "fp16" or "fp32" compute precision (I/O stays fp32)
+    target: str                           # minimum deployment target, e.g. "iOS17"
+    compute_units: str                    # "all", "cpu", "cpu_gpu", "cpu_ne"
+    ops: tuple[str, ...]                  # gatex ops the model held (spec names)
+    mil_ops: tuple[str, ...]              # MIL op types of the converted program
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    metadata: dict[str, str]
+
+
+# -- options -------------------------------------------------------------------------------------
+
+def canonical_target(name: str) -> str:
+    """``name`` as coremltools spells it (case-insensitive); unknown or too old: one line."""
+    by_lower = {t.lower(): t for t in (*TARGETS, *PRE_MLPROGRAM_TARGETS)}
+    found = by_lower.get(str(name).strip().lower())
+    if found is None:
+        raise BadInputError(f"unknown deployment target {name!r}; choose one of "
+                            f"{', '.join(TARGETS)}")
+    if found in PRE_MLPROGRAM_TARGETS:
+        raise BadInputError(f"deployment target {found} is too old for an ML Program (gatex "
+                            "exports ML Programs, which need iOS15 / macOS12 / watchOS8 / tvOS15 "
+                            "or newer); use e.g. --target iOS17")
+    return found
+
+
+def check_options(precision: str, target: str, compute_units: str) -> str:
+    """Validate the export options before any work; returns the canonical target name."""
+    if precision not in PRECISIONS:
+        raise BadInputError(f"unknown precision {precision!r}; choose one of "
+                            f"{', '.join(PRECISIONS)}")
+    if compute_units not in COMPUTE_UNITS:
+        raise BadInputError(f"unknown compute units {compute_units!r}; choose one of "
+                            f"{', '.join(COMPUTE_UNITS)}")
+    return canonical_target(target)
+
+
+# -- coremltools, imported quietly and lazily -----------------------------------------------------
+
+@contextlib.contextmanager
+def quiet() -> Any:
+    """Silence coremltools' import warnings (untested torch version, no macOS frameworks) and
+    its progress bars: they go to stderr and would bury gatex's one-line summary."""
+    sink = io.StringIO()
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield sink
+    finally:
+        logger.setLevel(level)
+
+
+def import_coremltools() -> Any:
+    """The ``coremltools`` module; its absence is `BackendUnavailableError` (exit 3)."""
+    try:
+        with quiet():
+            import coremltools
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"coremltools is not installed ({exc}); install gatex's coreml extra: "
+            "pip install 'gatex[coreml]'") from None
+    return coremltools
+
+
+# -- the builder lowerings use -------------------------------------------------------------------
+
+def _is_var(value: Any) -> bool:
+    return hasattr(value, "op") and hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+class Mil:
+    """coremltools' MIL builder (``mb``) for lowerings: every ``mb`` op by attribute
+    (``m.sigmoid(x=u)``), plus arithmetic that takes numbers or variables and folds constants
+    (``m.mul(x, 1.0)`` is ``x``; ``m.sub(1.0, 0.25)`` is ``0.75``). Constants take the dtype of
+    the tensor they meet, so a lowering is the same for fp32 and fp16 programs."""
+
+    def __init__(self) -> None:
+        from coremltools.converters.mil import Builder
+        from coremltools.converters.mil.mil import types
+
+        self.mb = Builder
+        self._types = types
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.mb, name)
+
+    def np_dtype(self, like: Any) -> Any:
+        return self._types.nptype_from_builtin(like.dtype) if _is_var(like) else np.float32
+
+    def const(self, value: Any, like: Any = None) -> Any:
+        """A MIL constant of ``value`` with ``like``'s float dtype (fp32 without ``like``)."""
+        return self.mb.const(val=np.asarray(value, dtype=self.np_dtype(like)))
+
+    @staticmethod
+    def value(v: Any) -> Any:
+        """The constant value of ``v`` (a number, an array, or a variable MIL knows the value
+        of), else None."""
+        if v is None:
+            return None
+        if _is_var(v):
+            return None if v.val is None else np.asarray(v.val)
+        return v
+
+    @staticmethod
+    def is_number(v: Any, number: float) -> bool:
+        """True when ``v`` is the constant ``number`` (a float, or an array all equal to it)."""
+        if v is None or _is_var(v):
+            return False
+        return bool(np.all(np.asarray(v) == number))
+
+    def _operand(self, v: Any, like: Any) -> Any:
+        return v if _is_var(v) else self.const(v, like)
+
+    def _binary(self, op: str, a: Any, b: Any, fold: Callable[[Any, Any], Any]) -> Any:
+        if not _is_var(a) and not _is_var(b):
+            return fold(np.asarray(a, np.float64), np.asarray(b, np.float64)) \
+                if np.ndim(a) or np.ndim(b) else float(fold(float(a), float(b)))
+        like = a if _is_var(a) else b
+        return getattr(self.mb, op)(x=self._operand(a, like), y=self._operand(b, like))
+
+    def mul(self, a: Any, b: Any) -> Any:
+        """a * b; a factor that is the constant 1 is dropped."""
+        if self.is_number(b, 1.0):
+            return a
+        if self.is_number(a, 1.0):
+            return b
+        return self._binary("mul", a, b, lambda p, q: p * q)
+
+    def add(self, a: Any, b: Any) -> Any:
+        """a + b; a term that is the constant 0 is dropped."""
+        if self.is_number(b, 0.0):
+            return a
+        if self.is_number(a, 0.0):
+            return b
+        return self._binary("add", a, b, lambda p, q: p + q)
+
+    def sub(self, a: Any, b: Any) -> Any:
+        if self.is_number(b, 0.0):
+            return a
+        return self._binary("sub", a, b, lambda p, q: p - q)
+
+    def div(self, a: Any, b: Any) -> Any:
+        if self.is_number(b, 1.0):
+            return a
+        return self._binary("real_div", a, b, lambda p, q: p / q)
+
+    def minimum(self, a: Any, b: Any) -> Any:
+        return self._binary("minimum", a, b, np.minimum)
+
+    def greater(self, a: Any, b: Any) -> Any:
+        return self._binary("greater", a, b, lambda p, q: p > q)
+
+    def less(self, a: Any, b: Any) -> Any:
+        return self._binary("less", a, b, lambda p, q: p < q)
+
+    def select(self, cond: Any, a: Any, b: Any) -> Any:
+        """cond ? a : b, elementwise; a number on either side becomes a constant."""
+        like = a if _is_var(a) else b
+        return self.mb.select(cond=cond, a=self._operand(a, like), b=self._operand(b, like))
+
+    def clip(self, x: Any, lo: float, hi: float) -> Any:
+        return self.mb.clip(x=x, alpha=self.const(lo, x), beta=self.const(hi, x))
+
+
+# -- binding a torch node to a lowering -----------------------------------------------------------
+
+def _param_value(raw: Any) -> Any:
+    """A learnable parameter: float for a scalar constant, ndarray for a larger constant, else
+    the variable."""
+    if not _is_var(raw):
+        return raw
+    if raw.val is None:
+        return raw
+    value = np.asarray(raw.val, dtype=np.float64)
+    return float(value.reshape(())) if value.size == 1 else value
+
+
+def _resolve(context: Any, raw: Any, type_text: str) -> Any:
+    """One argument of a gatex node: a variable for a tensor, a Python value otherwise."""
+    if raw is None:
+        return None
+    if type_text.startswith("Tensor"):
+        return context[raw]
+    if type_text == "str":      # a literal: never looked up (a node could be named "golu")
+        return raw
+    if isinstance(raw, str):    # a scalar computed in the graph
+        value = context[raw].val
+        if value is None:
+            raise CoremlExportError(f"a {type_text} argument of a gatex op is computed from the "
+                                    "input; CoreML needs it constant")
+        raw = value.item() if np.ndim(value) == 0 else value.tolist()
+    if type_text.startswith("int["):
+        return tuple(int(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw]))
+    if type_text.startswith("int"):
+        return int(raw)
+    if type_text.startswith("float"):
+        return float(raw)
+    return raw
+
+
+def bind(spec: Any, context: Any, node: Any) -> tuple[list[Any], dict[str, Any]]:
+    """(inputs, params) of ``node`` for ``spec``'s lowering, by the op's torch schema: positional
+    arguments, then keyword arguments, then the spec's defaults (torch.export leaves arguments
+    equal to their default out of the call)."""
+    schema = spec.torch_op.default._schema
+    positional = list(node.inputs or ())
+    keywords = dict(node.kwinputs or {})
+    defaults = spec.defaults()
+    values: dict[str, Any] = {}
+    for i, arg in enumerate(schema.arguments):
+        if i < len(positional):
+            raw = positional[i]
+        elif arg.name in keywords:
+            raw = keywords[arg.name][0]
+        else:
+            values[arg.name] = defaults.get(arg.name)
+            continue
+        values[arg.name] = _resolve(context, raw, str(arg.type))
+    inputs = [values.get(name) for name in spec.inputs]
+    params = {}
+    for p in spec.params:
+        value = values.get(p.name, p.default)
+        params[p.name] = _param_value(value) if p.learnable else value
+    return inputs, params
+
+
+_REGISTERED: set[str] = set()
+
+
+def composite_name(spec: Any) -> str:
+    """The MIL frontend's name for the op's composite: ``gatex::golu`` -> ``gatex_golu``."""
+    return f"gatex_{spec.torch_name}"
+
+
+def register_lowerings(registry: Any = None) -> tuple[str, ...]:
+    """Register every op's CoreML lowering with coremltools' torch frontend (once per process);
+    returns the op names registered. An op without one is refused at conversion with its
+    ``unsupported`` reason."""
+    import_coremltools()
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+
+    from gatex.ops import REGISTRY
+
+    done = []
+    for spec in registry or REGISTRY:
+        lower = spec.lowerings.get("coreml")
+        if lower is None:
+            continue
+        done.append(spec.name)
+        if spec.name in _REGISTERED:
+            continue
+
+        def convert(context: Any, node: Any, spec: Any = spec, lower: Any = lower) -> None:
+            inputs, params = bind(spec, context, node)
+            out = lower(Mil(), *inputs, **params)
+            context.add(out, torch_name=node.name)
+
+        convert.__name__ = composite_name(spec)
+        convert.__qualname__ = convert.__name__
+        # override: a second registration in one process (tests build several exports) replaces
+        # gatex's own composite; the names are gatex's, so nothing else is overridden
+        register_torch_op(convert, torch_alias=[spec.torch_qualname], override=True)
+        _REGISTERED.add(spec.name)
+    return tuple(done)
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path, *,
+                  precision: str = "fp16", target: str = DEFAULT_TARGET,
+                  compute_units: str = "all", unit: str | None = None,
+                  dynamic_batch: bool = True,
+                  check: Callable[[Path, str], Any] | None = None) -> tuple[CoremlArtifact, Any]:
+    """Convert ``model`` to an ML Program at ``path`` (a ``.mlpackage`` directory).
+
+    ``precision`` is the compute precision (fp16: every op in fp16 with fp32 inputs and outputs,
+    the usual form for the GPU and Neural Engine); ``target`` the minimum deployment target;
+    ``compute_units`` the units the model loads with. ``check(package, precision)``, when given,
+    runs on the saved package before it is renamed into place and returns a parity verdict
+    (``ParityResult``), stored as JSON in the metadata under ``gatex.parity``; the package is
+    renamed into place whatever the verdict (the caller decides what a failure means).
+
+    Returns the artifact and the verdict (None without ``check``).
+    """
+    target = check_options(precision, target, compute_units)
+    path = Path(path)
+    if path.suffix != ".mlpackage":
+        raise BadInputError(f"{path}: a CoreML ML Program is saved as a .mlpackage directory")
+    if path.exists() and not path.is_dir():
+        raise BadInputError(f"{path} exists and is not a .mlpackage directory; remove it first")
+    _reject_unexportable(model)
+    ct = import_coremltools()
+    register_lowerings()
+    model = model.eval()
+    inputs = tuple(example_inputs)
+    program = _torch_export(model, inputs, dynamic_batch)
+    ops = _gatex_ops(program)
+    mlmodel = _convert(ct, program, precision, target, compute_units)
+    mil_ops = _mil_op_types(mlmodel._mil_program)
+    leftover = sorted(o for o in mil_ops if o.startswith("gatex"))
+    if leftover:  # a gatex bug: a composite did not replace its op
+        raise RuntimeError(f"CoreML program still holds gatex ops: {', '.join(leftover)}")
+    metadata = _metadata(ops, unit, precision, target, compute_units)
+    spec = mlmodel.get_spec()
+    input_names = tuple(i.name for i in spec.description.input)
+    output_names = tuple(o.name for o in spec.description.output)
+    verdict = _save_atomic(mlmodel, path, metadata, check, precision)
+    if verdict is not None:
+        metadata[PARITY_KEY] = parity_json(verdict)
+    artifact = CoremlArtifact(path, precision, target, compute_units, ops, mil_ops, input_names,
+                              output_names, metadata)
+    return artifact, verdict
+
+
+def _reject_unexportable(model: nn.Module) -> None:
+    for name, module in model.named_modules():
+        if getattr(module, "alpha_kind", None) == "callable":
+            raise CoremlExportError(
+                f"module {name or '<root>'} ({type(module).__name__}) takes alpha from a "
+                "callable of its input: it cannot be folded into a constant; give it a float "
+                "or 'learnable' alpha to export")
+
+
+def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...],
+                  dynamic_batch: bool) -> Any:
+    dynamic = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1)
+        dynamic = tuple({0: batch} for _ in inputs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(model, inputs, dynamic_shapes=dynamic)
+            return program.run_decompositions({})
+    except GatexError:
+        raise
+    except Exception as exc:  # torch.export's own error types: the model cannot be traced
+        raise CoremlExportError(f"torch.export failed: {_first_line(str(exc))}") from None
+
+
+def _gatex_ops(program: Any) -> tuple[str, ...]:
+    from gatex.ops import REGISTRY
+
+    found = set()
+    for node in program.graph.nodes:
+        target = getattr(node.target, "namespace", None)
+        if node.op == "call_function" and target == "gatex":
+            found.add(REGISTRY.get(node.target._schema.name).name)
+    return tuple(sorted(found))
+
+
+def _convert(ct: Any, program: Any, precision: str, target: str, compute_units: str) -> Any:
+    from gatex.ops import REGISTRY
+
+    for name in _gatex_ops(program):
+        spec = REGISTRY.get(name)
+        if "coreml" not in spec.lowerings:
+            reason = spec.unsupported_reasons.get("coreml", "it has no CoreML lowering")
+            raise CoremlExportError(f"cannot convert {spec.id} to CoreML: {reason}")
+    compute_precision = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+    try:
+        with quiet():
+            return ct.convert(program, convert_to="mlprogram",
+                              compute_precision=compute_precision,
+                              minimum_deployment_target=getattr(ct.target, target),
+                              compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]),
+                              skip_model_load=True)
+    except GatexError:
+        raise
+    except Exception as exc:  # coremltools raises ValueError/NotImplementedError/RuntimeError
+        raise CoremlExportError(_explain(exc, target)) from None
+
+
+def _explain(exc: BaseException, target: str) -> str:
+    text = " ".join(str(exc).split())
+    op = re.search(r"[Cc]onvert function for op '([^']+)' not implemented", text) or \
+        re.search(r"Unsupported fx node .*?kind ([\w.:]+)", text)
+    if op:
+        return (f"cannot convert op {op.group(1)} to CoreML: coremltools has no conversion for "
+                "it (replace it in the model, or register one with register_torch_op)")
+    needs = re.search(r"(iOS|macOS|watchOS|tvOS)\s?(\d+)", text)
+    if needs and ("target" in text.lower() or "opset" in text.lower()):
+        return f"the model needs a newer deployment target than {target}: {text[:300]}"
+    return f"CoreML conversion failed: {text[:300] or type(exc).__name__}"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def _mil_op_types(program: Any) -> tuple[str, ...]:
+    """Every op type in the program's functions, nested blocks included."""
+    found: set[str] = set()
+
+    def walk(block: Any) -> None:
+        for op in block.operations:
+            found.add(op.op_type)
+            for inner in getattr(op, "blocks", ()):
+                walk(inner)
+
+    for function in program.functions.values():
+        walk(function)
+    return tuple(sorted(found))
+
+
+def _metadata(ops: tuple[str, ...], unit: str | None, precision: str, target: str,
+              compute_units: str) -> dict[str, str]:
+    import gatex
+    from gatex.ops import REGISTRY
+
+    meta = {"gatex.version": gatex.__version__,
+            "gatex.ops": ",".join(REGISTRY.get(o).id for o in ops),
+            "gatex.precision": precision, "gatex.target": target,
+            "gatex.compute_units": compute_units}
+    if unit:
+        meta["gatex.unit"] = unit
+    return meta
+
+
+def parity_json(verdict: Any) -> str:
+    """A parity verdict as the compact JSON stored in the package's metadata (the record of
+    one result in ``gatex.parity/1``, see gatex.runtimes.report)."""
+    from gatex.runtimes.report import result_record
+
+    record = result_record(verdict)
+    record["artifact"] = Path(record["artifact"]).name
+    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+
+def _save_atomic(mlmodel: Any, path: Path, metadata: dict[str, str],
+                 check: Callable[[Path, str], Any] | None, precision: str) -> Any:
+    """Save into a temporary directory beside ``path``, check, stamp, save again, rename."""
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory))
+    except OSError as exc:
+        raise BadInputError(f"cannot write to {directory}: {exc.strerror or exc}") from None
+    staged = work / path.name
+    try:
+        for key, value in metadata.items():
+            mlmodel.user_defined_metadata[key] = value
+        with quiet():
+            mlmodel.save(str(staged))
+        verdict = None
+        if check is not None:
+            verdict = check(staged, precision)
+            mlmodel.user_defined_metadata[PARITY_KEY] = parity_json(verdict)
+            shutil.rmtree(staged)
+            with quiet():
+                mlmodel.save(str(staged))
+        _replace_dir(staged, path, work)
+        return verdict
+    except OSError as exc:
+        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _replace_dir(staged: Path, path: Path, work: Path) -> None:
+    """Rename ``staged`` to ``path``; an existing package is moved aside first and removed
+    after, so ``path`` is at every moment either the old package or the new one (or, for an
+    instant between two renames, absent) and never half-written."""
+    if path.exists():
+        old = work / (path.name + ".old")
+        os.replace(path, old)
+        try:
+            os.replace(staged, path)
+        except OSError:
+            os.replace(old, path)
+            raise
+    else:
+        os.replace(staged, path)
+
+
+# -- reading a package back -----------------------------------------------------------------------
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The user-defined metadata of a saved ``.mlpackage`` (no model load; works on Linux)."""
+    ct = import_coremltools()
+    with quiet():
+        model = ct.models.MLModel(str(path), skip_model_load=True)
+    return dict(model.user_defined_metadata)
+
+
+def load_program(path: str | Path) -> Any:
+    """The MIL program of a saved ``.mlpackage``, through coremltools' milproto frontend."""
+    ct = import_coremltools()
+    from coremltools.converters.mil.frontend.milproto.load import load
+
+    with quiet():
+        model = ct.models.MLModel(str(path), skip_model_load=True)
+        spec = model.get_spec()
+        return load(spec, spec.specificationVersion, model.weights_dir)
+
+
+def program_op_types(path: str | Path) -> tuple[str, ...]:
+    """The MIL op types of a saved package's program."""
+    return _mil_op_types(load_program(path))
+
+
+__all__ = ["COMPUTE_UNITS", "DEFAULT_TARGET", "PRECISIONS", "TARGETS", "CoremlArtifact",
+           "CoremlExportError", "Mil", "bind", "canonical_target", "check_options",
+           "export_coreml", "import_coremltools", "load_program", "parity_json",
+           "program_op_types", "read_metadata", "register_lowerings"]
