@@ -672,6 +672,8 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     _check_numbers(batch_size, warmup, iterations, duration, threads, timeout, max_regression,
                    device)
     chosen, named = parse_backends(backends)
+    if isinstance(artifacts, (str, Path)):
+        artifacts = [artifacts]
     paths = [Path(a) for a in artifacts]
     if not paths and unit is None and model is None:
         raise BadInputError("give an ARTIFACT, --unit NAME or --model REF to benchmark")

@@ -82,17 +82,17 @@ def table(result: BenchResult) -> Table:
         cells: list[Any] = list(_cells(row))
         if row.unstable:
             cells[6] = Text(cells[6] + " !", style="yellow")
-        if row.ok:
-            status = Text("ok", style="green")
-        else:
-            status = Text(f"{row.status}: {row.reason}",
-                          style="red" if row.status == "error" else "yellow")
-        t.add_row(*cells, status)
+        style = {"ok": "green", "error": "red"}.get(row.status, "yellow")
+        t.add_row(*cells, Text(row.status, style=style))
     return t
 
 
 def print_result(result: BenchResult, console: Console) -> None:
     console.print(table(result))
+    for row in result.rows:
+        if not row.ok:
+            style = "red" if row.status == "error" else "yellow"
+            console.print(Text(f"{row.id}: {row.status}: {row.reason}", style=style))
     for row in result.rows:
         if row.device_latency is not None:
             d = row.device_latency
@@ -128,9 +128,12 @@ def markdown(result: BenchResult) -> str:
              "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2) + ["---"]) + "|"]
     for row in result.rows:
         cells = [c.replace("|", "\\|") for c in _cells(row)]
-        status = "ok" if row.ok else f"{row.status}: {row.reason}".replace("|", "\\|")
-        lines.append("| " + " | ".join([*cells, status]) + " |")
+        lines.append("| " + " | ".join([*cells, row.status]) + " |")
     lines.append("")
+    not_run = [r for r in result.rows if not r.ok]
+    if not_run:
+        lines.extend(f"- **{r.id}** {r.status}: {r.reason}" for r in not_run)
+        lines.append("")
     lines.append("p50 / torch below 1 is faster than torch eager. Peak RSS is the backend "
                  "process's peak above its baseline after imports.")
     if result.warnings:
@@ -202,7 +205,14 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
     data = [[s / 1e6 for s in r.samples_ns] for r in rows]
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.7 * len(rows)))
     try:
-        ax.boxplot(data, vert=False, whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
+        import inspect
+
+        # matplotlib 3.10 added orientation= and deprecated vert=
+        horizontal = ({"orientation": "horizontal"}
+                      if "orientation" in inspect.signature(ax.boxplot).parameters
+                      else {"vert": False})
+        ax.boxplot(data, whis=(1, 99), showfliers=True, flierprops={"markersize": 2},
+                   **horizontal)
         ax.set_yticks(range(1, len(rows) + 1), [r.id for r in rows])
         ax.set_xscale("log")
         ax.set_xlabel("latency per run (ms, log scale); whiskers p1-p99")
@@ -260,9 +270,9 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
     if plot_path is not None:
         check_plot_available()
     console = console or Console()
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]}"),
-                    TimeElapsedColumn(), console=progress_console or Console(stderr=True),
-                    transient=True)
+    bars = Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.fields[done]}"), TimeElapsedColumn(),
+                    console=progress_console or Console(stderr=True), transient=True)
     tasks: dict[str, TaskID] = {}
 
     def on_plan(rows: list[BackendRow]) -> None:
