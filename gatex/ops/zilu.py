@@ -188,23 +188,33 @@ def _zilu_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
 
 
 # CoreML lowerings. Unlike the ONNX ones they keep impl's tail-safe forms: on the GPU and
-# Neural Engine the program runs in fp16, where the cancellations impl avoids cost whole digits.
-# - ArcTan / ZiLU: 0.5 + atan(z)/pi for z >= -1, -atan(1/z)/pi for z < -1 (one atan, on w).
-# - ArcTan_Approx / ZiLU_Approx: r = 0.5 / (1 + |z|), gate = 1 - r for z > 0, r otherwise:
-#   upstream's (0.5 + max(z, 0)) / (1 + |z|) without inf / inf when sigma x overflows fp16.
+# Neural Engine the program runs in fp16, where sigma x overflows for |x| > 65504 / |sigma| and
+# the cancellations impl avoids cost whole digits.
+# - ArcTan / ZiLU: 0.5 + atan(z)/pi for z >= -1, -atan(1/z)/pi for z < -1 (one atan), with
+#   1/z = (1/sigma) / x, finite where sigma x overflows (ZiLU keeps its limit -1/(pi sigma)).
+# - ArcTan_Approx: r = 0.5 / (1 + |z|), gate = 1 - r for z > 0, r otherwise: upstream's
+#   (0.5 + max(z, 0)) / (1 + |z|) without inf / inf.
+# - ZiLU_Approx: q = 0.5 x / (1 + |z|) = 0.5 sign(x) / (1/|x| + |sigma|), y = x - q for z > 0,
+#   q otherwise: the same value, finite and keeping its limit 0.5 sign(x)/|sigma| where sigma x
+#   overflows (x r with r = 0 would give 0 there).
 # - GELU_s: x (0.5 + 0.5 erf(sigma x / sqrt 2)), which saturates (erf(+-inf) = +-1) where
 #   GELU(sigma x) / sigma would overflow; sigma = 1 is the native exact gelu.
 # - SiLU_s: sigma = 1 is the native silu.
-def _arctan_gate_coreml(m, z):
-    far_left = m.less(z, -1.0)
-    w = m.select(far_left, m.div(1.0, m.select(far_left, z, -1.0)), z)
-    a = m.mul(m.atan(x=w), 1.0 / math.pi)
+def _arctan_gate_coreml(m, x, sigma):
+    far_left = m.less(m.mul(x, sigma), -1.0)
+    recip = m.div(m.div(1.0, sigma), m.select(far_left, x, -1.0))   # 1/(sigma x) where far left
+    a = m.mul(m.atan(x=m.select(far_left, recip, m.mul(x, sigma))), 1.0 / math.pi)
     return m.select(far_left, m.mul(a, -1.0), m.add(a, 0.5))
 
 
 def _arctan_approx_gate_coreml(m, z):
     r = m.div(0.5, m.add(m.abs(x=z), 1.0))
     return m.select(m.greater(z, 0.0), m.sub(1.0, r), r)
+
+
+def _abs(m, value):
+    """|value| of a parameter: a number, an array or a variable."""
+    return m.abs(x=value) if m.value(value) is None else abs(m.value(value))
 
 
 @GELU_S.lowering("coreml")
@@ -224,7 +234,7 @@ def _silu_s_coreml(m, x, *, sigma=1.0):
 
 @ARCTAN.lowering("coreml")
 def _arctan_coreml(m, x, *, sigma=1.0):
-    return _arctan_gate_coreml(m, m.mul(x, sigma))
+    return _arctan_gate_coreml(m, x, sigma)
 
 
 @ARCTAN_APPROX.lowering("coreml")
@@ -234,9 +244,10 @@ def _arctan_approx_coreml(m, x, *, sigma=1.0):
 
 @ZILU.lowering("coreml")
 def _zilu_coreml(m, x, *, sigma=1.0):
-    return m.mul(x, _arctan_gate_coreml(m, m.mul(x, sigma)))
+    return m.mul(x, _arctan_gate_coreml(m, x, sigma))
 
 
 @ZILU_APPROX.lowering("coreml")
 def _zilu_approx_coreml(m, x, *, sigma=1.0):
-    return m.mul(x, _arctan_approx_gate_coreml(m, m.mul(x, sigma)))
+    q = m.div(m.mul(m.sign(x=x), 0.5), m.add(m.div(1.0, m.abs(x=x)), _abs(m, sigma)))
+    return m.select(m.greater(m.mul(x, sigma), 0.0), m.sub(x, q), q)
