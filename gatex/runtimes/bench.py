@@ -630,7 +630,11 @@ def _check_numbers(batch_size: int | None, warmup: int, iterations: int | None,
 
 def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool
                      ) -> list[tuple[str, Path]]:
-    """(backend, artifact) pairs to measure; a named backend that can run none is bad input."""
+    """(backend, artifact) pairs to measure; a named backend that can run none is bad input.
+
+    Without artifacts there is nothing to match: each backend gets an export of the model."""
+    if not paths:
+        return []
     kinds = [(backend_for(p), p) for p in paths]
     for p in paths:
         if not p.exists():
