@@ -231,6 +231,8 @@ def _artifact_name(runtime: Runtime) -> str:
     model = getattr(runtime, "model", None)
     if isinstance(model, (str, Path)):
         return str(model)
+    if isinstance(model, bytes) or hasattr(model, "SerializeToString"):
+        return "<in-memory ONNX model>"
     return type(model).__name__ if model is not None else runtime.label
 
 
