@@ -22,7 +22,7 @@ JSON schema ``gatex.bench/1`` (keys are stable; a change of meaning bumps the nu
                   "tensorrt": str | null},
      "settings": {"batch_size": int, "warmup": int, "iterations": int | null,
                   "duration_s": float | null, "threads": int | null, "device": str,
-                  "timeout_s": float, "cv_warn_threshold": float, "reference": "torch",
+                  "timeout_s": float, "cv_warn_threshold": float, "reference": "torch" | null,
                   "unit": str | null, "model": str | null, "artifacts": [str], "inputs": str},
      "backends": [{
         "id": str,                    # "torch", or "<backend>:<artifact file name>"
@@ -659,7 +659,8 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
           warmup: int = DEFAULT_WARMUP, iterations: int | None = None,
           duration: float | None = None, threads: int | None = None, device: str = "cpu",
           baseline: str | Path | None = None, max_regression: float | None = None,
-          timeout: float = DEFAULT_TIMEOUT, on_progress: ProgressCallback | None = None,
+          timeout: float = DEFAULT_TIMEOUT, reference: bool = True,
+          on_progress: ProgressCallback | None = None,
           on_plan: Callable[[list[BackendRow]], None] | None = None) -> BenchResult:
     """Measure a model on each backend, each in its own process; torch eager is the reference.
 
@@ -669,6 +670,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     here; the others become rows with the reason) or names: a named backend that is not here
     raises `BackendUnavailableError`. ``iterations`` (default 100) or ``duration`` seconds of
     timed runs after ``warmup`` runs. A failed backend is an error row, not an exception.
+    ``reference=False`` leaves the torch row out (the harness benchmark times one backend).
 
     >>> result = bench(unit="GoLU", backends="torch,ort", iterations=50)
     >>> result.row("ort").relative["p50"]    # ort's p50 / torch's p50
@@ -756,7 +758,9 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
 
     targets: list[_Target] = []
     rows_unavailable: dict[str, BackendRow] = {}
-    if source is not None:
+    if not reference:
+        pass
+    elif source is not None:
         targets.append(_Target("torch", source, None, "torch (eager)"))
     else:
         rows_unavailable["torch"] = BackendRow(
@@ -776,7 +780,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
             for b in chosen:
                 if b == "torch" or reasons[b]:
                     continue
-                exported = _export_for(b, unit, torch_model, inputs, workdir)
+                exported = _export_for(b, unit, torch_model, inputs, workdir, model)
                 targets.append(_Target(b, {"kind": "artifact", "path": str(exported)},
                                        exported.name, b))
         np.savez(workdir / "inputs.npz", **{f"input_{i}": a for i, a in enumerate(inputs)})
@@ -803,7 +807,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     settings = {"batch_size": batch_size, "warmup": warmup, "iterations": iterations,
                 "duration_s": duration, "threads": threads, "device": device,
                 "timeout_s": float(timeout), "cv_warn_threshold": CV_WARN_THRESHOLD,
-                "reference": "torch", "unit": unit, "model": model,
+                "reference": "torch" if reference else None, "unit": unit, "model": model,
                 "artifacts": [str(p) for p in paths], "inputs": what}
     comparison = None
     if baseline_doc is not None:
@@ -815,7 +819,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
 
 
 def _export_for(backend: str, unit: str | None, torch_model: Any, inputs: list[np.ndarray],
-                workdir: Path) -> Path:
+                workdir: Path, model_ref: str | None = None) -> Path:
     """Export the reference model for ``backend`` into ``workdir`` (no parity check: the bench
     measures speed; ``gatex export`` / ``gatex parity`` prove the numbers)."""
     import torch
@@ -825,7 +829,9 @@ def _export_for(backend: str, unit: str | None, torch_model: Any, inputs: list[n
     to = {"ort": "onnx", "coreml": "coreml", "trt": "trt"}[backend]
     examples = tuple(torch.from_numpy(a) for a in inputs)
     target = unit if unit is not None else torch_model
-    result = export(target, examples, to=to, out_dir=workdir / backend, check=False)
+    name = None if unit is not None or not model_ref else \
+        Path(model_ref.rpartition(":")[2]).stem or None   # net.py:build -> build
+    result = export(target, examples, to=to, out_dir=workdir / backend, name=name, check=False)
     return Path(result.path)
 
 

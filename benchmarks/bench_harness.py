@@ -1,0 +1,155 @@
+"""What ``gatex bench`` itself costs (issue 5, "Performance of the harness itself").
+
+On one ONNX model (a zoo unit exported by gatex, portable flavor) and one onnxruntime CPU
+configuration, each round measures p50 latency two ways, one right after the other:
+
+- ``bare``: a plain loop in this process over its own ``InferenceSession`` with the same
+  options and feeds: ``t0 = perf_counter_ns(); session.run(None, feeds); t1 - t0``,
+- ``harness``: ``gatex.bench(model, backends="ort")``, which runs the same model in a fresh
+  worker process (its own session, warm-up, then the timed runs).
+
+Targets (issue 5): the harness adds at most 3 % to p50 (median over rounds of harness / bare
+- 1), and two consecutive harness runs agree on p50 within 5 % (|a - b| / min(a, b), the worst
+consecutive pair). Both need an idle machine: on a shared one the spread between rounds is
+the machine's, not the harness's, which the per-round numbers show.
+
+    python benchmarks/bench_harness.py                         # GoLU, batch 1 and 64, 3 rounds
+    python benchmarks/bench_harness.py --batch-sizes 1 --rounds 5 --json harness.json --check
+
+Exit codes: 0 measured (targets met or not, unless --check), 1 --check and a target missed,
+2 bad option, 3 onnxruntime missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OVERHEAD_TARGET_PCT = 3.0
+AGREEMENT_TARGET_PCT = 5.0
+
+
+def bare_p50(session: Any, feeds: dict[str, np.ndarray], warmup: int, iterations: int) -> float:
+    """p50 in ms of a plain timing loop over ``session`` (no harness around it)."""
+    clock = time.perf_counter_ns
+    for _ in range(warmup):
+        session.run(None, feeds)
+    samples = []
+    for _ in range(iterations):
+        t0 = clock()
+        session.run(None, feeds)
+        samples.append(clock() - t0)
+    return float(np.percentile(np.asarray(samples, dtype=np.float64) / 1e6, 50))
+
+
+def harness_p50(path: Path, batch: int, warmup: int, iterations: int, threads: int | None
+                ) -> float:
+    import gatex
+
+    result = gatex.bench(path, backends="ort", batch_size=batch, warmup=warmup,
+                         iterations=iterations, threads=threads, reference=False)
+    row = result.row("ort")
+    if not row.ok or row.latency is None:
+        raise RuntimeError(f"the harness failed on {path.name}: {row.reason}")
+    return row.latency.p50
+
+
+def measure(path: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from gatex.runtimes.bench import zoo_batch
+
+    options = ort.SessionOptions()   # as OrtRuntime builds it for the harness
+    if args.threads is not None:
+        options.intra_op_num_threads = args.threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {session.get_inputs()[0].name: zoo_batch(args.unit, batch)}
+    bare, harness = [], []
+    for r in range(args.rounds):
+        bare.append(bare_p50(session, feeds, args.warmup, args.iterations))
+        harness.append(harness_p50(path, batch, args.warmup, args.iterations, args.threads))
+        print(f"  batch {batch} round {r + 1}: bare p50 {bare[-1] * 1e3:.2f} us, harness p50 "
+              f"{harness[-1] * 1e3:.2f} us ({(harness[-1] / bare[-1] - 1) * 100:+.1f} %)",
+              flush=True)
+    overheads = [(h / b - 1) * 100 for h, b in zip(harness, bare)]
+    pairs = [abs(a - b) / min(a, b) * 100 for a, b in zip(harness, harness[1:])]
+    overhead = float(np.median(overheads))
+    worst_pair = max(pairs) if pairs else None
+    return {"batch_size": batch, "bare_p50_ms": bare, "harness_p50_ms": harness,
+            "overhead_pct_per_round": overheads, "overhead_pct": overhead,
+            "consecutive_disagreement_pct": pairs, "worst_disagreement_pct": worst_pair,
+            "overhead_ok": overhead <= OVERHEAD_TARGET_PCT,
+            "agreement_ok": worst_pair is not None and worst_pair <= AGREEMENT_TARGET_PCT}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--unit", default="GoLU", help="zoo unit whose model is exported")
+    parser.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes")
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="bare+harness pairs (>= 2)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--json", type=Path, default=None, help="write the numbers as JSON")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1 or args.iterations < 1 or args.warmup < 0 \
+            or args.rounds < 2:
+        print("error: --batch-sizes must list positive sizes, --iterations >= 1, --warmup >= 0, "
+              "--rounds >= 2", file=sys.stderr)
+        return 2
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("error: onnxruntime is not installed: pip install 'gatex[onnx]'", file=sys.stderr)
+        return 3
+
+    import gatex
+    from gatex.runtimes.bench import machine_info
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="gatex-harness-") as tmp:
+        with contextlib.redirect_stderr(io.StringIO()):   # the exporter's warnings
+            path = gatex.export(args.unit, to="onnx", out_dir=tmp, check=False).path
+        print(f"{args.unit}: {path.name}, {args.iterations} timed runs after {args.warmup} "
+              f"warm-up, {args.rounds} rounds")
+        for batch in batches:
+            results.append(measure(Path(path), batch, args))
+    print()
+    print(f"{'batch':>5}  {'bare p50 us':>12}  {'harness p50 us':>14}  {'overhead':>9}  "
+          f"{'worst consecutive':>17}")
+    for r in results:
+        print(f"{r['batch_size']:>5}  {np.median(r['bare_p50_ms']) * 1e3:>12.2f}  "
+              f"{np.median(r['harness_p50_ms']) * 1e3:>14.2f}  {r['overhead_pct']:>+8.1f}%  "
+              f"{r['worst_disagreement_pct']:>16.1f}%")
+    met = all(r["overhead_ok"] and r["agreement_ok"] for r in results)
+    print(f"targets: overhead <= {OVERHEAD_TARGET_PCT:g} %, consecutive runs within "
+          f"{AGREEMENT_TARGET_PCT:g} %: {'met' if met else 'MISSED'} (needs an idle machine)")
+    if args.json is not None:
+        doc = {"benchmark": "gatex.bench harness overhead", "unit": args.unit,
+               "iterations": args.iterations, "warmup": args.warmup, "rounds": args.rounds,
+               "threads": args.threads, "machine": machine_info(),
+               "targets": {"overhead_pct": OVERHEAD_TARGET_PCT,
+                           "agreement_pct": AGREEMENT_TARGET_PCT},
+               "results": results, "met": met}
+        args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return 1 if args.check and not met else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
