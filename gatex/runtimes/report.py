@@ -324,7 +324,7 @@ def _cells(r: ParityResult, name: str, o: OutputParity) -> dict[str, str]:
 def _build_table(rows: list[tuple[dict[str, str], bool]], columns: Sequence[str],
                  title: str, caption: str | None) -> Table:
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False, caption_justify="left")
+                  pad_edge=False, collapse_padding=True, caption_justify="left")
     for c in columns:
         table.add_column(c, justify="right" if c in NUMERIC else "left", overflow="fold")
     for cells, passed in rows:
@@ -363,8 +363,8 @@ def results_table(results: Sequence[ParityResult], width: int | None = None) -> 
     metrics = [c for c in dropped if c != "runtime"]
     caption = None
     if metrics:
-        caption = (f"not shown at {width} columns: {', '.join(metrics)} (--json and --markdown "
-                   "have every metric)")
+        caption = (f"not shown at {width} columns: {', '.join(metrics)} (gatex parity --json "
+                   "or --markdown has every metric)")
     return _build_table(rows, columns, title, caption)
 
 

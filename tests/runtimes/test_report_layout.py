@@ -52,7 +52,7 @@ def test_narrow_terminals_never_cut_a_cell(width):
     if width >= 80:  # an output holds NaNs: that column is the last to go
         assert "NaN a/e" in header and "10/10" in rows[2].split()
     else:            # and when it goes, the caption says so
-        assert "NaN a/e" not in header and "NaN a/e (--json" in " ".join(text.split())
+        assert "NaN a/e" not in header and "NaN a/e (gatex parity --json" in " ".join(text.split())
 
 
 def test_dropped_columns_are_named_and_wide_terminals_show_everything():
@@ -60,7 +60,7 @@ def test_dropped_columns_are_named_and_wide_terminals_show_everything():
     narrow = render_text(results, width=80)
     words = " ".join(narrow.split())
     assert "not shown at 80 columns: cosine" in words
-    assert "(--json and --markdown have every metric)" in words
+    assert "(gatex parity --json or --markdown has every metric)" in words
     wide = render_text(results, width=200)
     header = next(line for line in lines_of(wide) if line.startswith("artifact"))
     assert header.split("  ") and all(
