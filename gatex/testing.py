@@ -8,8 +8,10 @@
         gatex.testing.assert_parity("my_model.onnx", model, x)   # spec tolerances of its ops
 
 The tolerance comes from the specs of the gatex ops the models hold (the loosest of them, in
-the artifact's output dtype) unless you pass one, and the failure message is the parity table:
-every output's max abs/rel error, cosine, ULP distance, and the tolerance that would have passed.
+the artifact's output dtype) unless you pass one (then it is reported as yours). The failure
+message's first line is the one-line verdict (the first failing output, by how much, and the
+tolerance that would have passed); the parity table follows: every output's max abs/rel error,
+cosine, ULP distance, NaN counts.
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
     or a `Runtime`. ``inputs``: a mapping of input name to array/tensor, one array/tensor, or a
     sequence of them in input order. ``dtype`` picks the spec tolerances (default: the
     artifact's output dtype); ``tolerance`` (a `Tolerance` or ``(rtol, atol)``) replaces them
-    and is reported as yours. Returns the `ParityResult`; raises AssertionError with the parity
-    table when any output fails.
+    and is reported as yours. Returns the `ParityResult`; raises AssertionError when any output
+    fails: the one-line verdict (`ParityResult.summary`), then the parity table.
     """
     from gatex.runtimes.check import compare_runtimes
     from gatex.runtimes.report import render_text

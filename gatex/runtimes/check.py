@@ -378,7 +378,7 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     from rich.console import Console
 
     from gatex.errors import CheckFailedError
-    from gatex.runtimes.report import check_writable, print_results, write_verdicts
+    from gatex.runtimes.report import check_verdict_paths, print_results, write_verdicts
 
     if not artifacts:
         raise BadInputError("give at least one artifact (an .onnx file)")
@@ -390,9 +390,8 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     paths = [Path(a) for a in artifacts]
     for p in paths:
         check_suffix(p)
-    for out in (json_path, junit_path, markdown_path):
-        if out is not None:
-            check_writable(out)
+    check_verdict_paths((json_path, junit_path, markdown_path),
+                        [*paths, *([Path(inputs)] if inputs is not None else [])])
     if inputs is not None and not Path(inputs).is_file():
         raise BadInputError(f"inputs file {inputs} does not exist")
 

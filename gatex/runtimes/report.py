@@ -396,8 +396,24 @@ def render_text(results: Sequence[ParityResult], width: int = 160) -> str:
 
 def write_verdicts(results: Sequence[ParityResult], *, json_path: Path | None = None,
                    junit_path: Path | None = None, markdown_path: Path | None = None) -> None:
-    """Write each requested verdict file atomically."""
-    for path, render in ((json_path, to_json), (junit_path, to_junit),
-                         (markdown_path, to_markdown)):
-        if path is not None:
-            write_atomic(path, render(results))
+    """Write each requested verdict file atomically, all rendered before the first is written."""
+    texts = [(path, render(results)) for path, render in (
+        (json_path, to_json), (junit_path, to_junit), (markdown_path, to_markdown))
+        if path is not None]
+    for path, text in texts:
+        write_atomic(path, text)
+
+
+def check_verdict_paths(paths: Sequence[Path | None], inputs: Sequence[Path]) -> None:
+    """Refuse verdict paths that would overwrite each other or one of the ``inputs`` (the
+    artifacts, the inputs file), then check each is writable; nothing is written."""
+    given = [Path(p) for p in paths if p is not None]
+    resolved = [p.resolve() for p in given]
+    for i, (path, real) in enumerate(zip(given, resolved)):
+        if real in resolved[:i]:
+            raise BadInputError(f"two verdict files would both be written to {path}; give "
+                                "each its own path")
+        if any(real == Path(q).resolve() for q in inputs):
+            raise BadInputError(f"the verdict file {path} would overwrite an input of this run; "
+                                "choose another path")
+        check_writable(path)

@@ -408,7 +408,7 @@ BAD = {
     "corrupt artifact": (lambda t, d, z: [corrupt(d, "bad.onnx"), "--unit", "GoLU"],
                          r"onnxruntime cannot load .*bad.onnx: \[ONNXRuntimeError\]"),
     "unknown suffix": (lambda t, d, z: [corrupt(d, "model.pt")],
-                       r"gatex parity reads .onnx artifacts; got .pt"),
+                       r"gatex parity reads \.onnx.* artifacts; got \.pt"),
     "unknown reference": (lambda t, d, z: [z, "--reference", "tensorflow"],
                           r"unknown reference 'tensorflow'; gatex parity compares against torch"),
     "no metadata, no model": (lambda t, d, z: [t.onnx],
@@ -423,6 +423,12 @@ BAD = {
                                r"cannot write .*: it is a directory"),
     "second artifact bad": (lambda t, d, z: [z, corrupt(d, "bad.onnx")],
                             r"onnxruntime cannot load .*bad.onnx"),
+    "verdict over the artifact": (lambda t, d, z: [z, "--junit", z],
+                                  r"the verdict file .*GoLU.onnx would overwrite an input"),
+    "verdict over the inputs": (lambda t, d, z: [*tiny_args(t, t.inputs), "--markdown", t.inputs],
+                                r"the verdict file .*x.npz would overwrite an input"),
+    "two verdicts, one path": (lambda t, d, z: [z, "--junit", d / "out" / "verdict.json"],
+                               r"two verdict files would both be written to .*verdict.json"),
 }
 
 
@@ -439,6 +445,13 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tiny, zoo_golu, 
 
     assert re.search(message, line), line
     assert set(tmp_path.rglob("*")) == before  # no verdict, no temporary file, no directory
+
+
+def test_bad_input_leaves_the_artifact_and_inputs_untouched(tiny, zoo_golu):
+    before = zoo_golu.read_bytes(), tiny.inputs.read_bytes()
+    assert parity(zoo_golu, "--json", zoo_golu).exit_code == 2
+    assert parity(*tiny_args(tiny, tiny.inputs), "--json", tiny.inputs).exit_code == 2
+    assert (zoo_golu.read_bytes(), tiny.inputs.read_bytes()) == before
 
 
 def test_unknown_unit_names_the_choices(zoo_golu):
