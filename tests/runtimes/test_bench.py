@@ -272,10 +272,13 @@ def test_real_run_markdown_and_plot(real, tmp_path):
 
 def test_crashing_backend_is_an_error_row_and_the_rest_is_measured(zoo_golu, monkeypatch):
     monkeypatch.setenv("GATEX_BENCH_TEST_CRASH", "torch")
-    result = gatex.bench(zoo_golu, backends="torch,ort", iterations=5, warmup=1)
+    result = gatex.bench(zoo_golu, backends="torch,ort", duration=0.3, warmup=1)
     torch_row, ort_row = result.row("torch"), result.row("ort")
     assert torch_row.status == "error" and "SIGABRT" in torch_row.reason
-    assert ort_row.ok and ort_row.latency.count == 5
+    # --duration: runs until 0.3 s have passed; almost all of that time is inside the runs
+    assert ort_row.ok and ort_row.latency.count >= 2
+    assert 0.8 * 0.3 <= sum(ort_row.samples_ns) / 1e9 <= 0.3 + ort_row.latency.max / 1e3
+    assert (result.settings["duration_s"], result.settings["iterations"]) == (0.3, None)
     assert ort_row.model_size_bytes == zoo_golu.stat().st_size
     assert ort_row.relative is None          # the reference failed: no ratios
     assert not result and result.failed == [torch_row]
@@ -306,3 +309,32 @@ def test_worker_error_is_its_result_not_an_exception(tmp_path):
                                                 "exist or is not a file"}
     row = row_from_worker("ort", "no.onnx", "ort", out, 1)
     assert (row.status, row.latency, row.relative) == ("error", None, None)
+
+
+# -- GPU: device time from CUDA events, end to end apart ------------------------------------------
+
+@pytest.mark.gpu
+def test_cuda_event_timing_is_reported_apart_from_end_to_end():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
+    result = gatex.bench(unit="GoLU", backends="torch", device="cuda", iterations=50, warmup=5,
+                         batch_size=256)
+    row = result.row("torch")
+    assert row.ok, row.reason
+    assert row.device_latency is not None and row.device_latency.count == 50
+    # the model alone cannot take longer than the model plus both copies and a synchronise
+    assert row.device_latency.p50 <= row.latency.p50
+    assert row.memory["peak_device_bytes"] > 0
+
+
+def test_cuda_asked_for_without_a_device_is_unavailable():
+    import torch
+
+    from gatex.errors import BackendUnavailableError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BackendUnavailableError, match="no CUDA device"):
+        gatex.bench(unit="GoLU", backends="torch", device="cuda")
