@@ -1,4 +1,4 @@
-"""`Runtime`: one way to run a model (torch eager, onnxruntime, ...), as a template (Polygraphy style).
+"""`Runtime`: one way to run a model (torch eager, onnxruntime, ...), as a template (Polygraphy).
 
 The public methods validate and the subclasses do the work: `run` checks every feed against the
 model's declared inputs (names, dtypes, static dimensions) and counts NaNs, then calls `_run`.

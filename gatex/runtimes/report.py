@@ -256,7 +256,8 @@ def to_markdown(results: Sequence[ParityResult]) -> str:
     """A Markdown summary (CI step summaries): the verdict, a table, tolerances and failures."""
     passed = bool(results) and all(results)
     lines = [f"## gatex parity: {'PASSED' if passed else 'FAILED'}", "",
-             "| " + " | ".join(MARKDOWN_HEADERS) + " |", "|" + "---|" * 3 + "---:|" * 5 + "---|" * 2]
+             "| " + " | ".join(MARKDOWN_HEADERS) + " |",
+             "|" + "---|" * 3 + "---:|" * 5 + "---|" * 2]
     for r in results:
         for o in r.outputs:
             lines.append("| " + " | ".join(_md(c) for c in _markdown_row(r, o)) + " |")

@@ -67,7 +67,8 @@ def test_bf16_ulp_from_ml_dtypes_and_from_fp32():
     assert ulp(np.float32(1.0), np.float32(1.0 + 2**-9), "bfloat16") == 0   # rounds down to 1
     assert ulp(np.float32(1.0), np.float32(1.0 + 3 * 2**-9), "bfloat16") == 1  # rounds up
     assert ulp(np.float32(1.0), np.float32(1.0 + 2**-8), "bfloat16") == 0   # tie -> even (1.0)
-    assert ulp(np.float32(1.0), np.float32(1.0 + 3 * 2**-8), "bfloat16") == 2  # tie -> even (1+2^-6)
+    # a tie rounds to even (1 + 2^-6)
+    assert ulp(np.float32(1.0), np.float32(1.0 + 3 * 2**-8), "bfloat16") == 2
 
 
 def test_ulp_rounds_the_reference_into_the_output_dtype():
