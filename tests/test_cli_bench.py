@@ -61,6 +61,11 @@ def test_help_documents_options_and_exit_codes():
     (["missing.onnx"], "artifact missing.onnx does not exist"),
     (["model.txt"], "gatex bench runs .onnx"),
     (["--unit", "GoLU", "--max-regression", "5"], "--max-regression needs --baseline"),
+    (["--unit", "GoLU", "--baseline", "b.json", "--max-regression", "-1"],
+     "--max-regression must be a percentage >= 0"),
+    (["--model", "nets.py:build"], "--model needs --input-shape"),
+    (["--unit", "GoLU", "--input-shape", "1,64"], "go with --model"),
+    (["--unit", "GoLU", "--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     json_out = tmp_path / "out.json"

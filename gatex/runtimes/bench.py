@@ -733,14 +733,14 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
 
         from gatex.loading import load_model
 
+        if input_shape is None:
+            raise BadInputError("--model needs --input-shape (e.g. 1,64): the bench feeds random "
+                                "normal inputs of that shape")
         ref = str(Path(model).resolve()) if str(model).endswith(".pt2") else model
         torch_model = load_model(ref, weights=weights, trust_checkpoint=trust_checkpoint)
         source = {"kind": "model", "ref": ref,
                   "weights": str(Path(weights).resolve()) if weights else None,
                   "trust_checkpoint": trust_checkpoint}
-        if input_shape is None:
-            raise BadInputError("--model needs --input-shape (e.g. 1,64): the bench feeds random "
-                                "normal inputs of that shape")
         shape = (batch_size, *tuple(input_shape)[1:])
         inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)).numpy()]
         what = f"random normal {list(shape)} (seed 0)"
