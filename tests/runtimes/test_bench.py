@@ -258,11 +258,14 @@ def test_real_run_json_schema_is_pinned(real, tmp_path):
     assert set(verdict.as_dict()["regressions"][0]) == REGRESSION_KEYS
 
 
-def test_real_run_markdown_and_plot(real, tmp_path):
+def test_real_run_markdown(real):
     text = bench_report.markdown(real)
     ort = real.row("ort")
     assert f"| {ort.label} | {ort.artifact} | {bench_report.ms(ort.latency.p50)} |" in text
     assert "**trt** unavailable:" in text and "Machine:" in text
+
+
+def test_real_run_plot(real, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
     png = bench_report.write_plot(real, tmp_path / "latency.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
