@@ -31,7 +31,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -59,6 +58,10 @@ def _status_kb(field: str) -> int | None:
 
 
 def _ru_maxrss_bytes() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows: no getrusage; memory reads as 0
+        return 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS: bytes, Linux: KiB
 
