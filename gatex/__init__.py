@@ -39,6 +39,8 @@ def bench(*artifacts: str, **options: object) -> object:
     """
     from gatex.runtimes.bench import bench as run_bench
 
+    if len(artifacts) == 1 and isinstance(artifacts[0], (list, tuple)):
+        artifacts = tuple(artifacts[0])    # gatex.bench([a, b]) as gatex.bench(a, b)
     return run_bench(artifacts, **options)  # type: ignore[arg-type]
 
 

@@ -22,8 +22,8 @@ model added, this backend's alone. Where the mark cannot be reset (macOS, old ke
 baseline is ``ru_maxrss`` after the imports and the peak ``ru_maxrss`` at the end (method
 ``ru_maxrss``): a peak below the import-time peak then reads as 0.
 
-Test hook: ``GATEX_BENCH_TEST_CRASH=<backend>`` makes that backend's worker abort (SIGABRT)
-right after loading, to prove a crash stays in its process.
+Test hook: ``GATEX_BENCH_TEST_CRASH=<backend>`` (or ``<backend>:<artifact file name>``, a row
+id) makes that worker abort (SIGABRT) right after loading, to prove a crash stays in its process.
 """
 
 from __future__ import annotations
@@ -354,7 +354,8 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter_ns()
     measured = BACKENDS[backend](job, inputs)
     load_ns = time.perf_counter_ns() - t0
-    if os.environ.get(CRASH_ENV) == backend:
+    path = job["source"].get("path")
+    if os.environ.get(CRASH_ENV) in (backend, f"{backend}:{Path(path).name if path else ''}"):
         os.abort()
     t0 = time.perf_counter_ns()
     measured.step()

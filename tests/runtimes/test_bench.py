@@ -273,18 +273,27 @@ def test_real_run_plot(real, tmp_path):
 
 # -- a crash stays in its worker ------------------------------------------------------------------
 
-def test_crashing_backend_is_an_error_row_and_the_rest_is_measured(zoo_golu, monkeypatch):
-    monkeypatch.setenv("GATEX_BENCH_TEST_CRASH", "torch")
-    result = gatex.bench(zoo_golu, backends="torch,ort", duration=0.3, warmup=1)
-    torch_row, ort_row = result.row("torch"), result.row("ort")
-    assert torch_row.status == "error" and "SIGABRT" in torch_row.reason
+def test_crashing_backend_is_an_error_row_and_the_rest_is_measured(tiny, tmp_path,
+                                                                    monkeypatch):
+    # two copies of one ONNX model; the first one's worker aborts right after loading
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    first.write_bytes(tiny.onnx.read_bytes())
+    second.write_bytes(tiny.onnx.read_bytes())
+    monkeypatch.setenv("GATEX_BENCH_TEST_CRASH", "ort:a.onnx")
+    result = gatex.bench([first, second], backends="all", duration=0.3, warmup=1,
+                         batch_size=4)
+    crashed, ort_row = result.row("ort:a.onnx"), result.row("ort:b.onnx")
+    assert crashed.status == "error" and "SIGABRT" in crashed.reason
     # --duration: runs until 0.3 s have passed; almost all of that time is inside the runs
     assert ort_row.ok and ort_row.latency.count >= 2
     assert 0.8 * 0.3 <= sum(ort_row.samples_ns) / 1e9 <= 0.3 + ort_row.latency.max / 1e3
     assert (result.settings["duration_s"], result.settings["iterations"]) == (0.3, None)
-    assert ort_row.model_size_bytes == zoo_golu.stat().st_size
-    assert ort_row.relative is None          # the reference failed: no ratios
-    assert not result and result.failed == [torch_row]
+    assert ort_row.model_size_bytes == second.stat().st_size
+    # the file records no gatex.unit: no torch model, so the reference row says why, no ratios
+    torch_row = result.row("torch")
+    assert torch_row.status == "unavailable" and "--unit" in torch_row.reason
+    assert ort_row.relative is None
+    assert not result and result.failed == [crashed]
 
 
 def test_worker_still_running_at_the_timeout_is_killed(tmp_path):
