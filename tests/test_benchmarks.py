@@ -1,0 +1,118 @@
+"""benchmarks/onnx_ops.py still runs: a tiny size end to end, and its bad-input handling."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = REPO_ROOT / "benchmarks" / "onnx_ops.py"
+TINY = ["--ops", "GoLU,paGLU", "--size", "4096", "--repeats", "3", "--warmup", "1",
+        "--block-batch", "2", "--block-seq", "8", "--block-dim", "32", "--block-repeats", "3"]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("onnx_ops_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One run of the script as a user runs it (a fresh process), shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    proc = subprocess.run([sys.executable, str(SCRIPT), *TINY, "--json", str(out / "r.json"),
+                           "--markdown", str(out / "r.md")], cwd=REPO_ROOT, env=env, text=True,
+                          capture_output=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
+    return proc, out
+
+
+def test_tiny_run_prints_every_ratio(tiny_run) -> None:
+    proc, _ = tiny_run
+    assert proc.returncode == 0, proc.stderr
+    ratio = r"\d+\.\d\dx \[\d+\.\d\d-\d+\.\d\d\]"
+    for op in ("GoLU", "paGLU"):
+        row = next(line for line in proc.stdout.splitlines() if re.search(rf"\b{op}\b", line))
+        # portable/naive, inline/naive, portable/Gelu, inline/Gelu, each with its IQR
+        assert len(re.findall(ratio, row)) == 4, row
+    block = next(line for line in proc.stdout.splitlines() if "pre-LN" in line)
+    assert len(re.findall(ratio, block)) == 1, block
+    assert "intra_op_num_threads=2" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_json_ratios_are_the_medians_of_paired_rounds(tiny_run) -> None:
+    proc, out = tiny_run
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "r.json").read_text())
+    assert report["settings"]["threads"] == 2 and report["settings"]["size"] == 4096
+    assert [o["op"] for o in report["ops"]] == ["GoLU", "paGLU"]
+    for o in report["ops"]:
+        times = {k: np.asarray(v) for k, v in o["times_s"].items()}
+        assert all(len(t) == 3 and (t > 0).all() for t in times.values())
+        for key, value in o["ratio"].items():
+            num, den = key.split("/")
+            paired = times[num] / times[den]
+            assert value["median"] == pytest.approx(float(np.median(paired)), rel=1e-12)
+            assert value["p25"] <= value["median"] <= value["p75"]
+        assert o["median_ms"]["gelu"] == pytest.approx(np.median(times["gelu"]) * 1e3)
+        worst_naive = max(o["ratio"]["portable/naive"]["median"], o["ratio"]["inline/naive"]["median"])
+        target = o["targets"]["not_slower_than_naive"]
+        assert target["ratio"] == worst_naive
+        assert (target["verdict"] == "met") == (worst_naive <= 1.0)
+        # every variant computed the op: errors against float64 are within the fp32 tolerance
+        assert all(0 <= e < 1e-4 for e in o["max_abs_error"].values())
+    golu = report["ops"][0]["ort_nodes"]
+    # what onnxruntime runs for gatex's GoLU: two Exp passes, no more nodes than the naive export
+    assert golu["portable"].count("Exp") == 2
+    assert len(golu["portable"]) <= len(golu["naive"])
+    block = report["block"]
+    assert block["shape"] == [2, 8, 32] and block["activation_elements"] == 2 * 8 * 128
+    paired = np.asarray(block["times_s"]["golu"]) / np.asarray(block["times_s"]["gelu"])
+    assert block["ratio"]["golu/gelu"]["median"] == pytest.approx(float(np.median(paired)))
+    assert max(block["max_abs_error"].values()) < 1e-3
+
+
+def test_markdown_has_the_tables(tiny_run) -> None:
+    proc, out = tiny_run
+    assert proc.returncode == 0, proc.stderr
+    text = (out / "r.md").read_text()
+    assert "| op | portable ms |" in text and "| block | GoLU ms |" in text
+    assert re.search(r"\| GoLU \|.*\d+\.\d\dx", text)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ops", "NoSuchOp"], "unknown op"),
+    (["--ops", "GatedDense"], "not an elementwise op"),
+    (["--size", "0"], "--size must be >= 1"),
+    (["--ops", "none", "--no-block"], "nothing to measure"),
+    (["--block-dim", "30"], "multiple of 4"),
+    (["--json", "/nonexistent-dir/r.json"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys) -> None:
+    bench = _load_script()
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_verdicts() -> None:
+    bench = _load_script()
+    assert bench.verdict(0.97, 1.0) == "met"
+    assert bench.verdict(1.0, 1.0) == "met"
+    assert bench.verdict(1.15, 1.0) == "missed by 15%"
+    assert bench.verdict(3.6, 3.0) == "missed by 20%"
