@@ -143,7 +143,7 @@ def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out
 
     def measure(package: Path, precision: str) -> Any:
         return check_coreml(model, package, check_inputs, precision=precision,
-                            inputs_note=inputs_note)
+                            compute_units=compute_units, inputs_note=inputs_note)
 
     path = out_dir / coreml_artifact_name(stem, precision)
     artifact, parity = export_coreml(model, example_inputs, path, precision=precision,
@@ -155,9 +155,11 @@ def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out
 
 
 def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
-                 precision: str = "fp16", inputs_note: str = "the check inputs") -> Any:
+                 precision: str = "fp16", compute_units: str = "all",
+                 inputs_note: str = "the check inputs") -> Any:
     """Parity of the ``.mlpackage`` at ``path`` against ``model`` on ``inputs``: CoreML's own
-    prediction on macOS, the MIL emulator elsewhere (the result says which: ``emulated``).
+    prediction on macOS (on ``compute_units``), the MIL emulator elsewhere (the result says
+    which: ``emulated``).
 
     An fp16 program is judged with the specs' fp16 tolerance whatever its output dtype (its
     outputs may be fp32 while every op ran in fp16).
@@ -169,7 +171,7 @@ def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *
     except ModuleNotFoundError as exc:  # until the CoreML runtime and its emulator land
         raise BackendUnavailableError(f"the CoreML runtime is not available ({exc}); export with "
                                       "--no-check") from None
-    with CoremlRuntime(path) as artifact:
+    with CoremlRuntime(path, compute_units=compute_units) as artifact:
         feeds = {spec.name: t.detach().numpy().astype(spec.dtype)
                  for spec, t in zip(artifact.input_specs, inputs)}
         with TorchRuntime(model) as reference:
