@@ -10,13 +10,14 @@ import typer
 
 def parity(
     artifacts: Annotated[list[Path], typer.Argument(
-        help="ONNX files to check (.onnx).", show_default=False, metavar="ARTIFACT...",
+        help="Artifacts to check: ONNX files (.onnx) and CoreML ML Programs (.mlpackage).",
+        show_default=False, metavar="ARTIFACT...",
     )],
     reference: Annotated[str, typer.Option(
         help="What the artifacts are compared against: torch (the eager model).",
     )] = "torch",
     unit: Annotated[str | None, typer.Option(
-        help="Zoo unit whose model is the reference (default: the gatex.unit the ONNX "
+        help="Zoo unit whose model is the reference (default: the gatex.unit the artifact's "
              "metadata records); with --model, only shapes the zoo's inputs.",
         show_default=False,
     )] = None,
@@ -65,6 +66,11 @@ def parity(
     threads: Annotated[int | None, typer.Option(
         help="onnxruntime intra-op threads (default: onnxruntime's choice).", show_default=False,
     )] = None,
+    compute_units: Annotated[str, typer.Option(
+        help="CoreML compute units on macOS: all, cpu, cpu_gpu, cpu_ne, or several "
+             "comma-separated (one result each). Elsewhere a .mlpackage runs once, in gatex's "
+             "MIL emulator, and its results say emulated.",
+    )] = "all",
 ) -> None:
     """Run each ARTIFACT and its torch reference on the same inputs; compare every output.
 
@@ -72,13 +78,15 @@ def parity(
     NaN/Inf counts and top-1 agreement for logits, against the spec tolerance of the gatex ops
     the model holds (the loosest of them). A failure names the output and the tolerance that
     would have passed. Exit 1 when any output fails; 2 for a missing or unreadable file, a
-    wrong input name, shape or dtype, or an unwritable verdict path (nothing is written); 3 for
-    an artifact kind whose backend is not here yet (.mlpackage, .engine).
+    wrong input name, shape or dtype, a MIL op the CoreML emulator lacks, or an unwritable verdict
+    path (nothing is written); 3 for a missing backend (onnxruntime, coremltools) or an artifact
+    kind whose backend is not here yet (.engine).
     """
     from gatex.runtimes.check import run_parity_command
 
     run_parity_command(artifacts, reference=reference, unit=unit, model=model, weights=weights,
                        trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype, rtol=rtol,
                        atol=atol, json_path=json_path, junit_path=junit, markdown_path=markdown,
-                       locate=locate, device=device, threads=threads)
+                       locate=locate, device=device, threads=threads,
+                       compute_units=compute_units)
 

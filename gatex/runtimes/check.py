@@ -32,20 +32,19 @@ from gatex.runtimes.parity import (
     float_dtype_of,
 )
 
-UNIT_METADATA_KEY = "gatex.unit"   # written by the ONNX exporter into metadata_props
+UNIT_METADATA_KEY = "gatex.unit"   # written by the exporters (ONNX metadata_props, CoreML
+                                   # user_defined_metadata)
 
 # Artifacts other backends will read, and the issue that brings each (README, "Roadmap").
 NOT_YET = {
-    ".mlpackage": "CoreML artifacts are not supported by gatex parity yet (the CoreML runtime and "
-                  "its MIL emulator arrive with the CoreML export issue)",
-    ".mlmodel": "CoreML artifacts are not supported by gatex parity yet (the CoreML runtime and "
-                "its MIL emulator arrive with the CoreML export issue)",
+    ".mlmodel": "CoreML neural-network (.mlmodel) files are not supported by gatex parity: it "
+                "checks ML Programs (.mlpackage), which gatex export --to coreml writes",
     ".engine": "TensorRT engines are not supported by gatex parity yet (the trt runtime arrives "
                "with the TensorRT issue)",
     ".plan": "TensorRT engines are not supported by gatex parity yet (the trt runtime arrives "
              "with the TensorRT issue)",
 }
-ARTIFACT_SUFFIXES = (".onnx",)
+ARTIFACT_SUFFIXES = (".onnx", ".mlpackage")
 
 
 # -- the engine -----------------------------------------------------------------------------------
@@ -131,6 +130,10 @@ def model_ops(runtime: Runtime) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return tuple(c.op for c in runtime.last_op_calls), runtime.last_reductions
     if isinstance(runtime, OrtRuntime):
         return onnx_ops(runtime.model)
+    from gatex.runtimes.coreml_runtime import CoremlRuntime
+
+    if isinstance(runtime, CoremlRuntime):
+        return runtime.gatex_ops, runtime.reductions
     return (), ()
 
 
@@ -188,8 +191,9 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
     """Run both runtimes on ``feeds`` (a mapping, or a list of batches) and compare every output.
 
     The tolerance is ``tolerance`` (reported as the user's), else `choose_tolerance` over the
-    gatex ops and standard reductions both models hold, in ``dtype`` (default: the artifact's first float output's
-    dtype) with the user's ``rtol``/``atol`` where given.
+    gatex ops and standard reductions both models hold, in ``dtype`` (default: the dtype the
+    artifact computes in where it says (``compute_dtype``: an fp16 CoreML program with fp32 I/O),
+    else its first float output's dtype) with the user's ``rtol``/``atol`` where given.
     """
     if isinstance(feeds, Mapping):
         specs = artifact.input_specs
@@ -205,8 +209,12 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
 
     notes = [note] if note else []
     produced = next((d for a in actual.values() if (d := float_dtype_of(a))), None)
+    computes = getattr(artifact, "compute_dtype", None)
     if dtype is None:
-        dtype = produced or "float32"
+        dtype = computes or produced or "float32"
+    if computes is not None and produced is not None and dtype_name(dtype) == computes != produced:
+        notes.append(f"the artifact computes in {computes} and outputs {produced}: the "
+                     f"{computes} tolerances apply")
     elif produced is not None and dtype_name(dtype) != produced:  # the user's choice: say so
         notes.append(f"tolerances are the {dtype_name(dtype)} ones, as asked (--dtype); the "
                      f"artifact outputs {produced}")
@@ -310,19 +318,37 @@ def reference_model(*, unit: str | None, model: str | None, weights: Path | None
     return zoo.load(unit), f"zoo {zoo.entry(unit).unit}"
 
 
+def artifact_runtime(path: Path, *, device: str = "cpu", threads: int | None = None,
+                     compute_units: str = "all") -> Runtime:
+    """The runtime for ``path`` by its kind: onnxruntime for .onnx; for .mlpackage, Core ML on
+    macOS and the MIL emulator elsewhere (its results say emulated)."""
+    if path.suffix.lower() == ".mlpackage":
+        from gatex.runtimes.coreml_runtime import CoremlRuntime
+
+        return CoremlRuntime(path, compute_units=compute_units)
+    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+
+    return OrtRuntime(path, device=device, threads=threads)
+
+
 def check_artifact(path: Path, *, unit: str | None = None, model: str | None = None,
                    weights: Path | None = None, trust_checkpoint: bool = False,
                    inputs: Path | None = None, dtype: str | None = None,
                    rtol: float | None = None, atol: float | None = None, locate: bool = False,
-                   device: str = "cpu", threads: int | None = None) -> ParityResult:
-    """Parity of one ONNX artifact against its torch reference (see `run_parity_command`)."""
+                   device: str = "cpu", threads: int | None = None,
+                   compute_units: str = "all") -> ParityResult:
+    """Parity of one ONNX or CoreML artifact against its torch reference (see
+    `run_parity_command`); ``compute_units`` applies to Core ML on macOS."""
     from gatex.models import zoo
-    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
     from gatex.runtimes.torch_runtime import TorchRuntime
 
     path = Path(path)
     check_suffix(path)
-    with OrtRuntime(path, device=device, threads=threads) as artifact:
+    if locate and path.suffix.lower() != ".onnx":
+        raise BadInputError(f"{path}: --locate pairs ONNX nodes with torch ops; it works on "
+                            ".onnx artifacts (export the model to ONNX to locate a divergence)")
+    with artifact_runtime(path, device=device, threads=threads,
+                          compute_units=compute_units) as artifact:
         recorded = artifact.metadata.get(UNIT_METADATA_KEY)
         if unit is None and model is None:
             if recorded is None:
@@ -367,8 +393,11 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                        json_path: Path | None = None, junit_path: Path | None = None,
                        markdown_path: Path | None = None, locate: bool = False,
                        device: str = "cpu", threads: int | None = None,
-                       console: Any = None) -> list[ParityResult]:
+                       compute_units: str = "all", console: Any = None) -> list[ParityResult]:
     """``gatex parity``: check every artifact, print the table, write the verdicts.
+
+    A ``.mlpackage`` runs on Core ML once per compute unit in ``compute_units`` ("all", or a
+    comma-separated list such as "cpu,cpu_ne") on macOS; elsewhere once, in the MIL emulator.
 
     Everything the user named is checked before any model runs (artifact suffixes and
     existence, the reference kind, the dtype, the verdict paths), so a bad argument costs no
@@ -381,7 +410,7 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     from gatex.runtimes.report import check_verdict_paths, print_results, write_verdicts
 
     if not artifacts:
-        raise BadInputError("give at least one artifact (an .onnx file)")
+        raise BadInputError("give at least one artifact (an .onnx file or a .mlpackage)")
     if reference != "torch":
         raise BadInputError(f"unknown reference {reference!r}; gatex parity compares against "
                             "torch (eager)")
@@ -390,15 +419,27 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     paths = [Path(a) for a in artifacts]
     for p in paths:
         check_suffix(p)
+    from gatex.runtimes.coreml_runtime import coreml_can_predict, parse_compute_units
+
+    units = parse_compute_units(compute_units)
+    if locate and any(p.suffix.lower() != ".onnx" for p in paths):
+        raise BadInputError("--locate works on .onnx artifacts only (it pairs ONNX nodes with "
+                            "torch ops); leave it out for .mlpackage")
     check_verdict_paths((json_path, junit_path, markdown_path),
                         [*paths, *([Path(inputs)] if inputs is not None else [])])
     if inputs is not None and not Path(inputs).is_file():
         raise BadInputError(f"inputs file {inputs} does not exist")
 
+    def runs(p: Path) -> tuple[str, ...]:  # the emulator has one way to run: once is enough
+        if p.suffix.lower() != ".mlpackage":
+            return ("all",)
+        return units if coreml_can_predict()[0] else units[:1]
+
     results = [check_artifact(p, unit=unit, model=model, weights=weights,
                               trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype,
                               rtol=rtol, atol=atol, locate=locate, device=device,
-                              threads=threads) for p in paths]
+                              threads=threads, compute_units=u)
+               for p in paths for u in runs(p)]
     print_results(results, console or Console())
     write_verdicts(results, json_path=json_path, junit_path=junit_path,
                    markdown_path=markdown_path)

@@ -227,7 +227,8 @@ def _ulp(x: int | None) -> str:
 
 
 def _runtime(r: ParityResult) -> str:
-    return r.runtime + (" (emulated)" if r.emulated else "")
+    # a runtime whose label already says so ("coreml (emulated)") is not labelled twice
+    return r.runtime + (" (emulated)" if r.emulated and "emulated" not in r.runtime else "")
 
 
 def _nans(o: OutputParity) -> str:

@@ -378,6 +378,10 @@ CASES: list[Case] = [
     c("concat-interleave", "concat", [In((2, 3)), In((2, 3))],
       lambda ctx, a, b: mb.concat(values=(a, b), axis=0, interleave=True),
       lambda ctx, a, b: np.stack([a, b], 1).reshape(4, 3)),
+    c("concat-scalars", "concat", In((2, 3)),  # how dynamic shapes are assembled
+      lambda ctx, x: mb.concat(values=(mb.reduce_max(x=x, axes=[0, 1]),
+                                       mb.reduce_min(x=x, axes=[0, 1])), axis=0),
+      lambda ctx, x: np.array([x.max(), x.min()])),
     c("stack", "stack", [In((2, 3)), In((2, 3))],
       lambda ctx, a, b: mb.stack(values=(a, b), axis=1), lambda ctx, a, b: np.stack([a, b], 1)),
     c("split", "split", In((2, 3, 4)), lambda ctx, x: tuple(mb.split(x=x, num_splits=2, axis=2)),
@@ -857,6 +861,30 @@ def test_converted_torch_model_matches_torch(dt: str, digits: np.ndarray, tmp_pa
     if dt == "fp16":  # the fp16 program really differs from fp32 (rounding is not a no-op)
         assert err > 1e-5
     np.testing.assert_array_equal(out.argmax(1), expected.argmax(1))
+
+
+def test_fp16_program_matches_torch_half_kernels(digits: np.ndarray, tmp_path: Path) -> None:
+    """An independent fp16 model of the same network: torch's CPU half kernels (linear
+    accumulates in fp32 and rounds once, ReLU is exact), as the emulator models Core ML's."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 10)).eval()
+    example = torch.from_numpy(digits)
+    with quiet_coremltools():
+        program = torch.export.export(model, (example,)).run_decompositions({})
+        mlmodel = ct.convert(program, convert_to="mlprogram",
+                             compute_precision=ct.precision.FLOAT16,
+                             minimum_deployment_target=ct.target.iOS17)
+        mlmodel.save(str(tmp_path / "mlp.mlpackage"))
+    emulator = MilEmulator(tmp_path / "mlp.mlpackage")
+    (out,) = emulator.run({emulator.inputs[0].name: digits}).values()
+    with torch.no_grad():
+        fp32 = model(example).double().numpy()
+        half = model.half()(example.half()).double().numpy()
+    emulated = out.astype(np.float64)
+    ulp = np.spacing(np.abs(half).astype(np.float16)).astype(np.float64)
+    assert (np.abs(emulated - half) <= ulp).mean() > 0.99  # mostly equal or one ULP apart
+    assert np.abs(emulated - half).max() < np.abs(emulated - fp32).max() / 4
 
 
 # -- bad input ------------------------------------------------------------------------------------

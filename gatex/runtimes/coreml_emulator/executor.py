@@ -115,6 +115,7 @@ class CompiledProgram:
             self.op_types[op.op_type] += 1
             if op.blocks:
                 missing[op.op_type] += 1  # control flow (cond, while_loop): not emulated
+                known.update(v.name for v in op.outputs)  # so that the rest still compiles
                 continue
             folded = self._constant_outputs(op)
             if folded is not None:
@@ -124,6 +125,7 @@ class CompiledProgram:
             kernel = KERNELS.get(op.op_type)
             if kernel is None:
                 missing[op.op_type] += 1
+                known.update(v.name for v in op.outputs)
                 continue
             inputs = tuple((name, self._source(var, known, op)) for name, var in op.inputs.items())
             outputs = tuple(Output(v.name, _nptype(v), _static_shape(v)) for v in op.outputs)

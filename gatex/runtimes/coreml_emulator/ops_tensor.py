@@ -54,8 +54,11 @@ def gather_nd(call: OpCall) -> np.ndarray:
 
 @kernel("concat")
 def concat(call: OpCall) -> np.ndarray:
-    """Join ``values`` along ``axis``; ``interleave`` alternates equal slices of each input."""
+    """Join ``values`` along ``axis``; ``interleave`` alternates equal slices of each input.
+    Scalars join as one-element vectors (dynamic shapes: ``concat(batch, 64)``)."""
     values, axis = call["values"], int(call.scalar("axis"))
+    if any(np.ndim(v) == 0 for v in values):
+        values = [np.atleast_1d(v) for v in values]
     if not call.scalar("interleave", False):
         return np.concatenate(values, axis=axis)
     stacked = np.stack(values, axis=axis + 1 if axis >= 0 else axis)
