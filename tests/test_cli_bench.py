@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from gatex.cli import app
 from gatex.runtimes import bench as bench_module
-from gatex.runtimes.bench import SCHEMA, BackendRow, BenchResult, add_relative, compare_baseline
+from gatex.runtimes.bench import SCHEMA, BenchResult, add_relative, compare_baseline
 
 WIDE = {"COLUMNS": "200"}
 

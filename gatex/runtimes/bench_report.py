@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gatex.errors import BackendUnavailableError, BadInputError
-from gatex.runtimes.bench import CV_WARN_THRESHOLD, BackendRow, BenchResult
+from gatex.runtimes.bench import BackendRow, BenchResult
 from gatex.runtimes.report import check_writable, write_atomic
 
 PLOT_EXTRA = "pip install 'gatex[plot]'"
