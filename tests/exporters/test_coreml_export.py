@@ -263,6 +263,49 @@ def test_learnable_alpha_that_is_not_constant_is_mixed_as_a_tensor():
     assert ops == {"sigmoid": 1, "mul": 2, "sub": 1, "add": 1}   # v * (a g + (1 - a))
 
 
+# data inputs (placeholders) and weights (constants, made inside the function) per op
+LOWERING_SHAPES = {
+    "PaGRUCell": ({"x": (4, 8), "h": (4, 6)}, [(18, 8), (18, 6), (18,), (18,)]),
+    "GatedDense": ({"x": (4, 8)}, [(8, 5), (8, 5), (5,)]),
+    "CGConv2d": ({"x": (2, 4, 6, 6)}, [(8, 4, 3, 3), (8, 4, 3, 3), (8,)]),
+    "PGConv2d": ({"x": (2, 4, 6, 6)}, [(8, 4, 3, 3), (8,)]),
+}
+
+
+@pytest.mark.parametrize("opset", ["iOS15", "iOS18"])
+def test_every_lowering_builds_in_the_oldest_and_newest_ml_program_opsets(opset):
+    """No lowering needs more than iOS15 / macOS12 (the first ML Program target): every op
+    builds from that opset's MIL op definitions (an op missing there would raise)."""
+    ct = coreml_export.import_coremltools()
+    rng = np.random.default_rng(0)
+    cases = [(spec, {}) for spec in REGISTRY] + \
+        [(REGISTRY.get("paUnit"), {"gate": g}) for g in REGISTRY.get("paUnit").param("gate").choices]
+    built = []
+    for spec, params in cases:
+        data, weights = LOWERING_SHAPES.get(spec.name, ({n: (4, 8) for n in spec.inputs}, []))
+        placeholders = {n: mb.placeholder(shape=shape) for n, shape in data.items()}
+        with Function(placeholders, opset_version=getattr(ct.target, opset)) as f:
+            consts = [mb.const(val=rng.standard_normal(w).astype(np.float32)) for w in weights]
+            out = spec.lowerings["coreml"](coreml_export.Mil(), *f.inputs.values(), *consts,
+                                           **params)
+            f.set_outputs([out])
+        assert out.dtype == types.fp32, (spec.name, params)
+        built.append(f.opset_version)
+    assert built == [getattr(ct.target, opset)] * len(cases)
+
+
+def test_a_user_op_that_needs_a_newer_target_says_so(tmp_path):
+    class UnsortedTopK(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.topk(x, 2, sorted=False).values
+
+    with pytest.raises(coreml_export.CoremlExportError,
+                       match="the model needs a newer deployment target than iOS15: .*topk"):
+        coreml_export.export_coreml(UnsortedTopK(), (torch.rand(2, 6),),
+                                    tmp_path / "m.mlpackage", target="iOS15")
+    assert not list(tmp_path.iterdir())
+
+
 # -- the fp16 hazard inputs of OPS.md, through the emulator ---------------------------------------
 
 HAZARD_X = np.concatenate([np.linspace(-30, 30, 121),
