@@ -165,12 +165,8 @@ def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *
     outputs may be fp32 while every op ran in fp16).
     """
     from gatex.runtimes import TorchRuntime, compare_runtimes
+    from gatex.runtimes.coreml_runtime import CoremlRuntime
 
-    try:
-        from gatex.runtimes.coreml_runtime import CoremlRuntime
-    except ModuleNotFoundError as exc:  # until the CoreML runtime and its emulator land
-        raise BackendUnavailableError(f"the CoreML runtime is not available ({exc}); export with "
-                                      "--no-check") from None
     with CoremlRuntime(path, compute_units=compute_units) as artifact:
         feeds = {spec.name: t.detach().numpy().astype(spec.dtype)
                  for spec, t in zip(artifact.input_specs, inputs)}
