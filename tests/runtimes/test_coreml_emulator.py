@@ -836,7 +836,7 @@ def digits() -> np.ndarray:
     return x.numpy()[:64].astype(np.float32)
 
 
-@pytest.mark.parametrize("dt", ["fp32", "fp16"])
+@pytest.mark.parametrize("dt", [pytest.param("fp32", marks=pytest.mark.slow), "fp16"])
 def test_converted_torch_model_matches_torch(dt: str, digits: np.ndarray, tmp_path: Path) -> None:
     model = Kitchen().eval()
     example = torch.from_numpy(digits)

@@ -158,6 +158,40 @@ def test_core_ml_predicts_on_each_compute_unit(pa_glu_fp16: Path, units: str) ->
     assert np.abs(emulated.astype(np.float64) - logits.astype(np.float64)).max() < 0.05
 
 
+def test_core_ml_branch_with_a_stand_in_model(pa_glu_fp16: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The macOS code path on any OS: Core ML replaced by a stand-in MLModel that records its
+    compute units and answers in fp32 (as Core ML may for fp16 outputs)."""
+    import gatex.runtimes.coreml_runtime as module
+
+    seen = {}
+    reader = ct.models.MLModel  # reading a package without loading it stays coremltools' own
+
+    class StandIn:
+        def __init__(self, path: str, compute_units: object) -> None:
+            seen["units"] = compute_units
+            self.emulator = MilEmulator(path)
+
+        def predict(self, feeds: dict) -> dict:
+            return {k: v.astype(np.float32) for k, v in self.emulator.run(feeds).items()}
+
+    def ml_model(path: str, compute_units: object = None, skip_model_load: bool = False) -> object:
+        return reader(path, skip_model_load=True) if skip_model_load else StandIn(path,
+                                                                                  compute_units)
+
+    monkeypatch.setattr(module, "coreml_can_predict", lambda: (True, ""))
+    monkeypatch.setattr(ct.models, "MLModel", ml_model)
+    x, _ = zoo.held_out("paGLU")
+    with CoremlRuntime(pa_glu_fp16, compute_units="cpu_ne") as runtime:
+        assert not runtime.emulated and runtime.label == "coreml (CPU_AND_NE)"
+        assert seen["units"] == ct.ComputeUnit.CPU_AND_NE
+        assert runtime.compute_dtype == "float16" and "linear" in runtime.reductions
+        (logits,) = runtime.run({"x": x.numpy()}).values()
+    assert logits.dtype == np.float16  # the declared output dtype, exactly
+    (direct,) = MilEmulator(pa_glu_fp16).run({"x": x.numpy()}).values()
+    np.testing.assert_array_equal(logits, direct)
+
+
 # -- gatex parity ----------------------------------------------------------------------------------
 
 def test_gatex_parity_on_mlpackage_is_labelled_emulated(pa_glu_fp16: Path, tmp_path: Path) -> None:
