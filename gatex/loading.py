@@ -17,7 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from gatex.errors import BadInputError, CheckpointError, UntrustedCheckpointError
+from gatex.errors import (
+    BadInputError,
+    CheckpointError,
+    ParameterRangeError,
+    UntrustedCheckpointError,
+)
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -135,6 +140,8 @@ def load_model(source: str | Path | nn.Module, *, weights: str | Path | None = N
     elif ":" in str(source) and not Path(str(source)).exists():
         obj = import_object(str(source))
         model = obj if isinstance(obj, nn.Module) else _call_factory(obj, str(source))
+    elif _names_a_file(str(source)):
+        raise BadInputError(_not_a_model_file(Path(str(source))))
     else:
         from gatex.models import zoo
 
@@ -143,10 +150,27 @@ def load_model(source: str | Path | nn.Module, *, weights: str | Path | None = N
                                 "other weights")
         return zoo.load(str(source))
     if adapt:
-        model, _report = models.adapt(model)
+        model, report = models.adapt(model)
+        if report.invalid:
+            path, cls, why = report.invalid[0]
+            raise ParameterRangeError(f"module {path or '<root>'} ({cls}): {why}")
     if weights is not None:
         models.load_state_dict(model, read_checkpoint(weights, trust_checkpoint=trust_checkpoint))
     return model.eval()
+
+
+def _names_a_file(source: str) -> bool:
+    # zoo unit names have neither a suffix nor a directory part
+    return bool(Path(source).suffix) or "/" in source or "\\" in source
+
+
+def _not_a_model_file(path: Path) -> str:
+    kinds = "module:attr, file.py:attr (an nn.Module or a factory) or a torch.export .pt2 program"
+    if path.suffix == ".py":
+        return f"{path} names a file, not the model in it: give {path}:ATTR (gatex loads {kinds})"
+    if not path.exists():
+        return f"model file {path} does not exist (gatex loads {kinds})"
+    return f"{path}: unsupported model file type {path.suffix or '(none)'}; gatex loads {kinds}"
 
 
 def _call_factory(factory: Any, ref: str) -> nn.Module:
@@ -166,8 +190,11 @@ def _load_exported(path: Path) -> nn.Module:
         raise CheckpointError(f"exported program {path} does not exist")
     import gatex.ops  # noqa: F401  (the program's gatex:: ops must be registered first)
 
+    from gatex.torch_logs import held_torch_logs
+
     try:
-        program = torch.export.load(str(path))
+        with held_torch_logs():  # torch logs the whole traceback of a bad file as a warning
+            program = torch.export.load(str(path))
     except Exception as exc:
         raise CheckpointError(f"{path} is not a loadable torch.export program: "
                               f"{_first_line(exc)}") from None

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gatex.errors import EXIT_CHECK_FAILED, BadInputError
+from gatex.errors import EXIT_CHECK_FAILED, BadInputError, CheckFailedError
 
 
 def _shape(text: str) -> tuple[int, ...]:
+    pieces = text.replace("x", ",").split(",")
     try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
-    except ValueError:
+        dims = tuple(int(d) for d in pieces)
+    except ValueError:  # also an empty piece: "4,", "4,,64"
         dims = ()
     if not dims or any(d <= 0 for d in dims):
         raise BadInputError(f"--input-shape {text!r} is not a list of positive sizes such as 4,64")
@@ -119,8 +120,8 @@ def export(
     from gatex.runtimes.report import print_results
 
     print_results([result.parity], console)
-    if not result.parity:
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    if not result.parity:  # the artifact stays, for gatex parity --locate
+        raise CheckFailedError(f"parity failed: {result.parity.summary()}")
 
 
 def _print_coreml(console: Console, result, check: bool) -> None:

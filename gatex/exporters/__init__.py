@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gatex.errors import BackendUnavailableError, BadInputError
+from gatex.errors import BackendUnavailableError, BadInputError, GatexError
 
 TARGETS = ("onnx", "coreml", "trt")
 NOT_YET = {
@@ -101,15 +101,28 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
                               dynamic_batch=dynamic_batch, check=check,
                               check_inputs=check_inputs or example_inputs,
                               inputs_note=inputs_note)
-    from gatex.exporters.onnx import DEFAULT_OPSET, export_onnx
+    from gatex.exporters.onnx import DEFAULT_OPSET, check_flavor, remove_artifact, trace_onnx, \
+        write_onnx
 
+    check_flavor(flavor)
     path = Path(out_dir) / artifact_name(name or unit or type(model).__name__, flavor, dtype)
-    artifact = export_onnx(model, example_inputs, path, flavor=flavor, dtype=dtype,
-                           opset=opset or DEFAULT_OPSET, dynamic_batch=dynamic_batch, unit=unit)
+    traced = trace_onnx(model, example_inputs, dtype=dtype,
+                        opset=DEFAULT_OPSET if opset is None else opset,
+                        dynamic_batch=dynamic_batch)
+    checking = check and flavor != "plugin"  # a plugin model needs TensorRT's plugins to run
+    if checking and not traced.ops:
+        raise BadInputError("the model holds no gatex op (no gated unit was found or adapted), "
+                            "so no op spec gives the parity tolerance; export it with --no-check "
+                            "(check=False), or check it with gatex parity --rtol/--atol")
+    artifact = write_onnx(traced, path, flavor=flavor, unit=unit)
     parity = None
-    if check and flavor != "plugin":  # a plugin model needs TensorRT's plugins to run
-        parity = check_onnx(model, artifact.path, check_inputs or example_inputs,
-                            inputs_note=inputs_note)
+    if checking:
+        try:
+            parity = check_onnx(model, artifact.path, check_inputs or example_inputs,
+                                inputs_note=inputs_note)
+        except GatexError:  # the check could not run (bad inputs, no onnxruntime): no artifact
+            remove_artifact(artifact.path)
+            raise
     return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity)
 
 

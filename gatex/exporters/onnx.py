@@ -38,10 +38,12 @@ import gatex
 from gatex.errors import BadInputError, GatexError
 from gatex.exporters import onnx_build
 from gatex.ops import REGISTRY, OpSpec
+from gatex.torch_logs import held_torch_logs
 
 FLAVORS = ("portable", "plugin", "inline")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 DEFAULT_OPSET = 21          # Gelu needs 20; onnxruntime 1.31 runs 21 with every EP
+MIN_OPSET = 20
 IR_VERSION = 10             # onnxruntime 1.31 rejects IR 14, which the exporter may emit
 PLUGIN_VERSION = "1"
 EXTERNAL_DATA_BYTES = 2_000_000_000  # protobuf's 2 GiB limit, with room for the graph
@@ -69,35 +71,81 @@ class OnnxArtifact:
 def export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path, *,
                 flavor: str = "portable", dtype: str = "fp32", opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = True, unit: str | None = None) -> OnnxArtifact:
-    """Export ``model`` to ``path``; see the module docstring for the flavors."""
-    if flavor not in FLAVORS:
-        raise BadInputError(f"unknown ONNX flavor {flavor!r}; choose one of {', '.join(FLAVORS)}")
+    """Export ``model`` to ``path``; see the module docstring for the flavors.
+
+    The same as ``write_onnx(trace_onnx(model, ...), path, flavor=...)``.
+    """
+    check_flavor(flavor)
+    traced = trace_onnx(model, example_inputs, dtype=dtype, opset=opset,
+                        dynamic_batch=dynamic_batch)
+    return write_onnx(traced, path, flavor=flavor, unit=unit)
+
+
+@dataclass(frozen=True)
+class TracedOnnx:
+    """A model traced to ONNX once, with its parameters folded: each flavor is written from it
+    (`write_onnx`), so several flavors cost one trace."""
+
+    proto: onnx.ModelProto   # gatex nodes with every parameter as an attribute; no functions
+    dtype: str
+    opset: int
+    ops: tuple[str, ...]     # gatex op types in the graph
+
+
+def trace_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], *, dtype: str = "fp32",
+               opset: int = DEFAULT_OPSET, dynamic_batch: bool = True) -> TracedOnnx:
+    """Trace ``model`` with ``torch.onnx.export`` (a translation per gatex op) and fold its
+    learnable parameters into node attributes."""
     if dtype not in DTYPES:
         raise BadInputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if opset < 20:
-        raise BadInputError(f"opset {opset} is too old: gatex lowerings use Gelu (opset 20); "
-                            "use --opset 20 or newer")
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise BadInputError(f"opset {opset} is not supported: gatex lowerings need opset "
+                            f"{MIN_OPSET} or newer, and the installed onnx {onnx.__version__} "
+                            f"knows opsets up to {newest}; use --opset {MIN_OPSET}..{newest}")
     _reject_unexportable(model)
     model = model.eval()
     inputs = tuple(example_inputs)
     if dtype != "fp32":
         import copy
 
-        model = copy.deepcopy(model).to(DTYPES[dtype])
+        try:
+            model = copy.deepcopy(model).to(DTYPES[dtype])
+        except Exception as exc:  # noqa: BLE001  (a module holding something uncopyable)
+            raise ExportError(f"cannot make the {dtype} copy of the model to export: "
+                              f"copy.deepcopy failed ({type(exc).__name__}: "
+                              f"{_first_line(str(exc))}); export fp32, or convert the model "
+                              f"to {dtype} yourself") from None
         inputs = tuple(t.to(DTYPES[dtype]) if t.is_floating_point() else t for t in inputs)
     proto = _torch_export(model, inputs, opset, dynamic_batch)
     ops = tuple(sorted({n.op_type for n in proto.graph.node if n.domain == onnx_build.DOMAIN}))
     _fold_parameters(proto)
-    elem = onnx_build.onnx_dtype(torch.empty(0, dtype=DTYPES[dtype]).numpy().dtype)
-    inlined = _write_functions(proto, flavor, elem, opset)
-    _finish(proto, flavor, dtype, opset, ops, unit)
+    return TracedOnnx(proto, dtype, opset, ops)
+
+
+def write_onnx(traced: TracedOnnx, path: str | Path, *, flavor: str = "portable",
+               unit: str | None = None) -> OnnxArtifact:
+    """Write ``traced`` as ``flavor`` to ``path``: functions (or plugin attributes, or inline
+    decompositions), IR version, metadata, the checker, then an atomic save."""
+    check_flavor(flavor)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(traced.proto)
+    elem = onnx_build.onnx_dtype(torch.empty(0, dtype=DTYPES[traced.dtype]).numpy().dtype)
+    inlined = _write_functions(proto, flavor, elem, traced.opset)
+    _finish(proto, flavor, traced.dtype, traced.opset, traced.ops, unit)
     external = proto.ByteSize() > EXTERNAL_DATA_BYTES
     if not external:  # a proto past 2 GB cannot be checked in memory: checked on disk instead
         _check(proto, flavor)
     _save_atomic(proto, Path(path), external=external, flavor=flavor)
-    return OnnxArtifact(Path(path), flavor, dtype, opset, ops, inlined,
+    return OnnxArtifact(Path(path), flavor, traced.dtype, traced.opset, traced.ops, inlined,
                         tuple(i.name for i in proto.graph.input),
                         tuple(o.name for o in proto.graph.output), external)
+
+
+def check_flavor(flavor: str) -> None:
+    """Raise `BadInputError` unless ``flavor`` is one of `FLAVORS`."""
+    if flavor not in FLAVORS:
+        raise BadInputError(f"unknown ONNX flavor {flavor!r}; choose one of {', '.join(FLAVORS)}")
 
 
 def _reject_unexportable(model: nn.Module) -> None:
@@ -113,11 +161,14 @@ def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int
     onnx_build.register_schemas()
     dynamic = None
     if dynamic_batch:
+        # keyed by tensor, not by argument position: any forward signature (*args too) works
         batch = torch.export.Dim("batch", min=1)
-        dynamic = tuple({0: batch} for _ in inputs)
+        dynamic = torch.export.ShapesCollection()
+        for t in inputs:
+            dynamic[t] = {0: batch}
     chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), held_torch_logs():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, inputs, dynamo=True, opset_version=opset,
                                         custom_translation_table=onnx_build.translation_table(),
@@ -125,21 +176,65 @@ def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int
     except GatexError:
         raise
     except Exception as exc:  # torch.onnx wraps everything in its own error types
-        raise ExportError(_explain(exc)) from None
+        raise ExportError(_explain(exc, model, inputs)) from None
     return program.model_proto
 
 
-def _explain(exc: BaseException) -> str:
-    text = str(exc)
-    for cause in _chain(exc):
-        text += "\n" + str(cause)
+def _explain(exc: BaseException, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> str:
+    """One line for a failed ``torch.onnx.export``: the op it could not lower and where the
+    model calls it, or the root cause torch.onnx wrapped (a shape error, ...)."""
+    chain = _chain(exc)
+    text = "\n".join(str(c) for c in chain)
     target = re.search(r"call_function\[target=([\w.:]+)\]", text)
-    where = re.search(r"File \"([^\"]+)\", line (\d+)", text)
+    # the explicit causes (raise ... from ...) lead to the root; an implicit context is
+    # usually an unrelated error met while torch handled the real one
+    causes = [exc]
+    while causes[-1].__cause__ is not None and causes[-1].__cause__ not in causes:
+        causes.append(causes[-1].__cause__)
+    root = next((c for c in reversed(causes) if str(c).strip()), exc)
     if target:
-        place = f" (at {where.group(1)}:{where.group(2)})" if where else ""
-        return (f"cannot lower op {target.group(1)}{place} to ONNX: "
-                f"{_first_line(str(exc.__cause__ or exc))}")
-    return f"ONNX export failed: {_first_line(text)}"
+        op = target.group(1).removeprefix("torch.ops.")
+        no_translation = any(type(c).__name__ == "DispatchError" for c in chain)
+        reason = ("torch.onnx has no translation for it, and it is not a gatex op"
+                  if no_translation else f"{type(root).__name__}: {_first_line(str(root))}")
+        return f"cannot lower op {_op_label(op)}{_where_called(model, inputs, op)} to ONNX: {reason}"
+    shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+    step = ("torch.export cannot trace the model" if type(exc).__name__ == "TorchExportError"
+            else "ONNX export failed")
+    return f"{step} on inputs of shape {shapes}: {type(root).__name__}: {_first_line(str(root))}"
+
+
+def _op_label(target: str) -> str:
+    """``userlib.wobble.default`` -> ``userlib::wobble``; aten ops likewise."""
+    parts = target.split(".")
+    return f"{parts[0]}::{parts[1]}" if len(parts) >= 2 else target
+
+
+def _where_called(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: str) -> str:
+    """`` (module 'net' (Net), called at file.py:12 in forward)`` for the first node calling
+    ``target``, from a fresh ``torch.export`` (the failure path only); '' if it cannot tell."""
+    try:
+        with warnings.catch_warnings(), held_torch_logs():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(model, inputs, strict=False)
+    except Exception:  # noqa: BLE001  (the location is a courtesy; the error stands without it)
+        return ""
+    for node in program.graph.nodes:
+        if node.op != "call_function" or str(node.target) != target:
+            continue
+        parts = []
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path, cls = list(stack.values())[-1]
+            name = getattr(cls, "__name__", str(cls).rpartition(".")[2])
+            parts.append(f"in module {path or '<root>'!r} ({name})")
+        frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)',
+                            node.meta.get("stack_trace") or "")
+        if frames:
+            file, line, func = frames[-1]
+            parts.append(f"called at {file}:{line} in {func}")
+        return f" ({', '.join(parts)})" if parts else ""
+    return ""
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -317,6 +412,13 @@ def _check(proto: onnx.ModelProto | str, flavor: str) -> None:
             from exc
 
 
+def remove_artifact(path: Path) -> None:
+    """Remove an ONNX file this module wrote and its external data file, if any."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    (path.parent / (path.name + ".data")).unlink(missing_ok=True)
+
+
 def _save_atomic(proto: onnx.ModelProto, path: Path, *, external: bool, flavor: str) -> None:
     """Write to a temporary file beside ``path``, then rename; external data over 2 GB."""
     directory = path.parent
@@ -324,6 +426,9 @@ def _save_atomic(proto: onnx.ModelProto, path: Path, *, external: bool, flavor: 
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         os.close(fd)
+    except FileExistsError:
+        raise BadInputError(f"cannot write to {directory}: it is a file, not a directory") \
+            from None
     except OSError as exc:
         raise BadInputError(f"cannot write to {directory}: {exc.strerror or exc}") from None
     data = directory / (path.name + ".data")

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gatex.errors import GatexError
+from gatex.errors import GatexError, ParameterRangeError
 from gatex.models.conv_gating import CGConv2d, PactReLU, PGConv2d
 from gatex.models.gated_dense import GatedDense
 from gatex.models.golu import GoLU
@@ -57,6 +57,8 @@ class AdaptReport:
     replaced: tuple[tuple[str, str, str], ...] = ()   # (path, upstream class, gatex class)
     unknown: tuple[tuple[str, str, str], ...] = ()    # (path, class, why)
     aliases: tuple[tuple[str, str], ...] = ()         # (another name, path it was replaced at)
+    # upstream modules whose parameters are outside the op's range: (path, class, why)
+    invalid: tuple[tuple[str, str, str], ...] = ()
 
     def __str__(self) -> str:
         also: dict[str, list[str]] = {}
@@ -64,11 +66,15 @@ class AdaptReport:
             also.setdefault(first, []).append(_shown(other))
         lines = [(f"adapt: replaced {len(self.replaced)} module(s), "
                   f"{len(self.unknown)} unknown gated module(s)")]
+        if self.invalid:
+            lines[0] += f", {len(self.invalid)} with parameters out of range"
         for path, old, new in self.replaced:
             extra = f" (also at {', '.join(also[path])})" if path in also else ""
             lines.append(f"  replaced {_shown(path)}: {old} -> gatex {new}{extra}")
         for path, cls, why in self.unknown:
             lines.append(f"  unknown  {_shown(path)}: {cls}: {why}")
+        for path, cls, why in self.invalid:
+            lines.append(f"  invalid  {_shown(path)}: {cls}: {why}")
         return "\n".join(lines)
 
 
@@ -351,6 +357,7 @@ class _Walker:
         self.first_path: dict[int, str] = {}
         self.replaced: list[tuple[str, str, str]] = []
         self.unknown: list[tuple[str, str, str]] = []
+        self.invalid: list[tuple[str, str, str]] = []
         self.aliases: list[tuple[str, str]] = []
 
     def visit(self, mod: nn.Module, path: str) -> nn.Module:
@@ -367,6 +374,8 @@ class _Walker:
                     raise _NotUpstream(_looks_gated(mod) or "")
                 new = convert(mod, self.visit, path)
                 self.replaced.append((path, _qualname(mod), type(new).__name__))
+            except ParameterRangeError as exc:  # upstream's layout, a value no op allows
+                self.invalid.append((path, _qualname(mod), str(exc)))
             except (_NotUpstream, GatexError) as exc:
                 if str(exc):
                     self.unknown.append((path, _qualname(mod), str(exc)))
@@ -395,4 +404,5 @@ def adapt(module: nn.Module) -> tuple[nn.Module, AdaptReport]:
     walker = _Walker()
     root = walker.visit(module, "")
     return root, AdaptReport(replaced=tuple(walker.replaced), unknown=tuple(walker.unknown),
+                             invalid=tuple(walker.invalid),
                              aliases=tuple(walker.aliases))
