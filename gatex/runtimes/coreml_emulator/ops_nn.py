@@ -1,4 +1,5 @@
-"""Convolution, pooling and normalisation MIL ops (coremltools has no ``value_inference`` for any).
+"""Convolution, pooling, normalisation and resampling MIL ops (coremltools has no ``value_inference``
+for any).
 
 Convolutions run on torch's CPU kernels in fp32 (fp16 programs: fp16 values, fp32 accumulation,
 the result rounded to fp16 by the executor). Padding follows MIL: ``valid``; ``custom`` with
@@ -228,3 +229,65 @@ def upsample_nearest_neighbor(call: OpCall) -> np.ndarray:
     rows = np.minimum((np.arange(int(h * sh)) / sh).astype(np.int64), h - 1)
     cols = np.minimum((np.arange(int(w * sw)) / sw).astype(np.int64), w - 1)
     return x[..., rows[:, None], cols[None, :]]
+
+
+def _bilinear_axis(x: np.ndarray, axis: int, size_out: int, align_corners: bool,
+                   half_pixel: bool) -> np.ndarray:
+    """Linear interpolation along ``axis`` to ``size_out`` samples on MIL's sampling grid."""
+    size_in = x.shape[axis]
+    i = np.arange(size_out, dtype=np.float64)
+    if align_corners:
+        grid = i * ((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
+    else:
+        spacing = size_in / size_out
+        grid = i * spacing + (0.5 * spacing - 0.5 if half_pixel else 0.0)
+    grid = np.clip(grid, 0, size_in - 1)
+    low = np.floor(grid).astype(np.int64)
+    high = np.minimum(low + 1, size_in - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size_out
+    weight = (grid - low).astype(np.float32).reshape(shape)
+    return np.take(x, low, axis=axis) * (1 - weight) + np.take(x, high, axis=axis) * weight
+
+
+@kernel("upsample_bilinear")
+def upsample_bilinear(call: OpCall) -> np.ndarray:
+    """Output (floor(H sh), floor(W sw)). Grid: align_corners, i (in - 1) / (out - 1);
+    otherwise i in / out, shifted by half a pixel (0.5 in / out - 0.5) when
+    ``half_pixel_centers`` (default: not align_corners); clamped to the input (MIL)."""
+    x = call.x
+    align = bool(call.scalar("align_corners", True))
+    half = bool(call.scalar("half_pixel_centers", not align))
+    h, w = x.shape[-2:]
+    out_h = int(math.floor(h * float(call.scalar("scale_factor_height", 1))))
+    out_w = int(math.floor(w * float(call.scalar("scale_factor_width", 1))))
+    rows = _bilinear_axis(x, x.ndim - 2, out_h, align, half)
+    return _bilinear_axis(rows, x.ndim - 1, out_w, align, half)
+
+
+@kernel("crop")
+def crop(call: OpCall) -> np.ndarray:
+    """x[..., top:H - bottom, left:W - right]."""
+    x = call.x
+    top, bottom = call.ints("crop_height")
+    left, right = call.ints("crop_width")
+    h, w = x.shape[-2:]
+    return x[..., top:h - bottom, left:w - right]
+
+
+@kernel("pixel_shuffle")
+def pixel_shuffle(call: OpCall) -> np.ndarray:
+    """(N, C r^2, H, W) -> (N, C, H r, W r), as torch.nn.PixelShuffle."""
+    x, r = call.x, int(call.scalar("upscale_factor"))
+    n, c, h, w = x.shape
+    y = x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return y.reshape(n, c // (r * r), h * r, w * r)
+
+
+@kernel("pixel_unshuffle")
+def pixel_unshuffle(call: OpCall) -> np.ndarray:
+    """(N, C, H r, W r) -> (N, C r^2, H, W), as torch.nn.PixelUnshuffle."""
+    x, r = call.x, int(call.scalar("downscale_factor"))
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // r, r, w // r, r).transpose(0, 1, 3, 5, 2, 4)
+    return y.reshape(n, c * r * r, h // r, w // r)
