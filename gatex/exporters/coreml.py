@@ -248,24 +248,27 @@ def _param_value(raw: Any) -> Any:
 
 
 def _resolve(context: Any, raw: Any, type_text: str) -> Any:
-    """One argument of a gatex node: a variable for a tensor, a Python value otherwise."""
+    """One argument of a gatex node (``type_text`` as torch prints the schema type: ``Tensor``,
+    ``Optional[Tensor]``, ``List[int]``, ``float``, ``str``, ...): a variable for a tensor, a
+    Python value otherwise."""
     if raw is None:
         return None
-    if type_text.startswith("Tensor"):
+    kind = type_text[len("Optional["):-1] if type_text.startswith("Optional[") else type_text
+    if kind == "Tensor":
         return context[raw]
-    if type_text == "str":      # a literal: never looked up (a node could be named "golu")
+    if kind == "str":           # a literal: never looked up (a node could be named "golu")
         return raw
     if isinstance(raw, str):    # a scalar computed in the graph
         value = context[raw].val
         if value is None:
-            raise CoremlExportError(f"a {type_text} argument of a gatex op is computed from the "
+            raise CoremlExportError(f"a {kind} argument of a gatex op is computed from the "
                                     "input; CoreML needs it constant")
         raw = value.item() if np.ndim(value) == 0 else value.tolist()
-    if type_text.startswith("int["):
+    if kind == "List[int]":
         return tuple(int(v) for v in (raw if isinstance(raw, (list, tuple)) else [raw]))
-    if type_text.startswith("int"):
+    if kind == "int":
         return int(raw)
-    if type_text.startswith("float"):
+    if kind == "float":
         return float(raw)
     return raw
 

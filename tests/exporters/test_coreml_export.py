@@ -221,6 +221,37 @@ def test_zilu_keeps_its_left_limits_where_sigma_x_overflows_fp16():
                                    rtol=tol.rtol, atol=tol.atol)
 
 
+# -- binding a torch node to a lowering -----------------------------------------------------------
+
+def test_bind_reads_arguments_by_schema_type():
+    from types import SimpleNamespace
+
+    with Function({"x": mb.placeholder(shape=(2, 4, 6, 6)), "h": mb.placeholder(shape=(2, 6))}) \
+            as f:
+        context = {"x": f.inputs["x"], "h": f.inputs["h"],
+                   "b": mb.const(val=np.ones(18, np.float32)),
+                   "w": mb.const(val=np.ones((8, 4, 3, 3), np.float32)),
+                   "a": mb.const(val=np.float32(0.25)), "golu": mb.const(val=np.float32(3.0))}
+        # PaGRUCell: an Optional[Tensor] bias is a variable, an absent one None, a constant
+        # learnable alpha a float
+        inputs, params = coreml_export.bind(
+            REGISTRY.get("PaGRUCell"), context,
+            SimpleNamespace(inputs=("x", "h", "w", "w", "b", None, "a", "a", "a"), kwinputs=None))
+        assert inputs[4] is context["b"] and inputs[5] is None
+        assert params == {"alpha_r": 0.25, "alpha_z": 0.25, "alpha_h": 0.25}
+        # CGConv2d: List[int] as tuples, an int keyword, the rest from the spec's defaults
+        inputs, params = coreml_export.bind(
+            REGISTRY.get("CGConv2d"), context,
+            SimpleNamespace(inputs=("x", "w", "w", "b", (2, 2)), kwinputs={"groups": (1,)}))
+        assert inputs[0] is context["x"]
+        assert params == {"stride": (2, 2), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
+        # paUnit: a str argument is a literal, even where a variable has that name
+        _, params = coreml_export.bind(REGISTRY.get("paUnit"), context,
+                                       SimpleNamespace(inputs=("h", "h", "a", "golu"),
+                                                       kwinputs=None))
+        assert params == {"alpha": 0.25, "gate": "golu"}
+
+
 # -- constants folded, native ops used ------------------------------------------------------------
 
 def lowered_ops(name: str, **params) -> collections.Counter:
@@ -278,8 +309,8 @@ def test_every_lowering_builds_in_the_oldest_and_newest_ml_program_opsets(opset)
     builds from that opset's MIL op definitions (an op missing there would raise)."""
     ct = coreml_export.import_coremltools()
     rng = np.random.default_rng(0)
-    cases = [(spec, {}) for spec in REGISTRY] + \
-        [(REGISTRY.get("paUnit"), {"gate": g}) for g in REGISTRY.get("paUnit").param("gate").choices]
+    gates = REGISTRY.get("paUnit").param("gate").choices
+    cases = [(spec, {}) for spec in REGISTRY] + [(REGISTRY.get("paUnit"), {"gate": g}) for g in gates]
     built = []
     for spec, params in cases:
         data, weights = LOWERING_SHAPES.get(spec.name, ({n: (4, 8) for n in spec.inputs}, []))
