@@ -61,6 +61,9 @@ def normal(scale: float = 1.0) -> Gen:
     return lambda rng, shape: rng.standard_normal(shape) * scale
 
 
+NORMAL = normal()
+
+
 def uniform(lo: float, hi: float) -> Gen:
     return lambda rng, shape: rng.uniform(lo, hi, shape)
 
@@ -86,7 +89,7 @@ class In:
     """A runtime input of the program (so the op is not folded away at load)."""
 
     shape: tuple[int, ...]
-    gen: Gen = normal()
+    gen: Gen = NORMAL
     dynamic: bool = False  # a flexible first dim, so that shape-dependent ops are not folded
 
     def spec(self, dt: str) -> Any:
@@ -134,7 +137,7 @@ def cast_back(ctx: Ctx, var: Any) -> Any:
     return mb.cast(x=var, dtype=ctx.dt)
 
 
-def binary(op: str, ref: Callable, ga: Gen = normal(), gb: Gen = normal(), **kw: Any) -> Case:
+def binary(op: str, ref: Callable, ga: Gen = NORMAL, gb: Gen = NORMAL, **kw: Any) -> Case:
     return c(op, op, [In((2, 3, 4), ga), In((3, 1), gb)],
              lambda ctx, a, b: getattr(mb, op)(x=a, y=b), lambda ctx, a, b: ref(a, b), **kw)
 
@@ -153,7 +156,7 @@ def logical(op: str, ref: Callable) -> Case:
              lambda ctx, a, b: ref(a > 0, b > 0).astype(np.float64))
 
 
-def unary(op: str, ref: Callable, gen: Gen = normal(), id: str | None = None, **kw: Any) -> Case:
+def unary(op: str, ref: Callable, gen: Gen = NORMAL, id: str | None = None, **kw: Any) -> Case:
     """``attrs``: float attributes go to the program in its dtype, and to the reference as
     float64 of that same (rounded) value; strings (gelu's mode) go to the program only."""
     attrs = kw.pop("attrs", {})
@@ -164,7 +167,7 @@ def unary(op: str, ref: Callable, gen: Gen = normal(), id: str | None = None, **
              lambda ctx, x: ref(x, **{k: float(ctx.s(v)) for k, v in floats.items()}), **kw)
 
 
-def reduction(op: str, ref: Callable, gen: Gen = normal(), keep: bool = False) -> Case:
+def reduction(op: str, ref: Callable, gen: Gen = NORMAL, keep: bool = False) -> Case:
     return c(f"{op}-keep" if keep else op, op, In((2, 3, 4), gen),
              lambda ctx, x: getattr(mb, op)(x=x, axes=[1], keep_dims=keep),
              lambda ctx, x: ref(x, axis=1, keepdims=keep))
@@ -231,7 +234,7 @@ GATHER_IDX = np.array([4, 0, -1, 2], dtype=np.int32)
 ALONG_IDX = np.array([[3, 0], [1, 1], [2, 3]], dtype=np.int32)
 ND_IDX = np.array([[2, 1], [0, 3]], dtype=np.int32)
 SCATTER_IDX = np.array([[3, 0], [1, 2], [0, 3]], dtype=np.int32)
-SUM = dict(tol={"fp32": (1e-5, 1e-5)})  # sums of tens of fp32 terms: absolute error ~1e-6
+SUM = {"tol": {"fp32": (1e-5, 1e-5)}}  # sums of tens of fp32 terms: absolute error ~1e-6
 
 CASES: list[Case] = [
     # elementwise binary, broadcasting (2,3,4) with (3,1)
@@ -267,7 +270,7 @@ CASES: list[Case] = [
     unary("sqrt", np.sqrt, uniform(0, 10)), unary("square", np.square, normal(3)),
     unary("tan", np.tan, uniform(-1.4, 1.4), tol={"fp32": (1e-5, 1e-6)}),
     unary("tanh", np.tanh, normal(2)),
-    unary("threshold", lambda x, alpha: np.maximum(x, alpha), attrs=dict(alpha=0.3)),
+    unary("threshold", lambda x, alpha: np.maximum(x, alpha), attrs={"alpha": 0.3}),
     c("clip", "clip", In((3, 4, 5)), lambda ctx, x: mb.clip(x=x, alpha=ctx.s(-0.5),
                                                            beta=ctx.s(0.7)),
       lambda ctx, x: np.clip(x, ctx.s(-0.5), ctx.s(0.7))),
@@ -285,18 +288,18 @@ CASES: list[Case] = [
     unary("relu6", lambda x: np.clip(x, 0, 6), normal(5)),
     unary("sigmoid", _sigmoid, normal(5)),
     unary("sigmoid_hard", lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1), normal(4),
-          attrs=dict(alpha=0.2, beta=0.5)),
-    unary("leaky_relu", lambda x, alpha: np.where(x < 0, alpha * x, x), attrs=dict(alpha=0.1)),
+          attrs={"alpha": 0.2, "beta": 0.5}),
+    unary("leaky_relu", lambda x, alpha: np.where(x < 0, alpha * x, x), attrs={"alpha": 0.1}),
     unary("elu", lambda x, alpha: np.where(x < 0, alpha * np.expm1(x), x), normal(2),
-          attrs=dict(alpha=0.7)),
+          attrs={"alpha": 0.7}),
     unary("linear_activation", lambda x, alpha, beta: alpha * x + beta,
-          attrs=dict(alpha=2.0, beta=-1.3)),
+          attrs={"alpha": 2.0, "beta": -1.3}),
     unary("scaled_tanh", lambda x, alpha, beta: alpha * np.tanh(beta * x), normal(3),
-          attrs=dict(alpha=1.5, beta=0.3)),
+          attrs={"alpha": 1.5, "beta": 0.3}),
     unary("thresholded_relu", lambda x, alpha: np.where(x >= alpha, x, 0),
-          attrs=dict(alpha=0.3)),
+          attrs={"alpha": 0.3}),
     unary("clamped_relu", lambda x, alpha, beta: np.minimum(np.maximum(x, 0), beta) +
-          np.minimum(np.minimum(x, 0) * alpha, beta), normal(3), attrs=dict(alpha=0.1, beta=2.0)),
+          np.minimum(np.minimum(x, 0) * alpha, beta), normal(3), attrs={"alpha": 0.1, "beta": 2.0}),
     c("prelu", "prelu", In((2, 3, 4, 4)), lambda ctx, x: mb.prelu(x=x, alpha=ctx.p["a"]),
       lambda ctx, x: np.where(x > 0, x, x * ctx.p["a"].reshape(1, 3, 1, 1)),
       params={"a": np.array([0.1, -0.5, 2.0])}),
@@ -314,12 +317,12 @@ CASES: list[Case] = [
       lambda ctx, x: mb.softmax(x=x, axis=1), lambda ctx, x: _softmax(x, 1)),
     unary("erf", _erf, normal(2)),
     unary("gelu", lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))), normal(3), id="gelu-exact",
-          attrs=dict(mode="EXACT")),
+          attrs={"mode": "EXACT"}),
     unary("gelu", lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) *
                                                     (x + 0.044715 * x ** 3))),
-          normal(3), id="gelu-tanh", attrs=dict(mode="TANH_APPROXIMATION")),
+          normal(3), id="gelu-tanh", attrs={"mode": "TANH_APPROXIMATION"}),
     unary("gelu", lambda x: x * _sigmoid(1.702 * x), normal(3), id="gelu-sigmoid",
-          attrs=dict(mode="SIGMOID_APPROXIMATION")),
+          attrs={"mode": "SIGMOID_APPROXIMATION"}),
     c("silu", "silu", In((9,), fixed([-200, -90, -20, -1, 0, 1, 5, 20, 90])),
       lambda ctx, x: mb.silu(x=x), lambda ctx, x: x * _sigmoid(x)),
     # reductions
@@ -717,7 +720,7 @@ def convert_program(program: Any, path: Path, dt: str, *, passes: bool = False) 
 def _one_input_program(dt: str, shape: tuple[int, ...], body: Callable[[Any], Any]) -> Any:
     @mb.program(input_specs=[mb.TensorSpec(shape=shape, dtype=MIL[dt])],
                 opset_version=ct.target.iOS17)
-    def program(x):  # noqa: ANN001, ANN202
+    def program(x):
         return body(x)
     return program
 

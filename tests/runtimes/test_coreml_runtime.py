@@ -54,7 +54,7 @@ def parity(*args: object):
     return CliRunner().invoke(app, ["parity", *map(str, args)], env={"COLUMNS": "200"})
 
 
-def one_error_line(result) -> str:  # noqa: ANN001
+def one_error_line(result) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and "Traceback" not in result.output
@@ -71,7 +71,8 @@ def pa_glu_fp16(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              check=False).path)
 
 
-def save_program(program, path: Path, *, metadata: dict[str, str] | None = None) -> Path:  # noqa: ANN001
+def save_program(program: object, path: Path, *, metadata: dict[str, str] | None = None
+                 ) -> Path:
     with quiet_coremltools():
         model = ct.convert(program, convert_to="mlprogram",
                            minimum_deployment_target=ct.target.iOS17,
@@ -221,7 +222,7 @@ def test_gatex_parity_on_mlpackage_is_labelled_emulated(pa_glu_fp16: Path, tmp_p
 def test_gatex_parity_names_an_op_the_emulator_lacks(tmp_path: Path) -> None:
     @mb.program(input_specs=[mb.TensorSpec(shape=(1, 64), dtype=types.fp32)],
                 opset_version=ct.target.iOS17)
-    def program(x):  # noqa: ANN001, ANN202
+    def program(x):
         h = mb.reshape(x=x, shape=[1, 4, 4, 4])
         return mb.reshape(x=mb.local_response_norm(x=h, size=3), shape=[1, 64])
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gatex.runtimes.base import TensorSpec
 from gatex.runtimes.coreml_emulator.executor import (
     CompiledProgram,
     EmulationError,
@@ -55,11 +56,11 @@ class MilEmulator:
                                      self.program.output_vars))
 
     @property
-    def inputs(self):  # noqa: ANN201
+    def inputs(self) -> tuple[TensorSpec, ...]:
         return self.package.inputs
 
     @property
-    def outputs(self):  # noqa: ANN201
+    def outputs(self) -> tuple[TensorSpec, ...]:
         return self.package.outputs
 
     @property

@@ -36,7 +36,7 @@ reuse_value_inference(
 )
 
 
-def _torch(array: np.ndarray):  # noqa: ANN202  (torch is imported lazily)
+def _torch(array: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

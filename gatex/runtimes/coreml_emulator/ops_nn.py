@@ -1,5 +1,4 @@
-"""Convolution, pooling, normalisation and resampling MIL ops (coremltools has no ``value_inference``
-for any).
+"""Convolution, pooling, normalisation and resampling MIL ops (none has a ``value_inference``).
 
 Convolutions run on torch's CPU kernels in fp32 (fp16 programs: fp16 values, fp32 accumulation,
 the result rounded to fp16 by the executor). Padding follows MIL: ``valid``; ``custom`` with
@@ -16,7 +15,7 @@ import numpy as np
 from gatex.runtimes.coreml_emulator.registry import OpCall, kernel
 
 
-def _torch(array: np.ndarray):  # noqa: ANN202  (torch is imported lazily)
+def _torch(array: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -259,8 +258,8 @@ def upsample_bilinear(call: OpCall) -> np.ndarray:
     align = bool(call.scalar("align_corners", True))
     half = bool(call.scalar("half_pixel_centers", not align))
     h, w = x.shape[-2:]
-    out_h = int(math.floor(h * float(call.scalar("scale_factor_height", 1))))
-    out_w = int(math.floor(w * float(call.scalar("scale_factor_width", 1))))
+    out_h = math.floor(h * float(call.scalar("scale_factor_height", 1)))
+    out_w = math.floor(w * float(call.scalar("scale_factor_width", 1)))
     rows = _bilinear_axis(x, x.ndim - 2, out_h, align, half)
     return _bilinear_axis(rows, x.ndim - 1, out_w, align, half)
 

@@ -105,7 +105,7 @@ class _Value:
     """What ``value_inference`` reads from an input Var (``.val``, ``.sym_val``, ``.shape``,
     ``.rank``, ``.dtype``), holding a runtime value instead of a compile-time one."""
 
-    __slots__ = ("val", "dtype")
+    __slots__ = ("dtype", "val")
 
     def __init__(self, val: Any, dtype: Any) -> None:
         self.val = val
