@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gatex.errors import EXIT_CHECK_FAILED, BadInputError, CheckFailedError
+from gatex.errors import BadInputError, CheckFailedError
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -84,6 +84,14 @@ def export(
         given = ", ".join(k for k, v in coreml_options.items() if v is not None)
         verb = "goes" if given.count(",") == 0 else "go"
         raise BadInputError(f"{given} {verb} with --to coreml; ONNX export takes --dtype")
+    if to == "coreml":
+        onnx_options = {"--flavor": flavor != "portable", "--opset": opset is not None,
+                        "--dtype": dtype != "fp32"}
+        given = ", ".join(k for k, v in onnx_options.items() if v)
+        if given:
+            verb = "goes" if given.count(",") == 0 else "go"
+            raise BadInputError(f"{given} {verb} with --to onnx; CoreML export takes "
+                                "--precision, --target and --compute-units")
     if unit is not None:
         if weights is not None or input_shape is not None:
             raise BadInputError("--weights and --input-shape go with --model, not --unit")
@@ -136,5 +144,5 @@ def _print_coreml(console: Console, result, check: bool) -> None:
     from gatex.runtimes.report import print_results
 
     print_results([result.parity], console)
-    if not result.parity:
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    if not result.parity:  # the package stays, for gatex parity
+        raise CheckFailedError(f"parity failed: {result.parity.summary()}")

@@ -318,16 +318,15 @@ def register_lowerings(registry: Any = None) -> tuple[str, ...]:
 
     done = []
     for spec in registry or REGISTRY:
-        lower = spec.lowerings.get("coreml")
-        if lower is None:
+        if "coreml" not in spec.lowerings:
             continue
         done.append(spec.name)
         if spec.name in _REGISTERED:
             continue
 
-        def convert(context: Any, node: Any, spec: Any = spec, lower: Any = lower) -> None:
+        def convert(context: Any, node: Any, spec: Any = spec) -> None:
             inputs, params = bind(spec, context, node)
-            out = lower(Mil(), *inputs, **params)
+            out = spec.lowerings["coreml"](Mil(), *inputs, **params)   # looked up per call
             context.add(out, torch_name=node.name)
 
         convert.__name__ = composite_name(spec)
@@ -370,6 +369,11 @@ def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path
     inputs = tuple(example_inputs)
     program = _torch_export(model, inputs, dynamic_batch)
     ops = _gatex_ops(program)
+    if check is not None and not ops:
+        raise CoremlExportError("the model holds no gatex op (no gated unit was found or "
+                                "adapted), so no op spec gives the parity tolerance; export it "
+                                "with --no-check (check=False), or check it with gatex parity "
+                                "--rtol/--atol")
     mlmodel = _convert(ct, program, precision, target, compute_units)
     mil_ops = _mil_op_types(mlmodel._mil_program)
     leftover = sorted(o for o in mil_ops if o.startswith("gatex"))

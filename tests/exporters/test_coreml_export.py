@@ -501,11 +501,51 @@ def test_cli_bad_coreml_options_exit_2_with_one_line(tmp_path, args, message):
     assert not list(tmp_path.iterdir())
 
 
-def test_cli_coreml_options_with_onnx_exit_2(tmp_path):
-    result = invoke("export", "--unit", "GoLU", "--to", "onnx", "--precision", "fp16",
-                    "-o", str(tmp_path))
+@pytest.mark.parametrize(("args", "message"), [
+    (["--to", "onnx", "--precision", "fp16"], "--precision goes with --to coreml"),
+    (["--to", "onnx", "--target", "iOS17", "--compute-units", "cpu"],
+     "--target, --compute-units go with --to coreml"),
+    (["--to", "coreml", "--flavor", "inline"], "--flavor goes with --to onnx"),
+    (["--to", "coreml", "--dtype", "fp16", "--opset", "21"], "--opset, --dtype go with --to onnx"),
+])
+def test_cli_options_of_the_other_backend_exit_2(tmp_path, args, message):
+    result = invoke("export", "--unit", "GoLU", "-o", str(tmp_path), *args)
     assert result.exit_code == 2
-    assert "--precision goes with --to coreml" in result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_failed_parity_exits_1_with_one_line_and_keeps_the_package(tmp_path, monkeypatch):
+    # a GoLU lowering 1 % off: the check must catch it, say so in one line, record it
+    monkeypatch.setitem(REGISTRY.get("GoLU").lowerings, "coreml",
+                        lambda m, x, **params: m.mul(x, 1.01))
+    result = invoke("export", "--unit", "GoLU", "--to", "coreml", "--precision", "fp32",
+                    "-o", str(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.stdout
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: parity failed: FAIL GoLU-fp32.mlpackage")
+    meta = coreml_export.read_metadata(tmp_path / "GoLU-fp32.mlpackage")
+    assert json.loads(meta["gatex.parity"])["passed"] is False
+
+
+class PlainMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x))
+
+
+def test_a_model_without_gatex_ops_is_refused_for_checking_and_exports_unchecked(tmp_path):
+    with pytest.raises(coreml_export.CoremlExportError, match="holds no gatex op"):
+        export(PlainMLP(), (torch.rand(2, 4),), to="coreml", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+    result = export(PlainMLP(), (torch.rand(2, 4),), to="coreml", out_dir=tmp_path, check=False)
+    assert result.parity is None and result.ops == ()
+    assert result.path.name == "PlainMLP-fp16.mlpackage"
+    assert "gatex.parity" not in coreml_export.read_metadata(result.path)
 
 
 def test_exporter_imports_lazily_and_without_coremltools_the_cli_exits_3(run_python, tmp_path):
