@@ -67,7 +67,7 @@ class CoremlArtifact:
     """What a CoreML export wrote."""
 
     path: Path
-    precision: str                        # "fp16" or "fp32" compute precision (I/O stays fp32)
+    precision: str                        # "fp16" or "fp32" compute precision
     target: str                           # minimum deployment target, e.g. "iOS17"
     compute_units: str                    # "all", "cpu", "cpu_gpu", "cpu_ne"
     ops: tuple[str, ...]                  # gatex ops the model held (spec names)
@@ -347,8 +347,9 @@ def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path
                   check: Callable[[Path, str], Any] | None = None) -> tuple[CoremlArtifact, Any]:
     """Convert ``model`` to an ML Program at ``path`` (a ``.mlpackage`` directory).
 
-    ``precision`` is the compute precision (fp16: every op in fp16 with fp32 inputs and outputs,
-    the usual form for the GPU and Neural Engine); ``target`` the minimum deployment target;
+    ``precision`` is the compute precision (fp16: every op in fp16, the usual form for the GPU
+    and Neural Engine; inputs stay fp32, outputs are fp16 from iOS16 / macOS13 on, as coremltools
+    writes them, fp32 for older targets); ``target`` the minimum deployment target;
     ``compute_units`` the units the model loads with. ``check(package, precision)``, when given,
     runs on the saved package before it is renamed into place and returns a parity verdict
     (``ParityResult``), stored as JSON in the metadata under ``gatex.parity``; the package is
