@@ -119,7 +119,8 @@ class PreLNBlock(nn.Module):
         self.heads = heads
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.fc1, self.act, self.fc2 = nn.Linear(d, ffn_mult * d), activation, nn.Linear(ffn_mult * d, d)
+        self.fc1, self.fc2 = nn.Linear(d, ffn_mult * d), nn.Linear(ffn_mult * d, d)
+        self.act = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, d = x.shape
@@ -317,8 +318,8 @@ def bench_op(name: str, size: int, workdir: Path, gelu: Runner, args: argparse.N
     }
     if args.baseline and (Path(args.baseline) / f"{name}.portable.onnx").is_file():
         paths["baseline"] = Path(args.baseline) / f"{name}.portable.onnx"
-    runners: dict[str, Runner] = {
-        k: Runner(p, data, args.threads, workdir / f"{name}.{k}.ort.onnx") for k, p in paths.items()}
+    runners: dict[str, Runner] = {k: Runner(p, data, args.threads, workdir / f"{name}.{k}.ort.onnx")
+                                  for k, p in paths.items()}
     with torch.no_grad():
         expected = spec.reference(*(torch.from_numpy(d).double() for d in data), **params).numpy()
     errors = {}
@@ -357,7 +358,8 @@ def bench_op(name: str, size: int, workdir: Path, gelu: Runner, args: argparse.N
 
 
 # -- the transformer block ------------------------------------------------------------------
-def bench_block(workdir: Path, args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
+def bench_block(workdir: Path, args: argparse.Namespace,
+                rng: np.random.Generator) -> dict[str, Any]:
     from gatex.models import GoLU
 
     torch.manual_seed(0)
@@ -387,8 +389,8 @@ def bench_block(workdir: Path, args: argparse.Namespace, rng: np.random.Generato
         "max_abs_error": errors,
         # what onnxruntime runs for each activation: the node types one block has and the other not
         "ort_activation_nodes": {
-            "golu": sorted((Counter(runners["golu"].nodes) - Counter(runners["gelu"].nodes)).elements()),
-            "gelu": sorted((Counter(runners["gelu"].nodes) - Counter(runners["golu"].nodes)).elements())},
+            a: sorted((Counter(runners[a].nodes) - Counter(runners[b].nodes)).elements())
+            for a, b in (("golu", "gelu"), ("gelu", "golu"))},
         "times_s": timing.times,
         "median_ms": {k: timing.median_ms(k) for k in runners},
         "iqr_pct": {k: timing.iqr_pct(k) for k in runners},
@@ -454,7 +456,8 @@ def block_rows(block: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     m = block["median_ms"]
     head = ["block", "GoLU ms", "GELU ms", "GoLU/GELU", "target <= 1.10"]
     shape = "x".join(str(s) for s in block["shape"])
-    return head, [[f"pre-LN d={block['shape'][2]} ({shape})", _ms(m["golu"]), _ms(m["gelu"]), _r(block["ratio"]["golu/gelu"]),
+    return head, [[f"pre-LN d={block['shape'][2]} ({shape})", _ms(m["golu"]), _ms(m["gelu"]),
+                   _r(block["ratio"]["golu/gelu"]),
                    block["target"]["verdict"]]]
 
 
@@ -515,7 +518,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--block-dim", type=int, default=256, help="model width, a multiple of 4")
     p.add_argument("--block-repeats", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="FILE", help="write the full report (raw times too); - is stdout")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the full report (raw times too); - is stdout")
     p.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
     p.add_argument("--keep", metavar="DIR", help="keep the exported models in DIR")
     p.add_argument("--baseline", metavar="DIR",

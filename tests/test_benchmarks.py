@@ -70,10 +70,14 @@ def test_json_ratios_are_the_medians_of_paired_rounds(tiny_run) -> None:
             assert value["median"] == pytest.approx(float(np.median(paired)), rel=1e-12)
             assert value["p25"] <= value["median"] <= value["p75"]
         assert o["median_ms"]["gelu"] == pytest.approx(np.median(times["gelu"]) * 1e3)
-        worst_naive = max(o["ratio"]["portable/naive"]["median"], o["ratio"]["inline/naive"]["median"])
+        worst_naive = max(o["ratio"][f"{f}/naive"]["median"] for f in ("portable", "inline"))
         target = o["targets"]["not_slower_than_naive"]
         assert target["ratio"] == worst_naive
-        assert (target["verdict"] == "met") == (worst_naive <= 1.0)
+        if target["same_kernels"]:   # identical kernels: the ratio is noise, the verdict says so
+            assert o["ort_nodes"]["portable"] == o["ort_nodes"]["naive"]
+            assert target["verdict"] == "met (same kernels)"
+        else:
+            assert (target["verdict"] == "met") == (worst_naive <= 1.0)
         # every variant computed the op: errors against float64 are within the fp32 tolerance
         assert all(0 <= e < 1e-4 for e in o["max_abs_error"].values())
     golu = report["ops"][0]["ort_nodes"]

@@ -144,11 +144,20 @@ PAUNIT = publish(OpSpec(
 ), "(Tensor v, Tensor u, Tensor alpha, str gate='sigmoid') -> Tensor")
 
 
-# ONNX: the gate with native ops (Sigmoid, Tanh, Relu, Erf-GELU, Mish, Softsign), then the mix
-# v * (alpha g + (1 - alpha)) with alpha folded (alpha = 1: v * g; alpha = 0: v).
+# ONNX: the gate with native ops (Sigmoid, Tanh, Relu, Erf-GELU, Softsign), then the mix
+# v * (alpha g + (1 - alpha)) with alpha folded (alpha = 1: v * g; alpha = 0: v). onnxruntime
+# runs one memory pass per op, so (measured with benchmarks/onnx_ops.py, 16M fp32 elements):
+# - a gate with values in [0, 1] (sigmoid, the arctan gates), or in [-1, 1] (tanh, softsign)
+#   with alpha <= 0.5, mixes in one HardSigmoid pass instead of a Mul and an Add;
+# - Mish (fp32/fp64) is not the ONNX Mish op: onnxruntime has no kernel for it and expands it
+#   into Softplus, Tanh, Mul, where Softplus is a slow scalar loop (about 6x an Exp pass);
+#   this form took 0.29x the time of that expansion for paMishU.
+_GATE_RANGES = {"sigmoid": (0.0, 1.0), "arctan": (0.0, 1.0), "arctan_approx": (0.0, 1.0),
+                "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0)}
+
+
 def _gate_onnx(b, u: str, gate: str) -> str:
-    native = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "mish": "Mish",
-              "softsign": "Softsign"}
+    native = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softsign": "Softsign"}
     if gate in native:
         return b.op(native[gate], u)
     if gate == "gelu":
@@ -157,23 +166,50 @@ def _gate_onnx(b, u: str, gate: str) -> str:
         return b.gelu_tanh(u)
     if gate == "silu":
         return b.op("Mul", u, b.op("Sigmoid", u))
+    if gate == "mish":  # 16-bit keeps the Mish op: the six-pass form rounds six times there
+        return _mish_onnx(b, u) if b.low_precision_max() is None else b.op("Mish", u)
     from gatex.ops.registry import REGISTRY
 
     return REGISTRY.get({"golu": "GoLU", "arctan": "ArcTan",
                          "arctan_approx": "ArcTan_Approx"}[gate]).lowerings["onnx"](b, u)
 
 
-def _mix_onnx(b, value: str, gate: str, alpha: float) -> str:
+def _mish_onnx(b, u: str, scale: float = 1.0) -> str:
+    """scale * u tanh(softplus(u)) as u / (1/scale + (2/scale) / n), n = e^u (e^u + 2).
+
+    tanh(log(1 + w)) = ((1 + w)^2 - 1) / ((1 + w)^2 + 1) = n / (n + 2), w = e^u. Six passes, one
+    Exp; n = inf (e^u overflowing) gives u, as torch's softplus threshold does, n = 0 gives 0,
+    and for u << 0 every step keeps its relative accuracy (no 1 - x cancellation).
+    """
+    w = b.op("Exp", u)
+    n = b.op("Mul", w, b.add(w, 2.0))
+    return b.op("Div", u, b.add(b.op("Div", b.const(2.0 / scale), n), 1.0 / scale))
+
+
+def _mix_onnx(b, value: str, gate: str, alpha: float,
+              gate_range: tuple[float, float] | None = None) -> str:
     if alpha == 0.0:
         return value
+    if gate_range is not None and isinstance(alpha, (int, float)) and alpha < 1.0 \
+            and alpha * gate_range[0] + 1.0 - alpha >= 0.0:
+        return b.op("Mul", value, b.unit_affine(gate, alpha, 1.0 - alpha))
     return b.op("Mul", value, b.add(b.mul(gate, alpha), 1.0 - alpha))
+
+
+def _gated_onnx(b, value: str, u: str, gate: str, alpha: float) -> str:
+    """value * (alpha gate(u) + (1 - alpha)): the gate and its mix, alpha folded."""
+    if alpha == 0.0:
+        return value
+    if gate == "mish" and b.low_precision_max() is None and isinstance(alpha, (int, float)) \
+            and 2.0 / alpha <= float(torch.finfo(torch.float32).max):
+        return b.op("Mul", value, b.add(_mish_onnx(b, u, alpha), 1.0 - alpha))
+    return _mix_onnx(b, value, _gate_onnx(b, u, gate), alpha, _GATE_RANGES.get(gate))
 
 
 def _register_unit_onnx(spec: OpSpec, gate: str, value_op: str | None = None) -> None:
     @spec.lowering("onnx")
     def lower(b, v: str, u: str, *, alpha: float = 0.5) -> str:
-        value = b.op(value_op, v) if value_op else v
-        return _mix_onnx(b, value, _gate_onnx(b, u, gate) if alpha else u, alpha)
+        return _gated_onnx(b, b.op(value_op, v) if value_op else v, u, gate, alpha)
 
 
 for _spec, _gate, _value in ((PAGLU, "sigmoid", None), (PAGTU, "tanh", "Tanh"),
@@ -189,7 +225,7 @@ def _paswishu_onnx(b, v: str, u: str, *, alpha: float = 0.5, beta: float = 1.0) 
 
 @PAUNIT.lowering("onnx")
 def _paunit_onnx(b, v: str, u: str, *, alpha: float = 0.5, gate: str = "sigmoid") -> str:
-    return _mix_onnx(b, v, _gate_onnx(b, u, gate), alpha)
+    return _gated_onnx(b, v, u, gate, alpha)
 
 
 # CoreML: the gate with native MIL ops (sigmoid, tanh, relu, gelu EXACT / TANH_APPROXIMATION,

@@ -135,11 +135,18 @@ ZILU_APPROX = _spec(
             "(computing in fp32); the softsign form would cancel to 0 for sigma x << 0.")
 
 
-# ONNX lowerings: the fewest native ops. GELU(z) = z * Phi(z), so
-# GELU_s(x) = x * Phi(sigma x) = GELU(sigma x) / sigma (written as the Erf pattern ORT fuses). ZiLU/ArcTan use 0.5 + atan(z)/pi: in the
-# far left tail (z < -1e3) its absolute error is about eps/2, relative error grows as 1/|z|.
-# ZiLU_Approx keeps upstream's exact form (0.5 + relu(z)) / (1 + |z|), with z clipped to the
-# dtype's range in fp16/bf16 so inf / inf cannot occur.
+# ONNX lowerings: the fewest native ops (onnxruntime runs one memory pass per op; pass counts
+# for sigma != 1, measured with benchmarks/onnx_ops.py). GELU(z) = z * Phi(z), so
+# GELU_s(x) = x * Phi(sigma x) = GELU(sigma x) / sigma (the Erf pattern ORT fuses): 3 passes.
+# ZiLU/ArcTan use 0.5 + atan(z)/pi, the affine part as one HardSigmoid (the gate lies in
+# [0, 1]): 3 / 4 passes. In the far left tail (z < -1e3) its absolute error is about eps/2,
+# relative error grows as 1/|z|. ArcTan_Approx is 0.5 (1 + softsign(z)) (Softsign +
+# HardSigmoid, 3 passes, upstream's form takes 6), the same math as upstream's
+# (0.5 + relu(z)) / (1 + |z|), with the same eps/2 absolute error in the far left tail as ArcTan.
+# ZiLU_Approx uses x (0.5 + relu(z)) / (1 + |z|) = R(x) - (0.5 / sigma) |softsign(z)| with
+# R(x) = relu(x) (sigma > 0) or min(x, 0) (sigma < 0): exact, no cancellation (the second term
+# is at most half the first where both are non-zero), 6 passes where upstream's form takes 7.
+# z is clipped to the dtype's range in fp16/bf16 so inf / inf cannot occur.
 def _sigma_x(b, x: str, sigma: float, clip: bool = False) -> str:
     z = b.mul(x, sigma)
     limit = b.low_precision_max()
@@ -149,10 +156,15 @@ def _sigma_x(b, x: str, sigma: float, clip: bool = False) -> str:
 
 
 def _arctan_gate(b, x: str, sigma: float) -> str:
-    return b.add(b.mul(b.op("Atan", _sigma_x(b, x, sigma)), 1.0 / math.pi), 0.5)
+    return b.unit_affine(b.op("Atan", _sigma_x(b, x, sigma)), 1.0 / math.pi, 0.5)
 
 
 def _arctan_approx_gate(b, x: str, sigma: float) -> str:
+    return b.unit_affine(b.op("Softsign", _sigma_x(b, x, sigma, clip=True)), 0.5, 0.5)
+
+
+def _arctan_approx_exact_gate(b, x: str, sigma: float) -> str:
+    # upstream's form, accurate relative to the gate in the far left tail
     z = _sigma_x(b, x, sigma, clip=True)
     return b.op("Div", b.add(b.op("Relu", z), 0.5), b.add(b.op("Abs", z), 1.0))
 
@@ -184,7 +196,13 @@ def _zilu_onnx(b, x: str, *, sigma: float = 1.0) -> str:
 
 @ZILU_APPROX.lowering("onnx")
 def _zilu_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
-    return b.op("Mul", x, _arctan_approx_gate(b, x, sigma))
+    limit = b.low_precision_max() or float(torch.finfo(torch.float32).max)
+    if not isinstance(sigma, (int, float)) or sigma == 0 or abs(0.5 / sigma) > limit:
+        # sigma read at run time (its sign unknown), or 0.5 / sigma not representable
+        return b.op("Mul", x, _arctan_approx_exact_gate(b, x, sigma))
+    soft = b.op("Abs", b.op("Softsign", _sigma_x(b, x, sigma, clip=True)))
+    kept = b.op("Relu", x) if sigma > 0 else b.op("Min", x, b.const(0.0))
+    return b.op("Sub", kept, b.mul(soft, 0.5 / sigma))
 
 
 # CoreML lowerings. Unlike the ONNX ones they keep impl's tail-safe forms: on the GPU and
