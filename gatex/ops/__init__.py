@@ -8,6 +8,11 @@ from __future__ import annotations
 from gatex.ops import conv_gating, gated_dense, golu, pagating, pagru, zilu  # noqa: F401  (register)
 from gatex.ops.registry import REGISTRY, OpRegistry
 from gatex.ops.spec import BACKENDS, OpSpec, Param, Tolerance
+from gatex.ops.kernels import register_cuda_kernels
+
+# Triton kernels become the CUDA implementation of the elementwise ops where triton is installed
+# and torch has CUDA (GATEX_TRITON=0 turns it off); CPU tensors always run the torch impls.
+register_cuda_kernels()
 
 
 def get_op(name: str) -> OpSpec:
