@@ -22,8 +22,9 @@ from gatex.ops import REGISTRY, OpSpec, Param
 DOMAIN = "gatex"
 DOMAIN_VERSION = 1
 FLOAT_TYPES = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"]
-# The attributes TensorRT's ONNX parser reads to map a node to a plugin (plugin flavor).
-PLUGIN_ATTRIBUTES = ("plugin_namespace", "plugin_version")
+# The attributes TensorRT's ONNX parser reads to map a node to a plugin (plugin flavor); "aot"
+# (an int, 1) selects the plugin's ahead-of-time implementation (gatex export --to trt).
+PLUGIN_ATTRIBUTES = ("plugin_namespace", "plugin_version", "aot")
 
 _ATTR_TYPES = {float: defs.OpSchema.AttrType.FLOAT, int: defs.OpSchema.AttrType.INT,
                str: defs.OpSchema.AttrType.STRING, tuple: defs.OpSchema.AttrType.INTS}
@@ -241,9 +242,9 @@ def register_schemas(registry: Any = REGISTRY) -> None:
         attributes = [defs.OpSchema.Attribute(p.name, _ATTR_TYPES[float if p.learnable else p.kind],
                                               f"{p.doc} (range {p.range_text()})", required=False)
                       for p in attribute_params(spec)]
-        attributes += [defs.OpSchema.Attribute(a, defs.OpSchema.AttrType.STRING,
-                                               "TensorRT plugin mapping (plugin flavor)",
-                                               required=False) for a in PLUGIN_ATTRIBUTES]
+        attributes += [defs.OpSchema.Attribute(
+            a, defs.OpSchema.AttrType.INT if a == "aot" else defs.OpSchema.AttrType.STRING,
+            "TensorRT plugin mapping (plugin flavor)", required=False) for a in PLUGIN_ATTRIBUTES]
         defs.register_schema(defs.OpSchema(
             spec.name, DOMAIN, DOMAIN_VERSION, doc=f"{spec.summary}\n\n{spec.formula}\n\n{spec.source}",
             inputs=inputs, outputs=[defs.OpSchema.FormalParameter("y", "T")],
