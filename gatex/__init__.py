@@ -18,7 +18,9 @@ def parity(artifact: str, **options: object) -> object:
     """Parity of an exported artifact against its torch reference (`gatex parity` in Python).
 
     Options as `gatex.runtimes.check_artifact`: unit=, model=, weights=, inputs=, dtype=, rtol=,
-    atol=, locate=. Returns a `ParityResult`, truthy when every output passes.
+    atol=, locate=, precision_floor= (default True: an fp16/bf16 artifact's atol is at least 2x
+    torch's own error in that precision). Returns a `ParityResult`, truthy when every output
+    passes.
     """
     from pathlib import Path
 

@@ -46,6 +46,12 @@ def parity(
     atol: Annotated[float | None, typer.Option(
         help="Absolute tolerance instead of the specs' (reported as yours).", show_default=False,
     )] = None,
+    precision_floor: Annotated[bool, typer.Option(
+        "--precision-floor/--no-precision-floor",
+        help="For an fp16/bf16 artifact, also run the torch reference in that precision and "
+             "raise each output's atol to 2x torch's own error (shown in every report); "
+             "--no-precision-floor judges by the spec tolerance alone.",
+    )] = True,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Write the verdicts as JSON (schema gatex.parity/1).", show_default=False,
     )] = None,
@@ -76,11 +82,13 @@ def parity(
 
     Per output: max abs and rel error, mean abs, cosine, max ULP distance in the output dtype,
     NaN/Inf counts and top-1 agreement for logits, against the spec tolerance of the gatex ops
-    the model holds (the loosest of them). A failure names the output and the tolerance that
-    would have passed. Exit 1 when any output fails; 2 for a missing or unreadable file, a
-    wrong input name, shape or dtype, a MIL op the CoreML emulator lacks, or an unwritable verdict
-    path (nothing is written); 3 for a missing backend (onnxruntime, coremltools) or an artifact
-    kind whose backend is not here yet (.engine).
+    the model holds (the loosest of them). A low-precision (fp16/bf16) artifact is also held
+    to a precision floor: a whole network in fp16 cannot beat torch's own fp16 error, so each
+    output's atol is at least 2x that error, measured in the same run. A failure names the
+    output and the tolerance that would have passed. Exit 1 when any output fails; 2 for a
+    missing or unreadable file, a wrong input name, shape or dtype, a MIL op the CoreML
+    emulator lacks, or an unwritable verdict path (nothing is written); 3 for a missing backend
+    (onnxruntime, coremltools) or an artifact kind whose backend is not here yet (.engine).
     """
     from gatex.runtimes.check import run_parity_command
 
@@ -88,5 +96,5 @@ def parity(
                        trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype, rtol=rtol,
                        atol=atol, json_path=json_path, junit_path=junit, markdown_path=markdown,
                        locate=locate, device=device, threads=threads,
-                       compute_units=compute_units)
+                       compute_units=compute_units, precision_floor=precision_floor)
 

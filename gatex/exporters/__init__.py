@@ -51,7 +51,8 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
            flavor: str = "portable", dtype: str = "fp32", opset: int | None = None,
            dynamic_batch: bool = True, check: bool = True,
            check_inputs: Sequence[torch.Tensor] | None = None, precision: str = "fp16",
-           deployment_target: str | None = None, compute_units: str = "all") -> ExportResult:
+           deployment_target: str | None = None, compute_units: str = "all",
+           precision_floor: bool = True) -> ExportResult:
     """Export ``model`` (an nn.Module, or a zoo unit name) and check the artifact against it.
 
     For a zoo unit the example and check inputs default to its held-out digits. The check runs
@@ -62,6 +63,10 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     ``deployment_target`` and ``compute_units`` as `gatex.exporters.coreml.export_coreml`; the
     ONNX options ``flavor``, ``dtype`` and ``opset`` do not apply) and checks it with the CoreML
     runtime: real prediction on macOS, the MIL emulator elsewhere (results labelled emulated).
+
+    An fp16 artifact (``dtype="fp16"``, or a CoreML ``precision="fp16"`` program) is judged with
+    the precision floor unless ``precision_floor=False``: each output's atol is at least 2x
+    torch's own fp16 error, measured on the same inputs (`gatex.runtimes.compare_runtimes`).
 
     >>> result = export("paGLU", to="onnx", out_dir="out")
     >>> bool(result.parity)
@@ -100,7 +105,7 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
                               deployment_target=deployment_target, compute_units=compute_units,
                               dynamic_batch=dynamic_batch, check=check,
                               check_inputs=check_inputs or example_inputs,
-                              inputs_note=inputs_note)
+                              inputs_note=inputs_note, precision_floor=precision_floor)
     from gatex.exporters.onnx import DEFAULT_OPSET, check_flavor, remove_artifact, trace_onnx, \
         write_onnx
 
@@ -119,7 +124,7 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     if checking:
         try:
             parity = check_onnx(model, artifact.path, check_inputs or example_inputs,
-                                inputs_note=inputs_note)
+                                inputs_note=inputs_note, precision_floor=precision_floor)
         except GatexError:  # the check could not run (bad inputs, no onnxruntime): no artifact
             remove_artifact(artifact.path)
             raise
@@ -127,11 +132,12 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
 
 
 def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
-               inputs_note: str = "the check inputs") -> Any:
+               inputs_note: str = "the check inputs", precision_floor: bool = True) -> Any:
     """Parity of the ONNX file at ``path`` against ``model`` on ``inputs`` (onnxruntime, CPU).
 
     Inputs are cast to the artifact's declared dtypes (fp16 for an fp16 export); the torch
-    reference runs the fp32 model on the same values.
+    reference runs the fp32 model on the same values (and, for an fp16 export with
+    ``precision_floor``, an fp16 copy of it: the floor's yardstick).
     """
     from gatex.runtimes import OrtRuntime, TorchRuntime, compare_runtimes
 
@@ -140,7 +146,7 @@ def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
                  for spec, t in zip(artifact.input_specs, inputs)}
         with TorchRuntime(model) as reference:
             return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
-                                    inputs_note=inputs_note)
+                                    inputs_note=inputs_note, precision_floor=precision_floor)
 
 
 def coreml_artifact_name(stem: str, precision: str) -> str:
@@ -151,12 +157,14 @@ def coreml_artifact_name(stem: str, precision: str) -> str:
 def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: Path,
                    stem: str, *, unit: str | None, precision: str, deployment_target: str,
                    compute_units: str, dynamic_batch: bool, check: bool,
-                   check_inputs: Sequence[torch.Tensor], inputs_note: str) -> ExportResult:
+                   check_inputs: Sequence[torch.Tensor], inputs_note: str,
+                   precision_floor: bool = True) -> ExportResult:
     from gatex.exporters.coreml import export_coreml
 
     def measure(package: Path, precision: str) -> Any:
         return check_coreml(model, package, check_inputs, precision=precision,
-                            compute_units=compute_units, inputs_note=inputs_note)
+                            compute_units=compute_units, inputs_note=inputs_note,
+                            precision_floor=precision_floor)
 
     path = out_dir / coreml_artifact_name(stem, precision)
     artifact, parity = export_coreml(model, example_inputs, path, precision=precision,
@@ -169,13 +177,14 @@ def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out
 
 def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
                  precision: str = "fp16", compute_units: str = "all",
-                 inputs_note: str = "the check inputs") -> Any:
+                 inputs_note: str = "the check inputs", precision_floor: bool = True) -> Any:
     """Parity of the ``.mlpackage`` at ``path`` against ``model`` on ``inputs``: CoreML's own
     prediction on macOS (on ``compute_units``), the MIL emulator elsewhere (the result says
     which: ``emulated``).
 
     An fp16 program is judged with the specs' fp16 tolerance whatever its output dtype (its
-    outputs may be fp32 while every op ran in fp16).
+    outputs may be fp32 while every op ran in fp16), and with the precision floor of torch's
+    own fp16 error unless ``precision_floor=False``.
     """
     from gatex.runtimes import TorchRuntime, compare_runtimes
     from gatex.runtimes.coreml_runtime import CoremlRuntime
@@ -186,4 +195,5 @@ def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *
         with TorchRuntime(model) as reference:
             return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
                                     inputs_note=inputs_note,
-                                    dtype="float16" if precision == "fp16" else "float32")
+                                    dtype="float16" if precision == "fp16" else "float32",
+                                    precision_floor=precision_floor)

@@ -9,6 +9,11 @@ Inputs go to the artifact exactly as it declares them; the reference gets the sa
 fp16/bf16 widened to fp32 (exact) for a torch model. An artifact with a fixed batch size runs in
 chunks of it and the reference runs the same chunks: a model whose samples interact (PGConv2d's
 batch-wide activation scale) is then compared like for like.
+
+Precision floor: where the artifact computes in fp16/bf16 and the reference is a torch model,
+a deep copy of the model also runs in that precision on the same chunks (inputs cast to it), and
+each output's atol is raised to ``FLOOR_FACTOR`` x torch's own error there (parity.py says why),
+unless the user fixed atol. ``precision_floor=False`` (``--no-precision-floor``) turns it off.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.ops.spec import Tolerance
 from gatex.runtimes.base import Runtime, TensorSpec
 from gatex.runtimes.parity import (
+    LOW_PRECISIONS,
     ParityResult,
     ToleranceChoice,
     choose_tolerance,
+    compare,
     compare_outputs,
     dtype_name,
     float_dtype_of,
@@ -187,13 +194,18 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                      artifact_name: str = "", dtype: object | None = None,
                      tolerance: Tolerance | None = None, rtol: float | None = None,
                      atol: float | None = None, inputs_note: str = "",
-                     extra_ops: Iterable[str] = ()) -> ParityResult:
+                     extra_ops: Iterable[str] = (), precision_floor: bool = True
+                     ) -> ParityResult:
     """Run both runtimes on ``feeds`` (a mapping, or a list of batches) and compare every output.
 
     The tolerance is ``tolerance`` (reported as the user's), else `choose_tolerance` over the
     gatex ops and standard reductions both models hold, in ``dtype`` (default: the dtype the
     artifact computes in where it says (``compute_dtype``: an fp16 CoreML program with fp32 I/O),
     else its first float output's dtype) with the user's ``rtol``/``atol`` where given.
+
+    ``precision_floor``: when that dtype is fp16/bf16 and ``reference`` is a `TorchRuntime`, run
+    the reference model in that dtype too and raise each output's atol (unless the user gave
+    it) to `FLOOR_FACTOR` x torch's own error (`measure_torch_error`); every result reports it.
     """
     if isinstance(feeds, Mapping):
         specs = artifact.input_specs
@@ -203,8 +215,8 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
         batches, note = [dict(f) for f in feeds], ""
     actual, nans = _run_batches(artifact, batches)
     ref_specs = reference.input_specs
-    expected, _ = _run_batches(reference, [_widen_for_reference(artifact.validate_feeds(b),
-                                                                ref_specs) for b in batches])
+    ref_batches = [_widen_for_reference(artifact.validate_feeds(b), ref_specs) for b in batches]
+    expected, _ = _run_batches(reference, ref_batches)
     expected = _pair_names(actual, expected)
 
     notes = [note] if note else []
@@ -225,14 +237,76 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                                  tuple(sorted(set(reductions))))
     else:
         choice = choose_tolerance(ops, dtype, rtol=rtol, atol=atol, reductions=reductions)
+    if precision_floor and choice.dtype in LOW_PRECISIONS:
+        measured, floor_notes = measure_torch_error(reference, ref_batches, expected,
+                                                    choice.dtype)
+        notes += floor_notes
+        if measured:
+            choice = choice.with_floors(measured, choice.dtype,
+                                        may_raise=tolerance is None and atol is None)
     samples = next((int(np.shape(a)[0]) for a in batches[0].values() if np.ndim(a)), None)
     if samples is not None:
         samples *= len(batches)
     return ParityResult(
         artifact=artifact_name or _artifact_name(artifact),
         runtime=artifact.label, reference=reference.label, dtype=choice.dtype, tolerance=choice,
-        outputs=compare_outputs(actual, expected, choice.tolerance), emulated=artifact.emulated,
+        outputs=compare_outputs(actual, expected, choice.tolerance, floors=choice.floor_map),
+        emulated=artifact.emulated,
         inputs=inputs_note, samples=samples, input_nans=nans, notes=tuple(notes))
+
+
+def measure_torch_error(reference: Runtime, batches: Sequence[dict[str, np.ndarray]],
+                        expected: Mapping[str, np.ndarray], dtype: str
+                        ) -> tuple[dict[str, float], list[str]]:
+    """Torch's own error in ``dtype`` per output: max |torch_dtype - ``expected``| over the
+    elements finite on both sides, where torch_dtype is a deep copy of the reference model
+    ``.to(dtype)`` run on ``batches`` (the feeds the reference ran on) cast to ``dtype``; and
+    notes (why nothing was measured, or where torch's own low-precision run overflowed).
+
+    Empty when the reference is not a torch model or cannot run in ``dtype`` (a note says so:
+    the spec tolerance alone then applies).
+    """
+    import copy
+
+    import torch
+
+    from gatex.runtimes.torch_runtime import TorchRuntime
+
+    short = {"float16": "fp16", "bfloat16": "bf16"}[dtype]
+    if not isinstance(reference, TorchRuntime):
+        return {}, [f"no {short} precision floor: the reference ({reference.label}) is not a "
+                    "torch model; the spec tolerance alone applies"]
+    torch_dtype = getattr(torch, dtype)
+    try:
+        model = copy.deepcopy(reference.model).to(torch_dtype)
+        # no input specs: the reference's declare fp32, these feeds are ``dtype``
+        with TorchRuntime(model, output_names=reference.output_names,
+                          device=reference.device) as low:
+            outputs, _ = _run_batches(low, [_lower(b, dtype) for b in batches])
+        outputs = _pair_names(dict(expected), outputs)
+    except Exception as exc:  # noqa: BLE001  (a kernel without fp16 on this device, deepcopy)
+        reason = " ".join(str(exc).split())[:200]
+        return {}, [f"no {short} precision floor: torch cannot run this model in {dtype} on "
+                    f"{reference.device.upper()} ({type(exc).__name__}: {reason}); the spec "
+                    "tolerance alone applies"]
+    measured, notes = {}, []
+    for name, e in expected.items():
+        if name not in outputs or float_dtype_of(np.asarray(e)) is None:
+            continue
+        own = compare(outputs[name], e, Tolerance(0.0, 0.0), name=name)
+        if own.shape != own.expected_shape:
+            continue
+        measured[name] = float(own.max_abs or 0.0)
+        if own.nan_mismatch or own.inf_mismatch:
+            notes.append(f"torch's own {short} run of {name} gives NaN/inf at "
+                         f"{own.nan_mismatch + own.inf_mismatch} positions where {dtype} "
+                         "rounding overflows; its floor is measured over the rest")
+    return measured, notes
+
+
+def _lower(feeds: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    """Float inputs cast to ``dtype`` (fp16, or ml_dtypes' bf16); others unchanged."""
+    return {k: _cast(a, dtype) if float_dtype_of(a) else a for k, a in feeds.items()}
 
 
 def _artifact_name(runtime: Runtime) -> str:
@@ -336,9 +410,10 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                    inputs: Path | None = None, dtype: str | None = None,
                    rtol: float | None = None, atol: float | None = None, locate: bool = False,
                    device: str = "cpu", threads: int | None = None,
-                   compute_units: str = "all") -> ParityResult:
+                   compute_units: str = "all", precision_floor: bool = True) -> ParityResult:
     """Parity of one ONNX or CoreML artifact against its torch reference (see
-    `run_parity_command`); ``compute_units`` applies to Core ML on macOS."""
+    `run_parity_command`); ``compute_units`` applies to Core ML on macOS, ``precision_floor``
+    as `compare_runtimes`."""
     from gatex.models import zoo
     from gatex.runtimes.torch_runtime import TorchRuntime
 
@@ -366,7 +441,8 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
             feeds, what = zoo_inputs(unit, specs)
         with TorchRuntime(ref_model) as reference:
             result = compare_runtimes(artifact, reference, feeds, artifact_name=str(path),
-                                      dtype=dtype, rtol=rtol, atol=atol, inputs_note=what)
+                                      dtype=dtype, rtol=rtol, atol=atol, inputs_note=what,
+                                      precision_floor=precision_floor)
         result = replace(result, reference=f"{reference.label}: {ref_what}")
         if recorded is not None and unit is not None and model is None and \
                 zoo.entry(recorded).unit != unit:
@@ -393,11 +469,13 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                        json_path: Path | None = None, junit_path: Path | None = None,
                        markdown_path: Path | None = None, locate: bool = False,
                        device: str = "cpu", threads: int | None = None,
-                       compute_units: str = "all", console: Any = None) -> list[ParityResult]:
+                       compute_units: str = "all", precision_floor: bool = True,
+                       console: Any = None) -> list[ParityResult]:
     """``gatex parity``: check every artifact, print the table, write the verdicts.
 
     A ``.mlpackage`` runs on Core ML once per compute unit in ``compute_units`` ("all", or a
     comma-separated list such as "cpu,cpu_ne") on macOS; elsewhere once, in the MIL emulator.
+    ``precision_floor`` as `compare_runtimes` (fp16/bf16 artifacts only).
 
     Everything the user named is checked before any model runs (artifact suffixes and
     existence, the reference kind, the dtype, the verdict paths), so a bad argument costs no
@@ -438,7 +516,8 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     results = [check_artifact(p, unit=unit, model=model, weights=weights,
                               trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype,
                               rtol=rtol, atol=atol, locate=locate, device=device,
-                              threads=threads, compute_units=u)
+                              threads=threads, compute_units=u,
+                              precision_floor=precision_floor)
                for p in paths for u in runs(p)]
     print_results(results, console or Console())
     write_verdicts(results, json_path=json_path, junit_path=junit_path,

@@ -7,7 +7,8 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
         "artifact": str, "runtime": str, "reference": str, "emulated": bool, "dtype": str,
         "passed": bool,
         "tolerance": {"rtol": float, "atol": float, "dtype": str,
-                      "origin": "spec" | "user" | "user+spec", "ops": [str],
+                      "origin": "spec" | "user" | "user+spec" | "spec+floor"
+                                | "user+spec+floor", "ops": [str],
                       "reductions": [str], "text": str},
         "inputs": {"source": str, "samples": int | null, "nan_counts": {input: int}},
         "outputs": [{
@@ -20,7 +21,9 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
             "outside": int,
             "worst": {"index": [int], "actual": float, "expected": float} | null,
             "top1": float | null,
-            "needed": {"atol": float | null, "rtol": float | null} | null}],
+            "needed": {"atol": float | null, "rtol": float | null} | null,
+            "floor": {"dtype": str, "torch_max_abs": float, "factor": float, "atol": float,
+                      "raised": bool} | null}],
         "locate": null | {"matched": bool, "reason": str, "summary": str,
                           "first_divergence": null | {"index", "op", "node", "module"},
                           "ops": [{"index", "op", "node", "module", "passed", "max_abs",
@@ -28,6 +31,9 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
         "notes": [str]}]}
 
 A metric that is absent (shapes differ) or not finite is null: the file is strict JSON.
+Additions keep the number: ``floor`` (optional; null where no precision floor was measured) is
+torch's own low-precision error on that output and the atol floor it makes (``raised``: that
+floor, not the spec's atol, was the atol applied; ``tolerance.atol`` stays the spec's).
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ RESULT_KEYS = ("artifact", "runtime", "reference", "emulated", "dtype", "passed"
 TOLERANCE_KEYS = ("rtol", "atol", "dtype", "origin", "ops", "reductions", "text")
 OUTPUT_KEYS = ("name", "passed", "message", "shape", "expected_shape", "dtype", "max_abs",
                "max_rel", "mean_abs", "cosine", "max_ulp", "nan", "inf", "outside", "worst",
-               "top1", "needed")
+               "top1", "needed", "floor")
+FLOOR_KEYS = ("dtype", "torch_max_abs", "factor", "atol", "raised")
 LOCATE_KEYS = ("matched", "reason", "summary", "first_divergence", "ops")
 
 
@@ -118,6 +125,9 @@ def output_record(o: OutputParity) -> dict[str, Any]:
                  "expected": _num(o.worst_expected)}
     needed = None if o.needed is None else {"atol": _num(o.needed.atol),
                                             "rtol": _num(o.needed.rtol)}
+    floor = None if o.floor is None else {
+        "dtype": o.floor.dtype, "torch_max_abs": _num(o.floor.torch_max_abs),
+        "factor": o.floor.factor, "atol": _num(o.floor.atol), "raised": o.floor.raised}
     return {
         "name": o.name, "passed": o.passed, "message": o.message, "shape": list(o.shape),
         "expected_shape": list(o.expected_shape), "dtype": o.dtype,
@@ -126,6 +136,7 @@ def output_record(o: OutputParity) -> dict[str, Any]:
         "nan": {"actual": o.nan_actual, "expected": o.nan_expected, "mismatched": o.nan_mismatch},
         "inf": {"actual": o.inf_actual, "expected": o.inf_expected, "mismatched": o.inf_mismatch},
         "outside": o.outside, "worst": worst, "top1": _num(o.top1), "needed": needed,
+        "floor": floor,
     }
 
 
@@ -187,7 +198,7 @@ def to_junit(results: Sequence[ParityResult]) -> str:
                            ("dtype", r.dtype), ("tolerance", r.tolerance.describe()),
                            ("tolerance_origin", r.tolerance.origin),
                            ("emulated", str(r.emulated).lower()), ("inputs", inputs_text(r)),
-                           ("input_nans", nans or "none")):
+                           ("input_nans", nans or "none"), *_floor_properties(r)):
             ET.SubElement(props, "property", name=key, value=value)
         for o in r.outputs:
             case = ET.SubElement(suite, "testcase", name=o.name, classname=f"gatex.parity."
@@ -204,6 +215,13 @@ def to_junit(results: Sequence[ParityResult]) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def _floor_properties(r: ParityResult) -> list[tuple[str, str]]:
+    # one property per output with a measured floor: its atol, what it is, whether it applied
+    return [(f"precision_floor.{o.name}", f"atol {o.floor.atol:.6g} = {o.floor.describe()}"
+             f"{', raised the atol' if o.floor.raised else ', spec atol kept'}")
+            for o in r.outputs if o.floor is not None]
+
+
 def _classname(artifact: str) -> str:
     return Path(artifact).name.replace(".", "_")
 
@@ -212,6 +230,10 @@ def _details(o: OutputParity) -> str:
     fields = ("max_abs", "max_rel", "mean_abs", "cosine", "max_ulp", "nan_mismatch",
               "inf_mismatch", "outside", "top1")
     lines = [o.message] + [f"{f}: {getattr(o, f)}" for f in fields if getattr(o, f) is not None]
+    if o.floor is not None:
+        raised = "raised the atol" if o.floor.raised else "spec atol kept"
+        lines += [f"torch_{o.floor.dtype}_max_abs: {o.floor.torch_max_abs}",
+                  f"precision_floor_atol: {o.floor.atol} ({raised})"]
     return "\n".join(lines)
 
 
@@ -246,22 +268,47 @@ def _verdict(o: OutputParity) -> str:
 # Markdown: every column, full artifact paths (CI summaries are read in a browser)
 MARKDOWN_HEADERS = ["artifact", "runtime", "output", "max abs", "max rel", "cosine", "max ULP",
                     "top-1", "NaN a/e", "verdict"]
+LOW_SHORT = {"float16": "fp16", "bfloat16": "bf16"}
 
 
-def _markdown_row(r: ParityResult, o: OutputParity) -> list[str]:
-    return [r.artifact, _runtime(r), o.name, _g(o.max_abs), _g(o.max_rel), _g(o.cosine, ".6f"),
-            _g(o.max_ulp, "d"), _top1(o), _nans(o), _verdict(o)]
+def floor_header(results: Sequence[ParityResult]) -> str | None:
+    """The header of the precision-floor yardstick column (torch's own low-precision max abs,
+    beside the artifact's), ``"torch fp16"``; None when no output has a measured floor."""
+    dtypes = sorted({o.floor.dtype for r in results for o in r.outputs if o.floor is not None})
+    return "torch " + "/".join(LOW_SHORT.get(d, d) for d in dtypes) if dtypes else None
+
+
+def headers(results: Sequence[ParityResult]) -> list[str]:
+    """`MARKDOWN_HEADERS`, with the `floor_header` column after "max abs" where there is one."""
+    columns = list(MARKDOWN_HEADERS)
+    if (floor := floor_header(results)) is not None:
+        columns.insert(columns.index("max abs") + 1, floor)
+    return columns
+
+
+def _torch_lowp(o: OutputParity) -> str:
+    return "-" if o.floor is None else _g(o.floor.torch_max_abs)
+
+
+def _markdown_row(r: ParityResult, o: OutputParity, columns: Sequence[str],
+                  floor: str | None) -> list[str]:
+    cells = _cells(r, r.artifact, o, floor)
+    cells["max ULP"] = _g(o.max_ulp, "d")   # every digit: Markdown has room
+    return [cells[c] for c in columns]
 
 
 def to_markdown(results: Sequence[ParityResult]) -> str:
     """A Markdown summary (CI step summaries): the verdict, a table, tolerances and failures."""
     passed = bool(results) and all(results)
+    floor = floor_header(results)
+    columns = headers(results)
     lines = [f"## gatex parity: {'PASSED' if passed else 'FAILED'}", "",
-             "| " + " | ".join(MARKDOWN_HEADERS) + " |",
-             "|" + "---|" * 3 + "---:|" * 5 + "---|" * 2]
+             "| " + " | ".join(columns) + " |",
+             "|" + "".join("---:|" if c in NUMERIC or c == floor else "---|" for c in columns)]
     for r in results:
         for o in r.outputs:
-            lines.append("| " + " | ".join(_md(c) for c in _markdown_row(r, o)) + " |")
+            lines.append("| " + " | ".join(_md(c) for c in _markdown_row(r, o, columns, floor))
+                         + " |")
     lines.append("")
     for r in results:
         lines.append(f"- `{_md(r.artifact)}` vs {_md(r.reference)}: tolerance "
@@ -305,22 +352,32 @@ NUMERIC = frozenset({"max abs", "max rel", "cosine", "max ULP", "top-1"})
 
 def drop_order(results: Sequence[ParityResult]) -> list[str]:
     """`DROP_ORDER` for these results: a column with nothing in it ("-" everywhere) goes first,
-    the NaN counts go last when any output holds a NaN."""
+    the NaN counts go last when any output holds a NaN; a precision-floor column (torch's own
+    low-precision error) goes after max ULP (the tolerance line under the table names the
+    floor anyway)."""
     outputs = [o for r in results for o in r.outputs]
     empty = [c for c, present in (("top-1", any(o.top1 is not None for o in outputs)),
                                   ("max ULP", any(o.max_ulp is not None for o in outputs)))
              if not present]
-    order = [*empty, *(c for c in DROP_ORDER if c not in empty)]
+    base = list(DROP_ORDER)
+    if (floor := floor_header(results)) is not None:
+        base.insert(base.index("max ULP") + 1, floor)
+    order = [*empty, *(c for c in base if c not in empty)]
     if any(o.nan_actual or o.nan_expected for o in outputs):
         order.remove("NaN a/e")
         order.append("NaN a/e")
     return order
 
 
-def _cells(r: ParityResult, name: str, o: OutputParity) -> dict[str, str]:
-    return {"artifact": name, "runtime": _runtime(r), "output": o.name, "max abs": _g(o.max_abs),
-            "max rel": _g(o.max_rel), "cosine": _g(o.cosine, ".6f"), "max ULP": _ulp(o.max_ulp),
-            "top-1": _top1(o), "NaN a/e": _nans(o), "verdict": _verdict(o)}
+def _cells(r: ParityResult, name: str, o: OutputParity, floor: str | None = None
+           ) -> dict[str, str]:
+    cells = {"artifact": name, "runtime": _runtime(r), "output": o.name,
+             "max abs": _g(o.max_abs), "max rel": _g(o.max_rel), "cosine": _g(o.cosine, ".6f"),
+             "max ULP": _ulp(o.max_ulp), "top-1": _top1(o), "NaN a/e": _nans(o),
+             "verdict": _verdict(o)}
+    if floor is not None:
+        cells[floor] = _torch_lowp(o)
+    return cells
 
 
 def _build_table(rows: list[tuple[dict[str, str], bool]], columns: Sequence[str],
@@ -328,7 +385,8 @@ def _build_table(rows: list[tuple[dict[str, str], bool]], columns: Sequence[str]
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, collapse_padding=True, caption_justify="left")
     for c in columns:
-        table.add_column(c, justify="right" if c in NUMERIC else "left", overflow="fold")
+        right = c in NUMERIC or c.startswith("torch ")   # the floor column is a number too
+        table.add_column(c, justify="right" if right else "left", overflow="fold")
     for cells, passed in rows:
         texts = [Text(cells[c]) for c in columns]
         texts[-1].stylize("green" if passed else "bold red")
@@ -347,8 +405,10 @@ def results_table(results: Sequence[ParityResult], width: int | None = None) -> 
     many = len(results) > 1
     names = short_names(results)
     title = "gatex parity" if many or not results else f"gatex parity: {names[0]}"
-    rows = [(_cells(r, n, o), o.passed) for r, n in zip(results, names) for o in r.outputs]
-    columns = [c for c in MARKDOWN_HEADERS if many or c != "artifact"]
+    floor = floor_header(results)
+    rows = [(_cells(r, n, o, floor), o.passed) for r, n in zip(results, names)
+            for o in r.outputs]
+    columns = [c for c in headers(results) if many or c != "artifact"]
     dropped: list[str] = []
     if width is not None:
         console = Console(width=width, file=io.StringIO(), color_system=None)

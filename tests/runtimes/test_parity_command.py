@@ -156,7 +156,13 @@ OUTPUT = {
                                  "actual": NUM, "expected": NUM}},
         "top1": NUM,
         "needed": {"type": ["object", "null"], "additionalProperties": False,
-                   "required": ["atol", "rtol"], "properties": {"atol": NUM, "rtol": NUM}}}}
+                   "required": ["atol", "rtol"], "properties": {"atol": NUM, "rtol": NUM}},
+        # optional (added within gatex.parity/1): the precision floor of fp16/bf16 artifacts
+        "floor": {"type": ["object", "null"], "additionalProperties": False,
+                  "required": ["dtype", "torch_max_abs", "factor", "atol", "raised"],
+                  "properties": {"dtype": {"enum": ["float16", "bfloat16"]},
+                                 "torch_max_abs": NUM, "factor": {"type": "number"},
+                                 "atol": NUM, "raised": {"type": "boolean"}}}}}
 RESULT = {
     "type": "object", "additionalProperties": False,
     "required": ["artifact", "runtime", "reference", "emulated", "dtype", "passed", "tolerance",
@@ -171,7 +177,8 @@ RESULT = {
             "required": ["rtol", "atol", "dtype", "origin", "ops", "reductions", "text"],
             "properties": {"rtol": {"type": "number"}, "atol": {"type": "number"},
                            "dtype": {"type": "string"},
-                           "origin": {"enum": ["spec", "user", "user+spec"]},
+                           "origin": {"enum": ["spec", "user", "user+spec", "spec+floor",
+                                               "user+spec+floor"]},
                            "ops": {"type": "array", "items": {"type": "string"}},
                            "reductions": {"type": "array", "items": {"type": "string"}},
                            "text": {"type": "string"}}},
@@ -249,19 +256,23 @@ def test_schema_validator_rejects_what_it_should():
 
 
 def test_json_verdict_follows_the_pinned_schema(zoo_golu, broken_zoo_golu, tiny, tmp_path):
-    # a pass, a failure with --locate (needed tolerance, worst element, locate entries), and
-    # NaN inputs with a user tolerance: every optional part of the format is filled somewhere
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    # a pass, a failure with --locate (needed tolerance, worst element, locate entries), NaN
+    # inputs with a user tolerance, and an fp16 artifact (its precision floor): every optional
+    # part of the format is filled somewhere
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
     assert parity(zoo_golu, broken_zoo_golu, "--locate", "--json", a).exit_code == 1
+    fp16 = save(zoo_golu_onnx(dtype=onnx.TensorProto.FLOAT16), tmp_path / "GoLU-fp16.onnx")
+    assert parity(fp16, "--json", c).exit_code == 0
     x = tiny.x.copy()
     x[0, :3] = np.nan
     np.savez(tmp_path / "nan.npz", x=x)
     assert parity(tiny.onnx, "--model", tiny.model_ref, "--weights", tiny.weights_path,
                   "--inputs", tmp_path / "nan.npz", "--rtol", "1e-3", "--atol", "1e-4",
                   "--json", b).exit_code == 0
-    for path in (a, b):
+    for path in (a, b, c):
         doc = json.loads(path.read_text())
         assert schema_errors(doc, SCHEMA) == [], path
+    assert json.loads(c.read_text())["results"][0]["outputs"][0]["floor"]["raised"]
     broken = json.loads(a.read_text())["results"][1]
     assert broken["locate"]["first_divergence"]["index"] == 1
     assert broken["outputs"][0]["needed"]["atol"] > 0 and broken["outputs"][0]["worst"]
