@@ -5,6 +5,7 @@ code (2 bad input, 3 backend unavailable, 1 check failed), no traceback, nothing
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -247,18 +248,30 @@ def test_bad_input_is_one_line_and_leaves_nothing(user_files: Path, tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["out"])
 
 
-def test_failed_parity_exits_1_naming_output_and_amount(tmp_path: Path) -> None:
-    # CGConv2d in fp16 fails the fp16 spec tolerance (see test_onnx_runs.py for why)
-    result = invoke("--unit", "CGConv2d", "--dtype", "fp16", "-o", str(tmp_path))
+def test_failed_parity_exits_1_naming_output_and_amount(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a wrong lowering (SiLU where GoLU belongs) must not pass: exit 1, the output named, by
+    # how much, and the artifact kept for gatex parity --locate
+    from gatex.ops import REGISTRY
+
+    def silu(b, x, **params):  # noqa: ANN001, ANN003, ANN202
+        return b.op("Mul", x, b.op("Sigmoid", x))
+
+    monkeypatch.setitem(REGISTRY.get("GoLU").lowerings, "onnx", silu)
+    result = invoke("--unit", "GoLU", "-o", str(tmp_path))
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
-    assert line.startswith("error: parity failed: FAIL CGConv2d-portable-fp16.onnx on "
-                           "onnxruntime (CPU) vs torch (eager, CPU): linear: ")
-    assert "values outside rtol=0.01, atol=0.005 (max_abs 0.5" in line
-    assert "would pass with atol >=" in line
-    assert "FAIL" in result.stdout and "linear" in result.stdout  # the table says it too
-    # the artifact stays, for gatex parity --locate
-    assert [p.name for p in tmp_path.iterdir()] == ["CGConv2d-portable-fp16.onnx"]
+    assert re.fullmatch(
+        r"error: parity failed: FAIL GoLU-portable-fp32\.onnx on onnxruntime \(CPU\) vs torch "
+        r"\(eager, CPU\): (\w+): (\d+) of 4500 values outside rtol=0\.0001, atol=1e-05 "
+        r"\(max_abs ([0-9.e-]+) at .*; would pass with atol >= .*", line), line
+    output, outside, max_abs = re.fullmatch(r".*\): (\w+): (\d+) of .*\(max_abs ([0-9.e-]+) .*",
+                                            line).groups()
+    model = onnx.load(str(tmp_path / "GoLU-portable-fp32.onnx"))
+    assert output == model.graph.output[0].name
+    assert int(outside) > 1000 and float(max_abs) > 0.1
+    assert "FAIL" in result.stdout  # the table says it too
+    assert [p.name for p in tmp_path.iterdir()] == ["GoLU-portable-fp32.onnx"]
 
 
 def test_failed_save_leaves_no_file(zoo_exports: ZooExports, tmp_path: Path,

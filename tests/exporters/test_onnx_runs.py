@@ -157,17 +157,30 @@ def test_attribute_read_function_variant_runs_everywhere(no_gatex: Outputs,
 
 # -- fp16 parity: what gatex reports is what is measured ---------------------------------------
 
-# Measured with onnxruntime 1.32 on the 450 held-out digits (elements outside the fp16 spec
-# tolerance rtol 1e-2, atol 5e-3, out of 4500; max_abs):
+# Measured with onnxruntime 1.32 on the 450 held-out digits, against the fp32 model with the fp16
+# spec tolerance alone (rtol 1e-2, atol 5e-3; elements outside, of 4500; max_abs):
 #   CGConv2d 312 (0.583), PGConv2d 1155 (0.157); paGELU 8, paReGLU 6, paUnit 5, paSwishU 4,
 #   paSiLU 4, paMishU 1 (0.04 to 0.06); the other 11 units pass.
 # The fp16 file is not what loses the accuracy: torch's own fp16 model (model.half()) misses
-# the same tolerance by as much or more (CGConv2d 308, PGConv2d 1023, paGELU 26, paSwishU 27,
-# and GoLU 4, which the ONNX file passes). It is fp16 inference of these networks against the
-# fp32 model, through several layers; the hard gates of CGConv2d/PGConv2d turn a rounding
-# difference near the threshold into a whole added partial sum. Computing the gate decision of
-# CGConv2d in fp32 inside the lowering changes nothing (same 312): its inputs already differ.
-FP16_KNOWN_FAILURES = ("CGConv2d", "PGConv2d")
+# the same tolerance by as much or more (CGConv2d 308 (0.20), PGConv2d 1023 (0.145), paGELU 26,
+# paSwishU 27, and GoLU 4, which the ONNX file passes). It is fp16 inference of these networks
+# against the fp32 model, through several layers; the hard gates of CGConv2d/PGConv2d turn a
+# rounding difference near the threshold into a whole added partial sum. Computing CGConv2d's
+# gate decision (both convolutions) in fp32 inside the lowering changes nothing (the same 312):
+# its inputs already differ. Whether the verdict then passes is the parity engine's policy
+# (a measured precision floor may raise atol to a multiple of torch's own fp16 error); what
+# these tests hold is that the verdict and its numbers are the ones measured here.
+FP16_SPEC_FAILURES = ("CGConv2d", "PGConv2d")
+
+
+def torch_half_output(zoo_exports: ZooExports, unit: str) -> np.ndarray:
+    """torch's own fp16 model (model.half()) on the digits, as fp32 values."""
+    import copy
+
+    x = zoo_exports.digits(unit).half()
+    with torch.no_grad():
+        half = copy.deepcopy(zoo_exports.model(unit)).half()(x).float().numpy()
+    return half
 
 
 @pytest.mark.parametrize("unit, dtype", [matrix_param(u, dtype="fp16") for u in UNITS])
@@ -175,32 +188,41 @@ def test_fp16_parity_verdict_is_the_measured_one(zoo_exports: ZooExports, unit: 
                                                  dtype: str) -> None:
     artifact = zoo_exports.artifact(unit, "portable", dtype)
     result = check_onnx(zoo_exports.model(unit), artifact.path, (zoo_exports.digits(unit),))
-    tol = spec_tolerance((unit,), "fp16")
-    # the tolerance is the specs', not widened
-    assert (result.tolerance.rtol, result.tolerance.atol) == (tol.rtol, tol.atol)
+    assert result.samples == 450
+    (verdict,) = result.outputs
+    spec = spec_tolerance((unit,), "fp16")
+    applied = verdict.tolerance
+    # rtol is the spec's; atol is the spec's, or a precision floor that says so and whose
+    # number is torch's own fp16 error measured here (never a silent widening)
+    assert applied.rtol == spec.rtol
+    floor = getattr(verdict, "floor", None)
+    if applied.atol != spec.atol:
+        assert floor is not None and floor.raised and applied.atol > spec.atol
+        _, torch_error = violations(torch_half_output(zoo_exports, unit),
+                                    zoo_exports.torch_output(unit, "fp16"), spec)
+        assert floor.torch_max_abs == pytest.approx(torch_error, rel=1e-3)
+        assert applied.atol == pytest.approx(floor.factor * floor.torch_max_abs)
+        assert "torch's own fp16 error" in verdict.message
+    # the verdict and max_abs are what onnxruntime's output measures against the fp32 model
     session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"x": zoo_exports.digits(unit).numpy().astype(np.float16)})
-    bad, max_abs = violations(out, zoo_exports.torch_output(unit, "fp16"), tol)
-    (verdict,) = result.outputs
-    assert bool(result) == (bad == 0)
+    expected = zoo_exports.torch_output(unit, "fp16")
+    bad, max_abs = violations(out, expected, applied)
+    assert bool(result) == (bad == 0) and verdict.outside == bad
     assert verdict.max_abs == pytest.approx(max_abs, rel=1e-6)
-    assert result.samples == 450
-    if unit in FP16_KNOWN_FAILURES:
-        assert not result and bad > 100
+    if not result:
         summary = result.summary()
-        assert summary.startswith("FAIL") and f"{verdict.name}:" in summary
+        assert summary.startswith("FAIL") and f"{verdict.name}: {bad} of 4500 values" in summary
         assert f"max_abs {max_abs:.3g}" in summary
+    spec_bad, _ = violations(out, expected, spec)
+    if unit in FP16_SPEC_FAILURES:
+        assert spec_bad > 100
 
 
-@pytest.mark.parametrize("unit", FP16_KNOWN_FAILURES)
+@pytest.mark.parametrize("unit", FP16_SPEC_FAILURES)
 def test_fp16_conv_gates_fail_in_torch_fp16_too(zoo_exports: ZooExports, unit: str) -> None:
-    """The reason the conv gates fail fp16 parity is fp16 itself: torch's fp16 model misses the
-    same tolerance by hundreds of elements."""
-    import copy
-
-    x = zoo_exports.digits(unit).half()
-    with torch.no_grad():
-        half = copy.deepcopy(zoo_exports.model(unit)).half()(x).float().numpy()
-    bad, _ = violations(half, zoo_exports.torch_output(unit, "fp16"),
-                        spec_tolerance((unit,), "fp16"))
+    """The reason the conv gates fail the fp16 spec tolerance is fp16 itself: torch's fp16
+    model misses it by hundreds of elements too."""
+    bad, _ = violations(torch_half_output(zoo_exports, unit),
+                        zoo_exports.torch_output(unit, "fp16"), spec_tolerance((unit,), "fp16"))
     assert bad > 100
