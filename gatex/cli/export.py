@@ -48,7 +48,9 @@ def export(
                          "no functions), inline (standard ops only).",
     )] = "portable",
     dtype: Annotated[str, typer.Option("--dtype", help="fp32 or fp16.")] = "fp32",
-    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 21).")] = None,
+    opset: Annotated[int | None, typer.Option(
+        "--opset", help="ONNX opset: 20 up to the newest the installed onnx knows (default 21).",
+    )] = None,
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch/--static", help="Dynamic batch dimension, or the example's batch.",
     )] = True,

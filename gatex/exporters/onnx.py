@@ -11,7 +11,13 @@ the proto that folds learnable parameters (alpha, sigma, the PaGRUCell alphas) i
 attributes, writes the functions (one per op type, specialised to the attribute values and
 dtype most of its nodes use; nodes with other values are inlined in place, since
 ``onnx.reference`` does not tell function overloads apart), sets the IR version onnxruntime
-accepts, checks the model and saves it atomically.
+accepts, checks the model and saves it atomically. `trace_onnx` is the first part (seconds),
+`write_onnx` the rest (milliseconds): writing several flavors or files costs one trace.
+
+Bad input is one `BadInputError` line: an opset outside 20..(the installed onnx's newest), an op
+with no lowering (named, with the module and source line that call it), a model torch.export
+cannot trace (its root cause), an unwritable directory. torch's log chatter during the export
+(``torchvision is not installed...``) is held back (`gatex.torch_logs`).
 """
 
 from __future__ import annotations
@@ -197,7 +203,8 @@ def _explain(exc: BaseException, model: nn.Module, inputs: tuple[torch.Tensor, .
         no_translation = any(type(c).__name__ == "DispatchError" for c in chain)
         reason = ("torch.onnx has no translation for it, and it is not a gatex op"
                   if no_translation else f"{type(root).__name__}: {_first_line(str(root))}")
-        return f"cannot lower op {_op_label(op)}{_where_called(model, inputs, op)} to ONNX: {reason}"
+        where = _where_called(model, inputs, op)
+        return f"cannot lower op {_op_label(op)}{where} to ONNX: {reason}"
     shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
     step = ("torch.export cannot trace the model" if type(exc).__name__ == "TorchExportError"
             else "ONNX export failed")
