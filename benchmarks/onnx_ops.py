@@ -21,7 +21,7 @@ output of ``--size`` elements: the element count is per output (their models rea
 bytes a one-input op reads). Every variant's output is checked against the float64 reference
 within the op's fp32 tolerance before anything is timed: a fast wrong model is not reported.
 
-    python benchmarks/onnx_ops.py                       # full size, about 5-8 minutes on 2 cores
+    python benchmarks/onnx_ops.py                       # full size, 8-9 minutes on 2 cores
     python benchmarks/onnx_ops.py --ops GoLU,paGLU --size 65536 --repeats 5 --json -
 
 Exit codes: 0 measured (targets missed or not), 1 an output disagreed with its reference,
@@ -508,7 +508,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="comma-separated ops (default: all elementwise ops); 'none' for no op")
     p.add_argument("--size", type=int, default=16 * 1024 * 1024,
                    help="fp32 elements per output (default 16M)")
-    p.add_argument("--repeats", type=int, default=15, help="timed rounds per op (default 15)")
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds per op (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     p.add_argument("--threads", type=int, default=2, help="intra_op_num_threads (default 2)")
     p.add_argument("--block", action=argparse.BooleanOptionalAction, default=True,

@@ -67,8 +67,9 @@ def _golu_onnx(b, x: str, *, alpha: float = 1.0, beta: float = 1.0, gamma: float
     t = b.add(b.mul(x, -gamma), b.log(beta))
     if b.low_precision_max() is None:
         # fp32/fp64: x / exp(exp(t)) is the same value in one pass fewer (no Neg), 4 passes for
-        # the defaults, 5 before (onnxruntime, 16M fp32: 0.7x the time). exp(exp(t))
-        # overflows where the gate is below 1e-38 (fp32), so y = x / inf = 0 there.
+        # the defaults, 5 before (onnxruntime, 16M fp32: 0.70x and 0.83x the time in two
+        # runs of benchmarks/onnx_ops.py). exp(exp(t)) overflows where the gate is below
+        # 1e-38 (fp32), so y = x / inf = 0 there.
         return b.mul(b.op("Div", x, b.op("Exp", b.op("Exp", t))), alpha)
     # fp16/bf16 keep exp(-exp(t)): its tiny gates (down to 6e-8 in fp16) survive, where
     # exp(exp(t)) would already overflow at gate 1.5e-5 and lose |x| * 1.5e-5 for large |x|
