@@ -218,7 +218,7 @@ def _op_label(target: str) -> str:
 
 
 def _where_called(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: str) -> str:
-    """`` (module 'net' (Net), called at file.py:12 in forward)`` for the first node calling
+    """`` (in module 'net' (Net), called at file.py:12 in forward)`` for the first node calling
     ``target``, from a fresh ``torch.export`` (the failure path only); '' if it cannot tell."""
     try:
         with warnings.catch_warnings(), held_torch_logs():
