@@ -35,3 +35,22 @@ def repo_root() -> Path:
 def run_python() -> RunPython:
     """``run_python("-m", "gatex", "units")``: this interpreter, a fresh process, the repo root."""
     return _run_python
+
+
+# -- slow tests: skipped by default, with the reason printed (pytest -ra) -------------------------
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run tests marked slow (or set GATEX_RUN_SLOW=1)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow") or os.environ.get("GATEX_RUN_SLOW") == "1":
+        return
+    # `-m slow` asks for them explicitly
+    if "slow" in (config.getoption("markexpr") or "") and "not slow" not in config.getoption("markexpr"):
+        return
+    skip = pytest.mark.skip(reason="slow: the full matrix; run with --run-slow or GATEX_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
