@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gatex.errors import BadInputError, CheckFailedError
+from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -40,8 +40,10 @@ def export(
         "--input-shape", help="Example input shape for --model, batch first (e.g. 4,64); "
                               "the check runs on random normal inputs of this shape.",
     )] = None,
-    to: Annotated[str, typer.Option("--to", help="Backend: onnx or coreml (trt: a later issue).")
-                  ] = "onnx",
+    to: Annotated[str, typer.Option(
+        "--to", help="Backend: onnx, coreml or trt (a TensorRT build bundle; the engine too "
+                     "where TensorRT is installed, else exit 3 once the bundle is written).",
+    )] = "onnx",
     out_dir: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")] = Path("."),
     flavor: Annotated[str, typer.Option(
         "--flavor", help="portable (custom ops + local functions), plugin (TensorRT plugins, "
@@ -58,7 +60,13 @@ def export(
         "--check/--no-check", help="Run the parity check after exporting (default on).",
     )] = True,
     precision: Annotated[str | None, typer.Option(
-        "--precision", help="CoreML compute precision: fp16 (default) or fp32.",
+        "--precision", help="CoreML compute precision: fp16 (default) or fp32. TensorRT "
+                            "engine precision, set in the ONNX types: fp16 (default), fp32, bf16.",
+    )] = None,
+    plugins: Annotated[str | None, typer.Option(
+        "--plugins", help="TensorRT: which gatex ops become plugins: auto (default: a plugin "
+                          "where the op's decomposition is measured unsafe in the precision), "
+                          "all, none.",
     )] = None,
     deployment_target: Annotated[str | None, typer.Option(
         "--target", help="CoreML minimum deployment target: iOS15..iOS18, macOS12..macOS15, "
@@ -80,9 +88,13 @@ def export(
 
     if (unit is None) == (model is None):
         raise BadInputError("give exactly one of --unit NAME or --model REF")
+    if to == "trt":
+        _check_trt_options(flavor, dtype, deployment_target, compute_units)
+    elif plugins is not None:
+        raise BadInputError("--plugins goes with --to trt")
     coreml_options = {"--precision": precision, "--target": deployment_target,
                       "--compute-units": compute_units}
-    if to != "coreml" and any(v is not None for v in coreml_options.values()):
+    if to not in ("coreml", "trt") and any(v is not None for v in coreml_options.values()):
         given = ", ".join(k for k, v in coreml_options.items() if v is not None)
         verb = "goes" if given.count(",") == 0 else "go"
         raise BadInputError(f"{given} {verb} with --to coreml; ONNX export takes --dtype")
@@ -108,11 +120,21 @@ def export(
         check_inputs = (torch.randn((max(shape[0], 64), *shape[1:]), generator=generator),)
         name = Path(model.rpartition(":")[2] or model).stem
     console = Console()
-    result = exporters.export(target, examples, to=to, out_dir=out_dir, name=name, flavor=flavor,
-                              dtype=dtype, opset=opset, dynamic_batch=dynamic_batch, check=check,
-                              check_inputs=check_inputs, precision=precision or "fp16",
-                              deployment_target=deployment_target,
-                              compute_units=compute_units or "all")
+    try:
+        result = exporters.export(target, examples, to=to, out_dir=out_dir, name=name,
+                                  flavor=flavor, dtype=dtype, opset=opset,
+                                  dynamic_batch=dynamic_batch, check=check,
+                                  check_inputs=check_inputs, precision=precision or "fp16",
+                                  deployment_target=deployment_target,
+                                  compute_units=compute_units or "all", plugins=plugins or "auto")
+    except BackendUnavailableError as exc:  # a TensorRT bundle without engine: show the plan
+        if hasattr(exc, "artifact"):
+            _print_trt(console, exc.artifact)
+        raise
+    if result.target == "trt":
+        _print_trt(console, result.artifact)
+        _print_parity(console, result, check)
+        return
     if result.target == "coreml":
         _print_coreml(console, result, check)
         return
@@ -131,6 +153,50 @@ def export(
 
     print_results([result.parity], console)
     if not result.parity:  # the artifact stays, for gatex parity --locate
+        raise CheckFailedError(f"parity failed: {result.parity.summary()}")
+
+
+def _check_trt_options(flavor: str, dtype: str, deployment_target: str | None,
+                       compute_units: str | None) -> None:
+    given = [k for k, v in (("--flavor", flavor != "portable"), ("--dtype", dtype != "fp32"),
+                            ("--target", deployment_target is not None),
+                            ("--compute-units", compute_units is not None)) if v]
+    if given:
+        verb = "is" if len(given) == 1 else "are"
+        raise BadInputError(f"{', '.join(given)} {verb} not for --to trt; TensorRT export takes "
+                            "--precision, --plugins and --opset")
+
+
+def _print_trt(console: Console, art) -> None:
+    """The plugin decision table and what the bundle holds."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"TensorRT plan: {art.precision}, --plugins {art.policy}",
+                  show_lines=True)
+    table.add_column("op", style="bold cyan", no_wrap=True)
+    table.add_column("choice", no_wrap=True)
+    table.add_column("why")
+    for d in art.decisions:
+        table.add_row(d.op, d.choice, Text(d.reason))
+    console.print(table)
+    kernels = ("plugin kernels precompiled to PTX (kernels.json)" if art.kernels_precompiled
+               else "no kernels.json: the build compiles the plugin kernels with gatex[triton]")
+    console.print(f"wrote [bold]{art.bundle}[/]: {', '.join(art.files)}; {kernels}")
+    if art.engine_path is not None:
+        size = art.engine_path.stat().st_size
+        console.print(f"built [bold]{art.engine_path}[/] ({size / 1024:.1f} KiB)")
+
+
+def _print_parity(console: Console, result, check: bool) -> None:
+    if result.parity is None:
+        console.print("parity: not checked (--no-check)" if not check else
+                      "parity: not checked (no engine)")
+        return
+    from gatex.runtimes.report import print_results
+
+    print_results([result.parity], console)
+    if not result.parity:
         raise CheckFailedError(f"parity failed: {result.parity.summary()}")
 
 

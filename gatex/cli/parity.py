@@ -10,7 +10,8 @@ import typer
 
 def parity(
     artifacts: Annotated[list[Path], typer.Argument(
-        help="Artifacts to check: ONNX files (.onnx) and CoreML ML Programs (.mlpackage).",
+        help="Artifacts to check: ONNX files (.onnx), CoreML ML Programs (.mlpackage) and "
+             "TensorRT engines (.engine, .plan).",
         show_default=False, metavar="ARTIFACT...",
     )],
     reference: Annotated[str, typer.Option(
@@ -88,7 +89,7 @@ def parity(
     output and the tolerance that would have passed. Exit 1 when any output fails; 2 for a
     missing or unreadable file, a wrong input name, shape or dtype, a MIL op the CoreML
     emulator lacks, or an unwritable verdict path (nothing is written); 3 for a missing backend
-    (onnxruntime, coremltools) or an artifact kind whose backend is not here yet (.engine).
+    (onnxruntime, coremltools, TensorRT for .engine/.plan files).
     """
     from gatex.runtimes.check import run_parity_command
 

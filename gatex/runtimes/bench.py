@@ -427,8 +427,6 @@ def unavailable_reason(backend: str, device: str = "cpu") -> str | None:
         if not _has_module("tensorrt"):
             return ("TensorRT is not installed here (gatex never installs it; it needs an NVIDIA "
                     "GPU and NVIDIA's TensorRT packages)")
-        if not _has_module("gatex.runtimes.tensorrt_runtime"):
-            return "this gatex has no TensorRT runtime yet (it arrives with the TensorRT issue)"
         return None
     raise BadInputError(f"unknown backend {backend!r}")
 

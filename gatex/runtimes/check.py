@@ -46,12 +46,8 @@ UNIT_METADATA_KEY = "gatex.unit"   # written by the exporters (ONNX metadata_pro
 NOT_YET = {
     ".mlmodel": "CoreML neural-network (.mlmodel) files are not supported by gatex parity: it "
                 "checks ML Programs (.mlpackage), which gatex export --to coreml writes",
-    ".engine": "TensorRT engines are not supported by gatex parity yet (the trt runtime arrives "
-               "with the TensorRT issue)",
-    ".plan": "TensorRT engines are not supported by gatex parity yet (the trt runtime arrives "
-             "with the TensorRT issue)",
 }
-ARTIFACT_SUFFIXES = (".onnx", ".mlpackage")
+ARTIFACT_SUFFIXES = (".onnx", ".mlpackage", ".engine", ".plan")
 
 
 # -- the engine -----------------------------------------------------------------------------------
@@ -395,7 +391,12 @@ def reference_model(*, unit: str | None, model: str | None, weights: Path | None
 def artifact_runtime(path: Path, *, device: str = "cpu", threads: int | None = None,
                      compute_units: str = "all") -> Runtime:
     """The runtime for ``path`` by its kind: onnxruntime for .onnx; for .mlpackage, Core ML on
-    macOS and the MIL emulator elsewhere (its results say emulated)."""
+    macOS and the MIL emulator elsewhere (its results say emulated); TensorRT for .engine and
+    .plan (exit 3 where TensorRT is not installed)."""
+    if path.suffix.lower() in (".engine", ".plan"):
+        from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
+
+        return TensorrtRuntime(path)
     if path.suffix.lower() == ".mlpackage":
         from gatex.runtimes.coreml_runtime import CoremlRuntime
 

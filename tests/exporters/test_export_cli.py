@@ -188,7 +188,8 @@ def _cases(files: str) -> list[tuple[list[str], int, str]]:
     return [
         (["--unit", "paGLUU"], 2, "no zoo model for unit 'paGLUU'; did you mean paGLU"),
         (["--unit", "paGLU", "--to", "foo"], 2, "unknown export target 'foo'"),
-        (["--unit", "paGLU", "--to", "trt"], 3, "TensorRT export is not implemented yet"),
+        (["--unit", "paGLU", "--to", "trt", "--precision", "int8"], 2,
+         "unknown TensorRT precision 'int8'"),
         (["--unit", "paGLU", "--flavor", "fused"], 2, "unknown ONNX flavor 'fused'"),
         (["--unit", "paGLU", "--dtype", "int8"], 2, "unknown dtype 'int8'"),
         (["--unit", "paGLU", "--opset", "12"], 2, "opset 12 is not supported"),
