@@ -19,8 +19,8 @@ def parity(artifact: str, **options: object) -> object:
 
     Options as `gatex.runtimes.check_artifact`: unit=, model=, weights=, inputs=, dtype=, rtol=,
     atol=, locate=, precision_floor= (default True: an fp16/bf16 artifact's atol is at least 2x
-    torch's own error in that precision). Returns a `ParityResult`, truthy when every output
-    passes.
+    the atol torch's own run in that precision needs). Returns a `ParityResult`, truthy when
+    every output passes.
     """
     from pathlib import Path
 

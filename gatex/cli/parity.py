@@ -50,8 +50,8 @@ def parity(
     precision_floor: Annotated[bool, typer.Option(
         "--precision-floor/--no-precision-floor",
         help="For an fp16/bf16 artifact, also run the torch reference in that precision and "
-             "raise each output's atol to 2x torch's own error (shown in every report); "
-             "--no-precision-floor judges by the spec tolerance alone.",
+             "raise each output's atol to 2x the atol torch's own run needs (shown in every "
+             "report); --no-precision-floor judges by the spec tolerance alone.",
     )] = True,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Write the verdicts as JSON (schema gatex.parity/1).", show_default=False,
@@ -85,8 +85,8 @@ def parity(
     NaN/Inf counts and top-1 agreement for logits, against the spec tolerance of the gatex ops
     the model holds (the loosest of them). A low-precision (fp16/bf16) artifact is also held
     to a precision floor: a whole network in fp16 cannot beat torch's own fp16 error, so each
-    output's atol is at least 2x that error, measured in the same run. A failure names the
-    output and the tolerance that would have passed. Exit 1 when any output fails; 2 for a
+    output's atol is at least 2x the atol torch's fp16 run needs, measured in the same run. A
+    failure names the output and the tolerance that would have passed. Exit 1 when any output fails; 2 for a
     missing or unreadable file, a wrong input name, shape or dtype, a MIL op the CoreML
     emulator lacks, or an unwritable verdict path (nothing is written); 3 for a missing backend
     (onnxruntime, coremltools, TensorRT for .engine/.plan files).

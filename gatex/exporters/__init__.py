@@ -63,8 +63,9 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     runtime: real prediction on macOS, the MIL emulator elsewhere (results labelled emulated).
 
     An fp16 artifact (``dtype="fp16"``, or a CoreML ``precision="fp16"`` program) is judged with
-    the precision floor unless ``precision_floor=False``: each output's atol is at least 2x
-    torch's own fp16 error, measured on the same inputs (`gatex.runtimes.compare_runtimes`).
+    the precision floor unless ``precision_floor=False``: each output's atol is at least 2x the
+    atol torch's own fp16 run needs, measured on the same inputs
+    (`gatex.runtimes.compare_runtimes`).
 
     ``to="trt"`` writes a TensorRT bundle ``<name>-trt-<precision>/`` (``precision`` fp32, fp16
     or bf16; ``plugins`` auto, all or none; see `gatex.exporters.tensorrt`) and builds the

@@ -12,11 +12,13 @@ from typing import Any
 
 from gatex.runtimes.base import Runtime, RuntimeNotLoadedError, TensorSpec
 from gatex.runtimes.parity import (
+    FLOOR_FACTOR,
     LocateResult,
     NeededTolerance,
     OpComparison,
     OutputParity,
     ParityResult,
+    PrecisionFloor,
     ToleranceChoice,
     choose_tolerance,
     compare,
@@ -31,6 +33,7 @@ _LAZY = {
     "compare_runtimes": "gatex.runtimes.check",
     "check_artifact": "gatex.runtimes.check",
     "run_parity_command": "gatex.runtimes.check",
+    "measure_torch_error": "gatex.runtimes.check",
 }
 
 
@@ -42,8 +45,8 @@ def __getattr__(name: str) -> Any:  # PEP 562: runtime classes load their module
     raise AttributeError(f"module 'gatex.runtimes' has no attribute {name!r}")
 
 
-__all__ = ["LocateResult", "NeededTolerance", "OpComparison", "OrtRuntime", "OutputParity",
-           "ParityResult", "Runtime", "RuntimeNotLoadedError", "TensorSpec", "ToleranceChoice",
+__all__ = ["FLOOR_FACTOR", "LocateResult", "NeededTolerance", "OpComparison", "OrtRuntime", "OutputParity",
+           "ParityResult", "PrecisionFloor", "Runtime", "RuntimeNotLoadedError", "TensorSpec", "ToleranceChoice",
            "TorchRuntime",
            "check_artifact", "choose_tolerance", "compare", "compare_outputs", "compare_runtimes",
-           "run_parity_command", "tolerance_for", "ulp_distance"]
+           "measure_torch_error", "run_parity_command", "tolerance_for", "ulp_distance"]

@@ -12,8 +12,9 @@ batch-wide activation scale) is then compared like for like.
 
 Precision floor: where the artifact computes in fp16/bf16 and the reference is a torch model,
 a deep copy of the model also runs in that precision on the same chunks (inputs cast to it), and
-each output's atol is raised to ``FLOOR_FACTOR`` x torch's own error there (parity.py says why),
-unless the user fixed atol. ``precision_floor=False`` (``--no-precision-floor``) turns it off.
+each output's atol is raised to ``FLOOR_FACTOR`` x the atol torch's own run there needs at the
+same rtol (parity.py says why), unless the user fixed atol. ``precision_floor=False``
+(``--no-precision-floor``) turns it off.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gatex.runtimes.base import Runtime, TensorSpec
 from gatex.runtimes.parity import (
     LOW_PRECISIONS,
     ParityResult,
+    PrecisionFloor,
     ToleranceChoice,
     choose_tolerance,
     compare,
@@ -201,7 +203,8 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
 
     ``precision_floor``: when that dtype is fp16/bf16 and ``reference`` is a `TorchRuntime`, run
     the reference model in that dtype too and raise each output's atol (unless the user gave
-    it) to `FLOOR_FACTOR` x torch's own error (`measure_torch_error`); every result reports it.
+    it) to `FLOOR_FACTOR` x the atol torch's own run needs at the chosen rtol
+    (`measure_torch_error`, `PrecisionFloor`); every result reports it.
     """
     if isinstance(feeds, Mapping):
         specs = artifact.input_specs
@@ -235,11 +238,10 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
         choice = choose_tolerance(ops, dtype, rtol=rtol, atol=atol, reductions=reductions)
     if precision_floor and choice.dtype in LOW_PRECISIONS:
         measured, floor_notes = measure_torch_error(reference, ref_batches, expected,
-                                                    choice.dtype)
+                                                    choice.dtype, rtol=choice.rtol)
         notes += floor_notes
         if measured:
-            choice = choice.with_floors(measured, choice.dtype,
-                                        may_raise=tolerance is None and atol is None)
+            choice = choice.with_floors(measured, may_raise=tolerance is None and atol is None)
     samples = next((int(np.shape(a)[0]) for a in batches[0].values() if np.ndim(a)), None)
     if samples is not None:
         samples *= len(batches)
@@ -252,12 +254,13 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
 
 
 def measure_torch_error(reference: Runtime, batches: Sequence[dict[str, np.ndarray]],
-                        expected: Mapping[str, np.ndarray], dtype: str
-                        ) -> tuple[dict[str, float], list[str]]:
-    """Torch's own error in ``dtype`` per output: max |torch_dtype - ``expected``| over the
-    elements finite on both sides, where torch_dtype is a deep copy of the reference model
-    ``.to(dtype)`` run on ``batches`` (the feeds the reference ran on) cast to ``dtype``; and
-    notes (why nothing was measured, or where torch's own low-precision run overflowed).
+                        expected: Mapping[str, np.ndarray], dtype: str, *, rtol: float
+                        ) -> tuple[dict[str, PrecisionFloor], list[str]]:
+    """Torch's own error in ``dtype`` per output, as a `PrecisionFloor` (not yet ``raised``):
+    torch_dtype, a deep copy of the reference model ``.to(dtype)`` run on ``batches`` (the
+    feeds the reference ran on) cast to ``dtype``, against ``expected``: its max_abs and the
+    atol it needs at ``rtol``, over the elements finite on both sides; and notes (why nothing
+    was measured, or where torch's own low-precision run overflowed).
 
     Empty when the reference is not a torch model or cannot run in ``dtype`` (a note says so:
     the spec tolerance alone then applies).
@@ -289,10 +292,14 @@ def measure_torch_error(reference: Runtime, batches: Sequence[dict[str, np.ndarr
     for name, e in expected.items():
         if name not in outputs or float_dtype_of(np.asarray(e)) is None:
             continue
-        own = compare(outputs[name], e, Tolerance(0.0, 0.0), name=name)
+        own = compare(outputs[name], e, Tolerance(rtol, 0.0), name=name)
         if own.shape != own.expected_shape:
             continue
-        measured[name] = float(own.max_abs or 0.0)
+        t, e64 = outputs[name].astype(np.float64), np.asarray(e, np.float64)
+        finite = np.isfinite(t) & np.isfinite(e64)
+        excess = np.abs(t[finite] - e64[finite]) - rtol * np.abs(e64[finite])
+        needs = max(0.0, float(excess.max())) if excess.size else 0.0
+        measured[name] = PrecisionFloor(dtype, float(own.max_abs or 0.0), needs, rtol)
         if own.nan_mismatch or own.inf_mismatch:
             notes.append(f"torch's own {short} run of {name} gives NaN/inf at "
                          f"{own.nan_mismatch + own.inf_mismatch} positions where {dtype} "

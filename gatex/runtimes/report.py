@@ -22,8 +22,8 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
             "worst": {"index": [int], "actual": float, "expected": float} | null,
             "top1": float | null,
             "needed": {"atol": float | null, "rtol": float | null} | null,
-            "floor": {"dtype": str, "torch_max_abs": float, "factor": float, "atol": float,
-                      "raised": bool} | null}],
+            "floor": {"dtype": str, "torch_max_abs": float, "torch_atol": float,
+                      "rtol": float, "factor": float, "atol": float, "raised": bool} | null}],
         "locate": null | {"matched": bool, "reason": str, "summary": str,
                           "first_divergence": null | {"index", "op", "node", "module"},
                           "ops": [{"index", "op", "node", "module", "passed", "max_abs",
@@ -32,8 +32,9 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
 
 A metric that is absent (shapes differ) or not finite is null: the file is strict JSON.
 Additions keep the number: ``floor`` (optional; null where no precision floor was measured) is
-torch's own low-precision error on that output and the atol floor it makes (``raised``: that
-floor, not the spec's atol, was the atol applied; ``tolerance.atol`` stays the spec's).
+torch's own low-precision error on that output (its max_abs, and the atol it needs at ``rtol``)
+and the atol floor it makes, ``factor`` x ``torch_atol`` (``raised``: that floor, not the
+spec's atol, was the atol applied; ``tolerance.atol`` stays the spec's).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ TOLERANCE_KEYS = ("rtol", "atol", "dtype", "origin", "ops", "reductions", "text"
 OUTPUT_KEYS = ("name", "passed", "message", "shape", "expected_shape", "dtype", "max_abs",
                "max_rel", "mean_abs", "cosine", "max_ulp", "nan", "inf", "outside", "worst",
                "top1", "needed", "floor")
-FLOOR_KEYS = ("dtype", "torch_max_abs", "factor", "atol", "raised")
+FLOOR_KEYS = ("dtype", "torch_max_abs", "torch_atol", "rtol", "factor", "atol", "raised")
 LOCATE_KEYS = ("matched", "reason", "summary", "first_divergence", "ops")
 
 
@@ -127,7 +128,8 @@ def output_record(o: OutputParity) -> dict[str, Any]:
                                             "rtol": _num(o.needed.rtol)}
     floor = None if o.floor is None else {
         "dtype": o.floor.dtype, "torch_max_abs": _num(o.floor.torch_max_abs),
-        "factor": o.floor.factor, "atol": _num(o.floor.atol), "raised": o.floor.raised}
+        "torch_atol": _num(o.floor.torch_atol), "rtol": o.floor.rtol, "factor": o.floor.factor,
+        "atol": _num(o.floor.atol), "raised": o.floor.raised}
     return {
         "name": o.name, "passed": o.passed, "message": o.message, "shape": list(o.shape),
         "expected_shape": list(o.expected_shape), "dtype": o.dtype,
@@ -233,6 +235,7 @@ def _details(o: OutputParity) -> str:
     if o.floor is not None:
         raised = "raised the atol" if o.floor.raised else "spec atol kept"
         lines += [f"torch_{o.floor.dtype}_max_abs: {o.floor.torch_max_abs}",
+                  f"torch_{o.floor.dtype}_atol: {o.floor.torch_atol} (at rtol {o.floor.rtol})",
                   f"precision_floor_atol: {o.floor.atol} ({raised})"]
     return "\n".join(lines)
 

@@ -159,9 +159,11 @@ OUTPUT = {
                    "required": ["atol", "rtol"], "properties": {"atol": NUM, "rtol": NUM}},
         # optional (added within gatex.parity/1): the precision floor of fp16/bf16 artifacts
         "floor": {"type": ["object", "null"], "additionalProperties": False,
-                  "required": ["dtype", "torch_max_abs", "factor", "atol", "raised"],
+                  "required": ["dtype", "torch_max_abs", "torch_atol", "rtol", "factor", "atol",
+                               "raised"],
                   "properties": {"dtype": {"enum": ["float16", "bfloat16"]},
-                                 "torch_max_abs": NUM, "factor": {"type": "number"},
+                                 "torch_max_abs": NUM, "torch_atol": NUM,
+                                 "rtol": {"type": "number"}, "factor": {"type": "number"},
                                  "atol": NUM, "raised": {"type": "boolean"}}}}}
 RESULT = {
     "type": "object", "additionalProperties": False,
