@@ -27,7 +27,6 @@ Nothing TensorRT-side has ever run (no TensorRT where gatex was written): docs/t
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import inspect
 import json
@@ -330,26 +329,8 @@ def _precompile(proto: Any, precision: str) -> list[dict[str, Any]] | None:
         return None
     from gatex.ops.kernels.ptx import compile_plugin_kernel
 
-    with _quiet_triton():
-        return [compile_plugin_kernel(op, params, precision).as_json()
-                for op, params in _plugin_nodes(proto)]
-
-
-@contextlib.contextmanager
-def _quiet_triton():
-    # Triton 3.9 warns once that its fp-fusion default will change: keep today's default
-    # (fused multiply-add on, as TRITON_DEFAULT_FP_FUSION=1) without the warning
-    import warnings
-
-    saved = os.environ.get("TRITON_DEFAULT_FP_FUSION")
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        if saved is None:
-            os.environ.pop("TRITON_DEFAULT_FP_FUSION", None)
+    return [compile_plugin_kernel(op, params, precision).as_json()
+            for op, params in _plugin_nodes(proto)]
 
 
 def plan_document(*, unit: str | None, precision: str, policy: str, opset: int,

@@ -301,8 +301,7 @@ def interpreter_report() -> dict[str, str]:
 def interpreter() -> dict[str, str]:
     if not TRITON:
         pytest.skip(NO_TRITON)
-    env = {**os.environ, "TRITON_INTERPRET": "1", "GATEX_TRITON": "0",
-           "TRITON_DEFAULT_FP_FUSION": "1"}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "GATEX_TRITON": "0"}
     proc = subprocess.run([sys.executable, str(HERE), "--interpreter-report"], env=env,
                           capture_output=True, text=True, timeout=600, cwd=HERE.parents[2],
                           check=False)
@@ -344,6 +343,73 @@ def test_registered_kernels_are_what_the_torch_ops_run(interpreter) -> None:
     registration = {k: v for k, v in interpreter.items() if k.startswith("registration:")}
     assert len(registration) == 7
     assert {k: v for k, v in registration.items() if v} == {}
+
+
+# --- AOT: the TensorRT plugin kernels compiled to PTX (Triton compiles for a named GPU without
+# having one; its bundled ptxas then assembles the PTX, as the CUDA driver would) -------------
+
+def _ptxas(ptx: str, arch: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    import triton
+
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.is_file():
+        pytest.skip(f"triton ships no ptxas at {ptxas}")
+    src = tmp_path / f"k_{arch}.ptx"
+    src.write_text(ptx)
+    return subprocess.run([str(ptxas), f"-arch={arch}", str(src), "-o", str(src.with_suffix(
+        ".cubin"))], capture_output=True, text=True, timeout=120, check=False)
+
+
+PTX_CASES = [("GoLU", {"alpha": 1.0, "beta": 0.0, "gamma": 1.0}, "fp16"),   # log beta = -inf
+             ("paUnit", {"alpha": 0.6, "gate": "gelu_tanh"}, "bf16"),
+             ("ZiLU_Approx", {"sigma": 5.0}, "fp32")]
+
+
+@pytest.mark.skipif(not TRITON, reason=NO_TRITON)
+@pytest.mark.parametrize(("op", "attributes", "dtype"), PTX_CASES,
+                         ids=[f"{o}-{d}" for o, _, d in PTX_CASES])
+def test_plugin_kernel_compiles_to_ptx_with_tensorrts_parameter_list(op, attributes, dtype,
+                                                                     tmp_path) -> None:
+    from gatex.ops.kernels.ptx import compile_plugin_kernel, entry_params
+
+    k = compile_plugin_kernel(op, attributes, dtype)
+    n_inputs = len(REGISTRY.get(op).inputs)
+    params = entry_params(k.ptx, k.name)
+    # (inputs..., n, output): Triton's unused scratch pointers are gone
+    assert len(params) == k.n_params == n_inputs + 2
+    assert params == [f"{k.name}_param_{i}" for i in range(n_inputs + 2)]
+    assert k.name.startswith(f"gatex_{op.lower()}_{dtype}_") and ".version 8.0" in k.ptx
+    assert ".target sm_80" in k.ptx and k.num_warps * 32 == 128 and k.shared == 0
+    for arch in ("sm_80", "sm_90"):     # forward compatible: sm_80 PTX assembles for Hopper
+        proc = _ptxas(k.ptx, arch, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    # another parameter value is another kernel, with its own name
+    other = compile_plugin_kernel(op, {**attributes, **{"alpha": 0.25}} if "alpha" in
+                                  attributes else {"sigma": 2.0}, dtype)
+    assert other.name != k.name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRITON, reason=NO_TRITON)
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_every_plugin_kernel_compiles(dtype, tmp_path) -> None:
+    from gatex.ops.kernels.ptx import compile_plugin_kernel
+
+    for case in CASES:
+        k = compile_plugin_kernel(case.name, {**case.spec.defaults(), **case.params}, dtype)
+        proc = _ptxas(k.ptx, "sm_90", tmp_path)
+        assert proc.returncode == 0, (case.id, proc.stderr)
+
+
+def test_strip_unused_params_refuses_a_used_parameter() -> None:
+    from gatex.ops.kernels.ptx import strip_unused_params
+
+    ptx = (".visible .entry k(\n\t.param .u64 k_param_0,\n\t.param .u64 k_param_1\n)\n{\n"
+           "\tld.param.b64 %rd1, [k_param_1];\n}")
+    with pytest.raises(ValueError, match="parameter k_param_1 of k is used"):
+        strip_unused_params(ptx, "k", 1)
+    kept = strip_unused_params(ptx.replace("[k_param_1]", "[k_param_0]"), "k", 1)
+    assert "k_param_1" not in kept and "k_param_0" in kept
 
 
 # --- GPU: the compiled kernels behind torch.ops.gatex on CUDA --------------------------------

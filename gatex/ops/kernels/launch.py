@@ -24,6 +24,9 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BLOCK = 1024
 MAX_DIMS = 4
 INT32_LIMIT = 2**31
+# compile options of every launch: 4 warps; fused multiply-add on, said explicitly (Triton 3.9
+# warns that its default will change); the AOT plugin kernels use the same (ptx.py)
+LAUNCH_OPTIONS = {"num_warps": 4, "enable_fp_fusion": True}
 
 
 class KernelUnsupported(ValueError):
@@ -127,7 +130,8 @@ def run_plan(plan: GatePlan, inputs: list[torch.Tensor], p: torch.Tensor | None)
         out, v_t, u_t, p_t, n, sizes[1], sizes[2], sizes[3], *sv, *su, *sp,
         float(plan.c0), float(plan.c1), float(plan.c2),
         NDIM=MAX_DIMS - pad, TWO_INPUTS=plan.two_inputs, HAS_P=p is not None,
-        WIDE=n >= INT32_LIMIT or reach >= INT32_LIMIT, BLOCK=BLOCK, **plan.constexprs())
+        WIDE=n >= INT32_LIMIT or reach >= INT32_LIMIT, BLOCK=BLOCK, **plan.constexprs(),
+        **LAUNCH_OPTIONS)
     return out
 
 
@@ -151,7 +155,8 @@ def gated_flat(plan: GatePlan, inputs: Sequence[torch.Tensor], p: float, *,
     if n:
         kernel = triton_gates.gated_flat2_kernel if plan.two_inputs else \
             triton_gates.gated_flat1_kernel
-        kernel[(triton_cdiv(n, BLOCK),)](*inputs, n, out, **flat_constexprs(plan, p))
+        kernel[(triton_cdiv(n, BLOCK),)](*inputs, n, out, **flat_constexprs(plan, p),
+                                         **LAUNCH_OPTIONS)
     return out
 
 
