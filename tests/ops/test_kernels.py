@@ -440,6 +440,32 @@ def test_cuda_kernels_match_the_float64_formulas(dname) -> None:
     assert failures == {}
 
 
+BENCHMARK = HERE.parents[2] / "benchmarks" / "trt_kernels.py"
+
+
+@pytest.mark.skipif(GPU, reason="a CUDA device is present: the GPU test runs the benchmark")
+def test_bandwidth_benchmark_without_a_gpu_exits_3_with_one_line() -> None:
+    proc = subprocess.run([sys.executable, str(BENCHMARK), "--size", "1024"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 3
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: needs a CUDA device and the Triton kernels")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (GPU and TRITON), reason="needs a CUDA device and triton "
+                    f"(cuda available: {GPU}, triton installed: {TRITON})")
+def test_bandwidth_benchmark_runs_on_the_gpu(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARK), "--size", str(2**20), "--rounds",
+                           "3", "--warmup", "1", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * len(KERNEL_OPS)
+    assert all(r["kernel_ms"] > 0 and r["bandwidth_fraction"] > 0 for r in rows)
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--interpreter-report"]:
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     import warnings
