@@ -163,10 +163,18 @@ def _arctan_approx_gate(b, x: str, sigma: float) -> str:
     return b.unit_affine(b.op("Softsign", _sigma_x(b, x, sigma, clip=True)), 0.5, 0.5)
 
 
-def _arctan_approx_exact_gate(b, x: str, sigma: float) -> str:
-    # upstream's form, accurate relative to the gate in the far left tail
-    z = _sigma_x(b, x, sigma, clip=True)
-    return b.op("Div", b.add(b.op("Relu", z), 0.5), b.add(b.op("Abs", z), 1.0))
+def _zilu_approx_tail_safe(b, x: str, sigma) -> str:
+    # x (0.5 + max(z, 0)) / (1 + |z|), z = sigma x, as q = 0.5 x / (1 + |z|) =
+    # 0.5 sign(x) / (1/|x| + |sigma|) and y = x - q for z > 0, q otherwise: finite, with the
+    # limit 0.5 sign(x) / |sigma|, where sigma x overflows fp16 (a clipped z gives a gate 100x
+    # off at x = -60000, sigma = 100). For a run-time sigma (its sign unknown) or a huge 0.5/sigma.
+    from gatex.exporters.onnx_build import Sym
+
+    abs_sigma = Sym(b, b.op("Abs", sigma.name)) if isinstance(sigma, Sym) else abs(float(sigma))
+    denom = b.add(b.op("Reciprocal", b.op("Abs", x)), abs_sigma)
+    q = b.op("Div", b.mul(b.op("Sign", x), 0.5), denom)
+    positive = b.op("Greater", b.mul(x, sigma), b.const(0.0))
+    return b.op("Where", positive, b.op("Sub", x, q), q)
 
 
 @GELU_S.lowering("onnx")
@@ -199,7 +207,7 @@ def _zilu_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
     limit = b.low_precision_max() or float(torch.finfo(torch.float32).max)
     if not isinstance(sigma, (int, float)) or sigma == 0 or abs(0.5 / sigma) > limit:
         # sigma read at run time (its sign unknown), or 0.5 / sigma not representable
-        return b.op("Mul", x, _arctan_approx_exact_gate(b, x, sigma))
+        return _zilu_approx_tail_safe(b, x, sigma)
     soft = b.op("Abs", b.op("Softsign", _sigma_x(b, x, sigma, clip=True)))
     kept = b.op("Relu", x) if sigma > 0 else b.op("Min", x, b.const(0.0))
     return b.op("Sub", kept, b.mul(soft, 0.5 / sigma))

@@ -47,14 +47,11 @@ BINARY: list[tuple[str, dict[str, Any]]] = [
 # for these two ops; finiteness is checked everywhere.
 FAR_TAIL_OPS = {"ZiLU", "ArcTan"}
 
-# A bug found here, in gatex/ops/zilu.py (not fixed by this test's author: that lowering is
-# being reworked by its owner). The hazard module holds three ZiLU_Approx nodes with different
-# sigmas, so the portable function reads sigma from the node's attribute; for a sigma read at
-# run time the lowering falls back to upstream's form on z = clip(sigma x, +-65504), which in
-# fp16 is wrong once |sigma x| passes 65504: x = -60000, sigma = 100 gives -0.458 instead of
-# -0.005 (the torch op, computing in fp32, gives -0.005). Folded sigmas (inline) are right.
-KNOWN_BUGS = {("fp16", "ZiLU_Approx", 100.0, "portable"):
-              "fp16 ZiLU_Approx with a run-time sigma clips sigma x at 65504: gate 100x off"}
+# Regression: the hazard module holds three ZiLU_Approx nodes with different sigmas, so the
+# portable function reads sigma at run time; that path once clipped sigma x at +-65504 in fp16
+# (x = -60000, sigma = 100 gave -0.458 instead of -0.005). It now uses the overflow-free
+# 0.5 sign(x) / (1/|x| + |sigma|) form, and this module checks it like every other case.
+KNOWN_BUGS: dict[tuple[str, str, float | None, str], str] = {}
 
 
 class OpCall(nn.Module):
