@@ -139,8 +139,9 @@ def _computes_fp16(path: Path) -> bool:
 def test_zoo_model_numbers_match_torch(exported, unit, precision):
     """All 450 held-out digits: top-1 agreement >= 99.5 %, no NaN/Inf; fp32 within the spec
     tolerance; fp16 no worse than 2x the error of torch's own fp16 model (measured: at most
-    1.6x; the spec's fp16 tolerance is out of reach of torch's own fp16 for 12 of the 19 zoo
-    models, whose logits reach 90 while others sit near 0)."""
+    1.73x, PaGRUCell; the spec's fp16 tolerance is out of reach of torch's own fp16 for 12 of
+    the 19 zoo models, whose logits reach 90 while others sit near 0), so the export's verdict,
+    judged with that precision floor (measured in the same check), passes."""
     parity = exported(unit, precision).parity
     (out,) = parity.outputs
     assert out.top1 is not None and out.top1 >= 0.995, out.message
@@ -152,7 +153,11 @@ def test_zoo_model_numbers_match_torch(exported, unit, precision):
         assert parity, parity.summary()
     else:
         needed = 0.0 if out.needed is None else out.needed.atol
-        assert needed <= 2 * max(torch_fp16_error(unit), parity.tolerance.atol), out.message
+        torch_error = torch_fp16_error(unit)
+        assert needed <= 2 * max(torch_error, parity.tolerance.atol), out.message
+        assert out.floor is not None and out.floor.factor == 2
+        assert out.floor.torch_atol == pytest.approx(torch_error, rel=1e-6, abs=1e-12)
+        assert parity, parity.summary()
 
 
 # -- the lowerings' math, by coremltools' own value inference ------------------------------------
