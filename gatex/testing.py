@@ -65,15 +65,19 @@ def _feeds(inputs: Any, runtime: Runtime) -> dict[str, Any]:
 
 def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
                   dtype: str | None = None,
-                  tolerance: Tolerance | tuple[float, float] | None = None) -> ParityResult:
+                  tolerance: Tolerance | tuple[float, float] | None = None,
+                  precision_floor: bool = True) -> ParityResult:
     """Assert that ``model_or_artifact`` reproduces ``reference`` on ``inputs``.
 
     ``model_or_artifact`` and ``reference``: an ``nn.Module``, a ``.onnx`` path / ModelProto,
     or a `Runtime`. ``inputs``: a mapping of input name to array/tensor, one array/tensor, or a
     sequence of them in input order. ``dtype`` picks the spec tolerances (default: the
     artifact's output dtype); ``tolerance`` (a `Tolerance` or ``(rtol, atol)``) replaces them
-    and is reported as yours. Returns the `ParityResult`; raises AssertionError when any output
-    fails: the one-line verdict (`ParityResult.summary`), then the parity table.
+    and is reported as yours. An fp16/bf16 artifact checked against an ``nn.Module`` gets the
+    precision floor (each atol at least 2x the atol the module's own fp16/bf16 run needs; see
+    `gatex.runtimes.compare_runtimes`) unless ``precision_floor=False``. Returns the
+    `ParityResult`; raises AssertionError when any output fails: the one-line verdict
+    (`ParityResult.summary`), then the parity table.
     """
     from gatex.runtimes.check import compare_runtimes
     from gatex.runtimes.report import render_text
@@ -87,7 +91,8 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
                 stack.enter_context(runtime)
         feeds = {k: _array(v) for k, v in _feeds(inputs, artifact).items()}
         result = compare_runtimes(artifact, ref, feeds, dtype=dtype, tolerance=tolerance,
-                                  inputs_note="assert_parity inputs")
+                                  inputs_note="assert_parity inputs",
+                                  precision_floor=precision_floor)
     if not result:
         raise AssertionError(f"{result.summary()}\n{render_text([result])}")
     return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -271,3 +272,17 @@ def test_bf16_gets_its_own_floor():
     assert out.floor.torch_atol == pytest.approx(max(needs, 0.0))
     assert out.max_abs == float(diff.max()) and result, result.summary()
     assert "2 x torch's own bf16 error" in result.tolerance.describe()
+
+
+def test_assert_parity_takes_the_floor_and_can_turn_it_off(golu_fp16):
+    from gatex.testing import assert_parity
+
+    x = zoo.held_out("GoLU")[0].numpy().astype(np.float16)
+    model = zoo.load("GoLU")
+    result = assert_parity(golu_fp16["good"], model, x)
+    assert result.outputs[0].floor is not None and result.outputs[0].floor.raised
+    plain = assert_parity(golu_fp16["good"], model, x, precision_floor=False)
+    assert plain.outputs[0].floor is None and plain.tolerance.origin == "spec"
+    assert plain.outputs[0].max_abs == result.outputs[0].max_abs
+    with pytest.raises(AssertionError, match=re.escape(FLOOR_TEXT)):
+        assert_parity(golu_fp16["broken"], model, x)
