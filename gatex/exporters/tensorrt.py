@@ -175,7 +175,8 @@ def build_engine(artifact: TensorrtArtifact, *, batch: tuple[int, int, int] = DE
     engine = artifact.onnx_path.with_suffix(".engine")
     try:
         trt_bundle.build_engine(artifact.onnx_path, engine, plugins=plan["plugins"],
-                                kernel_for=kernel_for, timing_cache=artifact.bundle / "timing.cache",
+                                kernel_for=kernel_for,
+                                timing_cache=artifact.bundle / "timing.cache",
                                 batch=batch, plan=engine_plan(plan), log=lambda _: None)
     except RuntimeError as exc:
         raise BadInputError(f"TensorRT could not build {artifact.onnx_path.name}: {exc}") from None

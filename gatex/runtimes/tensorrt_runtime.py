@@ -101,8 +101,8 @@ class TensorrtRuntime(Runtime):
 
     def _load(self) -> None:
         if self.path.suffix.lower() not in ENGINE_SUFFIXES:
-            raise BadInputError(f"{self.path}: a TensorRT engine is a {' or '.join(ENGINE_SUFFIXES)} "
-                                "file")
+            raise BadInputError(f"{self.path}: a TensorRT engine is a "
+                                f"{' or '.join(ENGINE_SUFFIXES)} file")
         if not self.path.is_file():
             raise BadInputError(f"TensorRT engine {self.path} does not exist or is not a file")
         trt = _import_tensorrt()

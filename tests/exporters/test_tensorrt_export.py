@@ -382,6 +382,7 @@ def fake_tensorrt() -> tuple[Any, Any, dict[str, dict[str, Any]]]:
 
     def register(plugin_id):
         def deco(fn):
+            assert plugin_id not in registry, f"{plugin_id} defined twice"
             sig = inspect.signature(fn)
             tensors, attrs = [], {}
             for name, p in sig.parameters.items():
@@ -419,9 +420,10 @@ def fake_tensorrt() -> tuple[Any, Any, dict[str, dict[str, Any]]]:
     return trt, trtp, registry
 
 
-def test_plugin_definitions_follow_the_documented_schemas() -> None:
+def test_plugin_definitions_follow_the_documented_schemas(monkeypatch) -> None:
     from gatex.ops.kernels.trt_plugins import jit_impl, plugin_table
 
+    monkeypatch.setattr(trt_bundle, "_DEFINED", set())   # a fresh process, as far as it knows
     trt, trtp, registry = fake_tensorrt()
     table = plugin_table()
     compiled = []
@@ -453,6 +455,14 @@ def test_plugin_definitions_follow_the_documented_schemas() -> None:
     assert (name, ptx) == (b"k_GoLU", b".entry k()")
     assert launch.grid_x == ("cdiv", "N", 1024) and launch.block_x == 128
     assert launch.shared_mem == 0 and list(extra) == [("int32", "N")]
+    # a second bundle in the same process: no second definition (the registry takes one), and
+    # the plugins now take their kernels from the new source
+    again = trt_bundle.define_plugins(trtp, trt, table[:1], lambda n, a, d: {
+        "name": "other", "ptx": "", "block": 256, "num_warps": 8, "shared": 0}, None)
+    assert again == ids[:1]
+    name, _, launch, _ = golu["aot_impl"](FakeTensorDesc("float"), 1.0, 1.0, 1.0,
+                                          outputs=(FakeTensorDesc(),), tactic=0)
+    assert name == b"other" and launch.grid_x == ("cdiv", "N", 256) and launch.block_x == 256
 
 
 def test_trt_plugins_import_without_tensorrt_and_register_says_what_is_missing() -> None:

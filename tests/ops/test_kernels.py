@@ -205,7 +205,8 @@ def _broadcast_checks() -> dict[str, str]:
         "alpha (N,1) broadcast": ("paGELU", (v, u), {"alpha": torch.rand(n, 1, generator=g)}),
         "v (1,C) against u (N,C)": ("paGTU", (v[:1], u), {"alpha": torch.tensor(0.3)}),
         "transposed v and u": ("paSiLU", (v.T, u.T), {"alpha": torch.tensor(0.8)}),
-        "sliced (strided) v and u": ("paReGLU", (v[:, :4:2], u[:, 1::2]), {"alpha": torch.tensor(1.0)}),
+        "sliced (strided) v and u": ("paReGLU", (v[:, :4:2], u[:, 1::2]),
+                                     {"alpha": torch.tensor(1.0)}),
         "per-channel sigma (C,1,1) NCHW": ("ZiLU", (x4,), {"sigma": torch.rand(c, 1, 1) * 5}),
         "sigma bf16 scalar": ("ZiLU_Approx", (x4.bfloat16(),), {"sigma": torch.tensor(
             5.0, dtype=torch.bfloat16)}),

@@ -42,7 +42,8 @@ class Gate(IntEnum):
     MISH = 5           # z tanh(softplus(z)), softplus threshold 20
     SWISH = 6          # z sigmoid(c0 z): c0 = beta (paSwishU), 1 (SiLU)
     SOFTSIGN = 7       # z / (1 + |z|)
-    GOLU = 8           # z exp(-exp(t)), t = min(min(-c1 z, 1000) + c0, 80): c0 = log beta, c1 = gamma
+    GOLU = 8           # z exp(-exp(t)), t = min(min(-c1 z, 1000) + c0, 80); c0 = log beta,
+                       # c1 = gamma
     ARCTAN = 9         # 0.5 + atan(z)/pi, as -atan(1/z)/pi for z < -1
     ARCTAN_APPROX = 10  # (0.5 + max(z, 0)) / (1 + |z|)
     PHI = 11           # 0.5 erfc(-z / sqrt 2): the normal CDF (GELU_s's gate)

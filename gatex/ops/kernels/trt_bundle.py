@@ -47,6 +47,11 @@ NAMESPACE = "gatex"
 ATTRIBUTE_TYPES = {"float": float, "str": str, "int": int}
 ENGINE_NAME_PREFIX = "gatex "   # the network (and so the engine) name: prefix + JSON plan
 
+# TensorRT's plugin registry takes one definition per plugin and process: plugins are defined
+# once, and their aot_impl asks whichever kernel source the latest define_plugins call named
+_DEFINED: set[str] = set()
+_kernel_source: list[Callable[[str, dict[str, Any], str], dict[str, Any]]] = []
+
 
 def _param(name: str, annotation: Any = inspect.Parameter.empty) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation)
@@ -56,7 +61,8 @@ def _with_signature(fn: Callable[..., Any], name: str, params: list[inspect.Para
                     returns: Any) -> Callable[..., Any]:
     # tensorrt.plugin reads a plugin function's inputs and attributes from its signature
     # (inspect.signature, which honours __signature__); one generic body serves every plugin
-    fn.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+    sig = inspect.Signature(params, return_annotation=returns)
+    fn.__signature__ = sig  # type: ignore[attr-defined]
     fn.__name__ = fn.__qualname__ = name
     return fn
 
@@ -77,16 +83,22 @@ def define_plugins(trtp: Any, trt: Any, plugins: list[dict[str, Any]],
     ``plugins``: ``{"name": "GoLU", "inputs": ["x"], "attributes": {"alpha": "float", ...}}``.
     ``kernel_for(name, attributes, dtype)`` returns a compiled kernel (``name``, ``ptx``,
     ``block``, ``num_warps``, ``shared``) for ``aot_impl``; ``impl_for(name)``, when given,
-    returns a just-in-time implementation ``(inputs, attributes, outputs, stream)``.
+    returns a just-in-time implementation ``(inputs, attributes, outputs, stream)``. A plugin
+    already defined in this process is not defined again; ``kernel_for`` replaces the kernel
+    source of every plugin defined so far.
     """
+    _kernel_source[:] = [kernel_for]
     ids = []
     for plugin in plugins:
-        ids.append(_define_plugin(trtp, trt, plugin, kernel_for, impl_for))
+        plugin_id = f"{NAMESPACE}::{plugin['name']}"
+        if plugin_id not in _DEFINED:
+            _define_plugin(trtp, trt, plugin, impl_for)
+            _DEFINED.add(plugin_id)
+        ids.append(plugin_id)
     return ids
 
 
 def _define_plugin(trtp: Any, trt: Any, plugin: dict[str, Any],
-                   kernel_for: Callable[[str, dict[str, Any], str], dict[str, Any]],
                    impl_for: Callable[[str], Callable[..., None]] | None) -> str:
     name, inputs = plugin["name"], list(plugin["inputs"])
     attrs = {k: ATTRIBUTE_TYPES[t] for k, t in plugin["attributes"].items()}
@@ -127,7 +139,7 @@ def _define_plugin(trtp: Any, trt: Any, plugin: dict[str, Any],
         bound = bind(aot_params, args, kwargs)
         first = bound[inputs[0]]
         values = {a: bound[a] for a in attrs}
-        kernel = kernel_for(name, values, dtype_name(trt, first.dtype))
+        kernel = _kernel_source[0](name, values, dtype_name(trt, first.dtype))
         n = first.shape_expr.numel()
         launch = trtp.KernelLaunchParams()
         launch.grid_x = trtp.cdiv(n, kernel["block"])

@@ -21,8 +21,6 @@ from typing import Any
 from gatex.errors import BackendUnavailableError
 from gatex.ops.kernels.plans import KERNEL_OPS, plan_for
 
-_DEFINED: list[str] = []
-
 
 def plugin_table(ops: tuple[str, ...] = KERNEL_OPS) -> list[dict[str, Any]]:
     """``{"name", "inputs", "attributes": {name: "float" | "str"}}`` per plugin, from the specs."""
@@ -91,15 +89,11 @@ def jit_impl(op: str) -> Any:
 
 
 def register_trt_plugins(ops: tuple[str, ...] = KERNEL_OPS, *, jit: bool = True) -> list[str]:
-    """Define every op of ``ops`` as a TensorRT plugin in this process; returns the plugin ids.
-
-    Plugins are defined once per process (TensorRT's registry refuses a second definition);
-    later calls return the ids already defined.
-    """
+    """Define every op of ``ops`` as a TensorRT plugin in this process, its AOT kernels compiled
+    for this GPU; returns the plugin ids. Plugins are defined once per process (TensorRT's
+    registry takes one definition), see `trt_bundle.define_plugins`."""
     trt, trtp = import_tensorrt()
     from gatex.ops.kernels.trt_bundle import define_plugins
 
-    todo = [p for p in plugin_table(ops) if f"gatex::{p['name']}" not in _DEFINED]
-    _DEFINED.extend(define_plugins(trtp, trt, todo, compile_for_this_gpu,
-                                   jit_impl if jit else None))
-    return [f"gatex::{op}" for op in ops]
+    return define_plugins(trtp, trt, plugin_table(ops), compile_for_this_gpu,
+                          jit_impl if jit else None)
