@@ -422,7 +422,7 @@ Build the engine on a machine with an NVIDIA GPU and TensorRT 10.7 or newer (`te
 {kernels}
 
 The plugins have an ahead-of-time implementation only (their kernels are embedded in the engine),
-so the engine then runs with plain `trtexec` or the C++ runtime, no Python:
+so by TensorRT's documentation the engine runs with plain `trtexec` or the C++ runtime, no Python:
 
     trtexec --loadEngine={stem}.engine
 
