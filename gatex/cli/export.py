@@ -75,6 +75,15 @@ def export(
     compute_units: Annotated[str | None, typer.Option(
         "--compute-units", help="CoreML compute units: all (default), cpu, cpu_gpu, cpu_ne.",
     )] = None,
+    compact: Annotated[bool, typer.Option(
+        "--compact", help="ONNX: remove GatedDense units no consumer needs (all-zero gate "
+                          "columns, unread rows) and the next layer's matching inputs; same "
+                          "outputs, smaller layers.",
+    )] = False,
+    sparse_weights: Annotated[bool, typer.Option(
+        "--sparse-weights", help="ONNX: fold gates into kernels and store mostly-zero weights "
+                                 "as sparse_initializer (smaller file, same outputs).",
+    )] = False,
 ) -> None:
     """Export a model with gated units and check the artifact numerically against torch.
 
@@ -126,7 +135,8 @@ def export(
                                   dynamic_batch=dynamic_batch, check=check,
                                   check_inputs=check_inputs, precision=precision or "fp16",
                                   deployment_target=deployment_target,
-                                  compute_units=compute_units or "all", plugins=plugins or "auto")
+                                  compute_units=compute_units or "all", plugins=plugins or "auto",
+                                  compact=compact, sparse_weights=sparse_weights)
     except BackendUnavailableError as exc:  # a TensorRT bundle without engine: show the plan
         if hasattr(exc, "artifact"):
             _print_trt(console, exc.artifact)
@@ -145,6 +155,7 @@ def export(
     if result.artifact.inlined_variants:
         console.print(f"inlined (a second parameter variant of an op): "
                       f"{', '.join(result.artifact.inlined_variants)}")
+    _print_pruning(console, result)
     if result.parity is None:
         reason = "--no-check" if not check else "the plugin flavor runs only under TensorRT"
         console.print(f"parity: not checked ({reason})")
@@ -154,6 +165,24 @@ def export(
     print_results([result.parity], console)
     if not result.parity:  # the artifact stays, for gatex parity --locate
         raise CheckFailedError(f"parity failed: {result.parity.summary()}")
+
+
+def _print_pruning(console: Console, result) -> None:
+    """The compaction report (units before -> after per GatedDense layer) and the pruned-weights
+    check; a violated check is a failure (exit 1) naming the layer."""
+    if result.compaction is not None:
+        for x in result.compaction.layers:
+            if x.compacted:
+                console.print(f"compact {x.name}: {x.units_before} -> {x.units_after} units "
+                              f"(inputs of {x.consumer} sliced to match; {x.folded} constant "
+                              f"units folded into its bias)")
+            else:
+                console.print(f"compact {x.name}: not compacted: {x.why_not}")
+        console.print(result.compaction.summary())
+    if result.pruned is not None:
+        console.print(result.pruned.summary(), markup=False)
+        if not result.pruned:
+            raise CheckFailedError(result.pruned.summary())
 
 
 def _check_trt_options(flavor: str, dtype: str, deployment_target: str | None,

@@ -33,10 +33,13 @@ class ExportResult:
     unit: str | None
     artifact: Any                 # OnnxArtifact, CoremlArtifact or TensorrtArtifact
     parity: Any | None            # gatex.runtimes.ParityResult, None when the check was skipped
+    compaction: Any | None = None  # gatex.exporters.compact.CompactionReport (compact=True)
+    pruned: Any | None = None      # gatex.exporters.compact.PrunedWeightsCheck (GatedDense models)
 
     @property
     def passed(self) -> bool:
-        return self.parity is None or bool(self.parity)
+        return (self.parity is None or bool(self.parity)) and \
+            (self.pruned is None or bool(self.pruned))
 
 
 def artifact_name(stem: str, flavor: str, dtype: str) -> str:
@@ -50,7 +53,8 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
            dynamic_batch: bool = True, check: bool = True,
            check_inputs: Sequence[torch.Tensor] | None = None, precision: str = "fp16",
            deployment_target: str | None = None, compute_units: str = "all",
-           precision_floor: bool = True, plugins: str = "auto") -> ExportResult:
+           precision_floor: bool = True, plugins: str = "auto", compact: bool = False,
+           sparse_weights: bool = False) -> ExportResult:
     """Export ``model`` (an nn.Module, or a zoo unit name) and check the artifact against it.
 
     For a zoo unit the example and check inputs default to its held-out digits. The check runs
@@ -72,6 +76,13 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     engine where TensorRT is installed, else raises `EngineNotBuilt` (exit 3) once the bundle is
     written. A built engine is checked with the TensorRT runtime.
 
+    ONNX only: ``compact=True`` removes GatedDense units no consumer needs and the matching
+    input rows of the next layer (`gatex.exporters.compact.compact_model`; the parity check
+    still runs against the uncompacted model); ``sparse_weights=True`` folds the gates into the
+    kernels and stores mostly-zero initializers as ``sparse_initializer``. For a model with
+    GatedDense layers, `gatex.exporters.compact.check_pruned_weights` proves each weight pruned
+    in the source is still exactly zero (or removed) in the artifact: ``result.pruned``.
+
     >>> result = export("paGLU", to="onnx", out_dir="out")
     >>> bool(result.parity)
     True
@@ -80,6 +91,8 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         raise BadInputError(f"unknown export target {to!r}; choose one of {', '.join(TARGETS)}")
     if to in NOT_YET:
         raise BackendUnavailableError(NOT_YET[to])
+    if to != "onnx" and (compact or sparse_weights):
+        raise BadInputError("--compact and --sparse-weights go with --to onnx for now")
     if to == "coreml":  # bad option names fail before any model is loaded
         from gatex.exporters.coreml import DEFAULT_TARGET, check_options
 
@@ -127,6 +140,11 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
 
     check_flavor(flavor)
     path = Path(out_dir) / artifact_name(name or unit or type(model).__name__, flavor, dtype)
+    source, compaction = model, None
+    if compact or sparse_weights:
+        from gatex.exporters.compact import compact_model, fold_gates
+
+        model, compaction = compact_model(model) if compact else (fold_gates(model), None)
     traced = trace_onnx(model, example_inputs, dtype=dtype,
                         opset=DEFAULT_OPSET if opset is None else opset,
                         dynamic_batch=dynamic_batch)
@@ -135,16 +153,22 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         raise BadInputError("the model holds no gatex op (no gated unit was found or adapted), "
                             "so no op spec gives the parity tolerance; export it with --no-check "
                             "(check=False), or check it with gatex parity --rtol/--atol")
-    artifact = write_onnx(traced, path, flavor=flavor, unit=unit)
-    parity = None
+    artifact = write_onnx(traced, path, flavor=flavor, unit=unit, sparse_weights=sparse_weights)
+    parity = pruned = None
     if checking:
         try:
-            parity = check_onnx(model, artifact.path, check_inputs or example_inputs,
+            parity = check_onnx(source, artifact.path, check_inputs or example_inputs,
                                 inputs_note=inputs_note, precision_floor=precision_floor)
         except GatexError:  # the check could not run (bad inputs, no onnxruntime): no artifact
             remove_artifact(artifact.path)
             raise
-    return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity)
+    if check:
+        from gatex.exporters.compact import check_pruned_weights, has_gated_dense
+
+        if has_gated_dense(source):
+            pruned = check_pruned_weights(source, artifact.path, compaction=compaction)
+    return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity,
+                        compaction, pruned)
 
 
 def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,

@@ -159,9 +159,11 @@ def _fold_batchnorms(model: nn.Module) -> int:
 
 
 def write_onnx(traced: TracedOnnx, path: str | Path, *, flavor: str = "portable",
-               unit: str | None = None) -> OnnxArtifact:
+               unit: str | None = None, sparse_weights: bool = False) -> OnnxArtifact:
     """Write ``traced`` as ``flavor`` to ``path``: functions (or plugin attributes, or inline
-    decompositions), IR version, metadata, the checker, then an atomic save."""
+    decompositions), IR version, metadata, the checker, then an atomic save. With
+    ``sparse_weights`` mostly-zero initializers go to ``graph.sparse_initializer`` where that
+    is smaller (`gatex.exporters.compact.sparsify_initializers`)."""
     check_flavor(flavor)
     proto = onnx.ModelProto()
     proto.CopyFrom(traced.proto)
@@ -171,6 +173,11 @@ def write_onnx(traced: TracedOnnx, path: str | Path, *, flavor: str = "portable"
     external = proto.ByteSize() > EXTERNAL_DATA_BYTES
     if not external:  # a proto past 2 GB cannot be checked in memory: checked on disk instead
         _check(proto, flavor)
+    if sparse_weights:  # after the full check: its strict type inference rejects sparse inputs
+        from gatex.exporters.compact import sparsify_initializers
+
+        sparsify_initializers(proto)
+        onnx.checker.check_model(proto)
     _save_atomic(proto, Path(path), external=external, flavor=flavor)
     return OnnxArtifact(Path(path), flavor, traced.dtype, traced.opset, traced.ops, inlined,
                         tuple(i.name for i in proto.graph.input),
