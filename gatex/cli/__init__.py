@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from gatex.cli import bench, doctor, export, parity, units
+from gatex.cli import bench, doctor, export, inspect, parity, units
 from gatex.errors import (
     EXIT_BACKEND_UNAVAILABLE,
     EXIT_BAD_INPUT,
@@ -120,6 +120,7 @@ app.command("doctor", epilog=EXIT_CODES_EPILOG)(doctor.doctor)
 app.command("export", epilog=EXIT_CODES_EPILOG)(export.export)
 app.command("parity", epilog=EXIT_CODES_EPILOG)(parity.parity)
 app.command("bench", epilog=EXIT_CODES_EPILOG)(bench.bench)
+app.command("inspect", epilog=EXIT_CODES_EPILOG)(inspect.inspect)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
