@@ -11,8 +11,10 @@ from __future__ import annotations
 import gatex.ops  # noqa: F401  (registers the gatex:: custom ops the modules call)
 from gatex.models.adapt import AdaptReport, adapt
 from gatex.models.conv_gating import CGConv2d, PactReLU, PGConv2d
+from gatex.models.gated_bert import GatedBert, GatedBertConfig
 from gatex.models.gated_dense import GatedDense
 from gatex.models.golu import GoLU, GoLUCUDA
+from gatex.models.keras_weights import KerasLoadReport, load_gated_bert
 from gatex.models.pagating import (
     PrePostNormWrapper,
     paGating2D,
@@ -31,8 +33,9 @@ from gatex.models.state import LoadedState, load_state_dict
 from gatex.models.zilu import ArcTan, ArcTan_Approx, GELU_s, SiLU_s, ZiLU, ZiLU_Approx
 
 __all__ = [
-    "AdaptReport", "ArcTan", "ArcTan_Approx", "CGConv2d", "GELU_s", "GatedDense", "GoLU",
-    "GoLUCUDA", "LoadedState", "PGConv2d", "PaGRUCell", "PactReLU", "PrePostNormWrapper",
-    "SiLU_s", "ZiLU", "ZiLU_Approx", "adapt", "load_state_dict", "paGELU", "paGLU", "paGTU",
-    "paGating2D", "paGatingBase", "paMishU", "paReGLU", "paSiLU", "paSwishU", "paUnit",
+    "AdaptReport", "ArcTan", "ArcTan_Approx", "CGConv2d", "GELU_s", "GatedBert", "GatedBertConfig",
+    "GatedDense", "GoLU", "GoLUCUDA", "KerasLoadReport", "LoadedState", "PGConv2d", "PaGRUCell",
+    "PactReLU", "PrePostNormWrapper", "SiLU_s", "ZiLU", "ZiLU_Approx", "adapt", "load_gated_bert",
+    "load_state_dict", "paGELU", "paGLU", "paGTU", "paGating2D", "paGatingBase", "paMishU",
+    "paReGLU", "paSiLU", "paSwishU", "paUnit",
 ]
