@@ -191,6 +191,9 @@ class GatedBert(nn.Module):
     def forward(self, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         seq = input_ids.shape[1]
+        if seq > self.config.max_len:
+            raise BadInputError(f"GatedBert: sequence length {seq} exceeds max_len "
+                                f"{self.config.max_len} (the position table)")
         positions = torch.arange(seq, device=input_ids.device)
         h = self.token_embedding(input_ids) + self.position_embedding(positions)[None]
         h = self.embedding_layernorm(h)

@@ -23,6 +23,7 @@ report says so.
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,13 @@ def _name(raw: Any) -> str:
     return raw.decode("utf8") if isinstance(raw, bytes) else str(raw)
 
 
+def _holds_data(node: Any) -> bool:
+    """True when an HDF5 node is, or contains, a dataset (Keras 3 writes empty ``vars``)."""
+    if not hasattr(node, "visititems"):
+        return True
+    return node.visititems(lambda _, obj: True if not hasattr(obj, "keys") else None) is True
+
+
 def _read_keras2(root: Any) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
     """{innermost layer name: {var: array}} from a Keras 2 HDF5 file, and non-layer groups."""
     layers: dict[str, dict[str, np.ndarray]] = {}
@@ -127,6 +135,9 @@ class _Source:
     def __init__(self, path: str) -> None:
         h5py = _h5py()
         self.path = path
+        if zipfile.is_zipfile(path):
+            raise BadInputError(f"{path}: a zip archive (a Keras 3 .keras file?); extract its "
+                                "model.weights.h5 and load that")
         self.tensors: dict[str, dict[str, np.ndarray]] = {}
         self.dropped: list[str] = []
         try:
@@ -142,7 +153,8 @@ class _Source:
         if "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f:
             self.layout = "keras3"
             self._map_keras3(_read_keras3(f["layers"]))
-            self.dropped += [f"{k}/ (not model weights)" for k in f if k != "layers"]
+            self.dropped += [f"{k}/ (not model weights)" for k in f
+                             if k != "layers" and _holds_data(f[k])]
             return
         root = f["model_weights"] if "model_weights" in f else f
         if "layer_names" not in root.attrs:

@@ -140,6 +140,8 @@ def test_bad_configurations_are_bad_input():
         GatedBertConfig(2, 256, 3, 512)
     with pytest.raises(BadInputError, match="attention must be one of"):
         GatedBert("tiny", attention="bidirectional", vocab_size=10, max_len=4)
+    with pytest.raises(BadInputError, match="sequence length 13 exceeds max_len 12"):
+        GatedBert("tiny", vocab_size=10, max_len=12)(torch.zeros(1, 13, dtype=torch.long))
     with pytest.raises(BadInputError, match="vocab_size must be a positive integer"):
         GatedBertConfig.from_size("tiny", vocab_size=0)
 

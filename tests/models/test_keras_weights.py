@@ -257,6 +257,7 @@ def test_pruning_state_is_dropped_and_reported(tmp_path, weights, layout, method
     per_var = sum(1 for d in report.dropped if d.endswith(sorted(expected)[0]))
     assert per_var == 6 * LAYERS + 1
     assert any(d.startswith("optimizer") for d in report.dropped)
+    assert not any(d.startswith("layers/input_layer") for d in report.dropped)  # empty vars
 
 
 def test_weights_only_keras2_file_has_no_extra_state(tmp_path, weights):
@@ -295,6 +296,12 @@ def test_bad_files_are_one_line_exit_2(tmp_path, weights):
     fuzzy["blocks.0.mha.wv"]["gates"] = np.full((D, D), 0.3, np.float32)
     write_keras3(tmp_path / "gates.weights.h5", fuzzy)
     _expect_bad(tmp_path / "gates.weights.h5", "'blocks.0.mha.wv' gates are not 0/1")
+
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "model.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+    _expect_bad(tmp_path / "model.keras", "zip archive", "model.weights.h5")
 
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f.create_dataset("x", data=np.zeros(3))
