@@ -223,7 +223,7 @@ def compact_model(model: nn.Module) -> tuple[nn.Module, CompactionReport]:
                 remove[0] = False  # never zero-wide
             folding = constant & remove & ~unused
             value = producer.bias.detach() if producer.bias is not None \
-                else torch.zeros(producer.out_features)
+                else torch.zeros(producer.out_features, dtype=w_p.dtype)
             value = _activation(producer, value.unsqueeze(0))
             for fn in chain:
                 value = fn(value)
@@ -265,7 +265,8 @@ def _sliced(layer: nn.Module, rows: torch.Tensor | None, cols: torch.Tensor | No
     cols = torch.arange(w.shape[1]) if cols is None else cols
     bias = None if layer.bias is None else layer.bias.detach()[cols]
     if isinstance(layer, GatedDense):
-        new = GatedDense(len(rows), len(cols), activation=layer.activation, bias=bias is not None)
+        new = GatedDense(len(rows), len(cols), activation=layer.activation,
+                         bias=bias is not None).to(w.dtype)
         with torch.no_grad():
             new.kernel.copy_(layer.kernel.detach()[rows][:, cols])
             new.gates.copy_(layer.gates[rows][:, cols])
