@@ -20,10 +20,7 @@ metadata including that verdict, saved again, and only then renamed into place.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -38,7 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from gatex.errors import BackendUnavailableError, BadInputError, GatexError
+from gatex.errors import BadInputError, GatexError
+# one quiet, lazy coremltools import for the exporter, the emulator and the runtime
+from gatex.runtimes.coreml_emulator.package import import_coremltools
+from gatex.runtimes.coreml_emulator.package import quiet_coremltools as quiet
 
 PRECISIONS = ("fp16", "fp32")
 COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
@@ -102,36 +102,6 @@ def check_options(precision: str, target: str, compute_units: str) -> str:
         raise BadInputError(f"unknown compute units {compute_units!r}; choose one of "
                             f"{', '.join(COMPUTE_UNITS)}")
     return canonical_target(target)
-
-
-# -- coremltools, imported quietly and lazily -----------------------------------------------------
-
-@contextlib.contextmanager
-def quiet() -> Any:
-    """Silence coremltools' import warnings (untested torch version, no macOS frameworks) and
-    its progress bars: they go to stderr and would bury gatex's one-line summary."""
-    sink = io.StringIO()
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            yield sink
-    finally:
-        logger.setLevel(level)
-
-
-def import_coremltools() -> Any:
-    """The ``coremltools`` module; its absence is `BackendUnavailableError` (exit 3)."""
-    try:
-        with quiet():
-            import coremltools
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"coremltools is not installed ({exc}); install gatex's coreml extra: "
-            "pip install 'gatex[coreml]'") from None
-    return coremltools
 
 
 # -- the builder lowerings use -------------------------------------------------------------------

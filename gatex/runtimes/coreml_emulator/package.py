@@ -48,7 +48,7 @@ def import_coremltools() -> Any:
             import coremltools
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"coremltools is not installed ({exc}); CoreML parity needs it: "
+            f"coremltools is not installed ({exc}); install gatex's coreml extra: "
             "pip install 'gatex[coreml]'") from None
     return coremltools
 
