@@ -177,7 +177,9 @@ def write_onnx(traced: TracedOnnx, path: str | Path, *, flavor: str = "portable"
         from gatex.exporters.compact import sparsify_initializers
 
         sparsify_initializers(proto)
-        onnx.checker.check_model(proto)
+        external = proto.ByteSize() > EXTERNAL_DATA_BYTES
+        if not external:
+            onnx.checker.check_model(proto)
     _save_atomic(proto, Path(path), external=external, flavor=flavor)
     return OnnxArtifact(Path(path), flavor, traced.dtype, traced.opset, traced.ops, inlined,
                         tuple(i.name for i in proto.graph.input),

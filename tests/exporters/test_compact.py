@@ -303,3 +303,26 @@ def test_export_compact_and_sparse_weights_end_to_end(tmp_path):
     shapes = {i.values.name: list(i.dims) for i in proto.graph.sparse_initializer}
     assert shapes["dense1.kernel"] == [64, units["dense1"][1]]
     assert shapes["dense2.kernel"] == [units["dense1"][1], units["dense2"][1]]
+
+
+def test_compact_benchmark_runs_at_a_tiny_size(tmp_path, capsys):
+    """benchmarks/compact_mlp.py end to end at hidden 64: units removed as documented, outputs
+    equal within its bound, numbers written; a bad option exits 2."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "compact_mlp.py"
+    spec = importlib.util.spec_from_file_location("compact_mlp_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "numbers.json"
+    assert bench.main(["--hidden", "64", "--batch", "4", "--repeats", "2", "--json",
+                       str(out)]) == 0
+    numbers = json.loads(out.read_text())
+    assert numbers["units"] == {"dense1": [64, 6], "dense2": [64, 6], "head": [10, 10]}
+    assert max(numbers["max_abs_diff"].values()) <= 1e-5
+    assert numbers["max_abs_diff"]["sparse_vs_dense"] == 0
+    assert numbers["file_bytes"]["compact"] < numbers["file_bytes"]["dense"]
+    assert bench.main(["--pruned", "1.5"]) == 2
+    assert "--pruned must be in [0, 1)" in capsys.readouterr().err
