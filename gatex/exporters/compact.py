@@ -17,8 +17,10 @@ used once, ending in exactly one dense consumer's input. Anything else (a model 
 trace, a layer whose output is the model's output or is used twice, a shared module, a
 non-elementwise op in between) is left as it is and reported with the reason. One unit is
 kept when all would go, so no layer becomes zero-wide. Compaction is exact up to the order of
-the consumer's sum (measured: max abs diff <= 1e-6 in fp32), except that a removed unit no
-longer propagates a non-finite input (0 * inf is NaN in the original).
+the consumer's sum and the rounding of the folded bias (measured in fp32: max abs diff 9.5e-7
+on the zoo GatedDense model, 2.0e-7 on the 4096-wide benchmark MLP; 1e-12 relative in fp64),
+except that a removed unit no longer propagates a non-finite input (0 * inf is NaN in the
+original).
 
 Compacted (and `fold_gates`-folded) GatedDense layers hold ``kernel = K * G``: the effective
 weight is unchanged (G is 0/1, so ``K * G * G == K * G`` exactly) and the kernel's zeros are
