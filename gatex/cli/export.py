@@ -84,6 +84,17 @@ def export(
         "--sparse-weights", help="ONNX: fold gates into kernels and store mostly-zero weights "
                                  "as sparse_initializer (smaller file, same outputs).",
     )] = False,
+    pg_scale: Annotated[str, typer.Option(
+        "--pg-scale", help="PGConv2d activation scale: dynamic (upstream: max|x| of each batch, "
+                           "so a sample's output depends on its batch) or calibrated (fixed per "
+                           "layer to max|x| over the calibration data; inputs beyond it "
+                           "saturate).",
+    )] = "dynamic",
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="Calibration inputs for --pg-scale calibrated: an .npz with an "
+                              "array x (N, *input shape); default for --unit: its held-out "
+                              "digits.",
+    )] = None,
 ) -> None:
     """Export a model with gated units and check the artifact numerically against torch.
 
@@ -115,10 +126,20 @@ def export(
             verb = "goes" if given.count(",") == 0 else "go"
             raise BadInputError(f"{given} {verb} with --to onnx; CoreML export takes "
                                 "--precision, --target and --compute-units")
+    if pg_scale not in ("dynamic", "calibrated"):
+        raise BadInputError(f"--pg-scale {pg_scale!r}: choose dynamic or calibrated")
+    if calibration is not None and pg_scale != "calibrated":
+        raise BadInputError("--calibration goes with --pg-scale calibrated")
+    calibration_inputs = None
     if unit is not None:
         if weights is not None or input_shape is not None:
             raise BadInputError("--weights and --input-shape go with --model, not --unit")
         target, examples, check_inputs, name = unit, None, None, None
+        if calibration is not None:
+            from gatex.models import zoo
+            from gatex.models.calibrate import load_calibration
+
+            calibration_inputs = load_calibration(calibration, zoo.entry(unit).input_shape)
     else:
         if input_shape is None:
             raise BadInputError("--model needs --input-shape (e.g. 4,64) to trace the model")
@@ -128,6 +149,13 @@ def export(
         examples = (torch.randn(shape, generator=generator),)
         check_inputs = (torch.randn((max(shape[0], 64), *shape[1:]), generator=generator),)
         name = Path(model.rpartition(":")[2] or model).stem
+        if pg_scale == "calibrated":
+            if calibration is None:
+                raise BadInputError("--pg-scale calibrated with --model needs --calibration "
+                                    "F.npz (an array x of inputs shaped like --input-shape)")
+            from gatex.models.calibrate import load_calibration
+
+            calibration_inputs = load_calibration(calibration, shape[1:])
     console = Console()
     try:
         result = exporters.export(target, examples, to=to, out_dir=out_dir, name=name,
@@ -136,11 +164,13 @@ def export(
                                   check_inputs=check_inputs, precision=precision or "fp16",
                                   deployment_target=deployment_target,
                                   compute_units=compute_units or "all", plugins=plugins or "auto",
-                                  compact=compact, sparse_weights=sparse_weights)
+                                  compact=compact, sparse_weights=sparse_weights,
+                                  pg_scale=pg_scale, calibration=calibration_inputs)
     except BackendUnavailableError as exc:  # a TensorRT bundle without engine: show the plan
         if hasattr(exc, "artifact"):
             _print_trt(console, exc.artifact)
         raise
+    _print_pg_scale(console, result)
     if result.target == "trt":
         _print_trt(console, result.artifact)
         _print_parity(console, result, check)
@@ -183,6 +213,17 @@ def _print_pruning(console: Console, result) -> None:
         console.print(result.pruned.summary(), markup=False)
         if not result.pruned:
             raise CheckFailedError(result.pruned.summary())
+
+
+def _print_pg_scale(console: Console, result) -> None:
+    """For a model with PGConv2d: which activation scale the artifact uses, and its trade-off."""
+    from gatex.models.calibrate import DYNAMIC_NOTE, TRADE_OFF
+
+    if result.calibration is not None:
+        console.print(result.calibration.summary(), markup=False)
+        console.print(TRADE_OFF, markup=False)
+    elif "PGConv2d" in result.ops:
+        console.print(DYNAMIC_NOTE, markup=False)
 
 
 def _check_trt_options(flavor: str, dtype: str, deployment_target: str | None,

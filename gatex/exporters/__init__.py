@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class ExportResult:
     parity: Any | None            # gatex.runtimes.ParityResult, None when the check was skipped
     compaction: Any | None = None  # gatex.exporters.compact.CompactionReport (compact=True)
     pruned: Any | None = None      # gatex.exporters.compact.PrunedWeightsCheck (GatedDense models)
+    calibration: Any | None = None  # gatex.models.calibrate.PgCalibration (pg_scale="calibrated")
 
     @property
     def passed(self) -> bool:
@@ -54,7 +55,8 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
            check_inputs: Sequence[torch.Tensor] | None = None, precision: str = "fp16",
            deployment_target: str | None = None, compute_units: str = "all",
            precision_floor: bool = True, plugins: str = "auto", compact: bool = False,
-           sparse_weights: bool = False) -> ExportResult:
+           sparse_weights: bool = False, pg_scale: str = "dynamic",
+           calibration: Sequence[torch.Tensor] | torch.Tensor | None = None) -> ExportResult:
     """Export ``model`` (an nn.Module, or a zoo unit name) and check the artifact against it.
 
     For a zoo unit the example and check inputs default to its held-out digits. The check runs
@@ -83,6 +85,13 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     GatedDense layers, `gatex.exporters.compact.check_pruned_weights` proves each weight pruned
     in the source is still exactly zero (or removed) in the artifact: ``result.pruned``.
 
+    ``pg_scale="calibrated"`` exports (and checks against) a deep copy whose PGConv2d layers
+    have a fixed ``act_scale``: max|x| + 1e-7 per layer over ``calibration`` (default for a zoo
+    unit: its held-out digits), `gatex.models.calibrate.calibrate_pg_scales`; a sample's output
+    then no longer depends on its batch, and activations beyond the calibrated range saturate.
+    ``"dynamic"`` (default) keeps upstream's per-batch scale. ``result.calibration`` says what
+    was fixed.
+
     >>> result = export("paGLU", to="onnx", out_dir="out")
     >>> bool(result.parity)
     True
@@ -102,8 +111,11 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         from gatex.ops.kernels.policy import check_choice
 
         check_choice(precision, plugins)
+    if pg_scale not in ("dynamic", "calibrated"):
+        raise BadInputError(f"unknown --pg-scale {pg_scale!r}; choose dynamic or calibrated")
     unit = None
     inputs_note = "the check inputs" if check_inputs else "the example inputs"
+    from_zoo = isinstance(model, str)
     if isinstance(model, str):
         from gatex.models import zoo
 
@@ -120,21 +132,33 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         raise BadInputError("example inputs are needed to export a model that is not a zoo unit "
                             "(--input-shape on the command line)")
     model = model.eval()
+    calibrated = None
+    if pg_scale == "calibrated":
+        from gatex.models.calibrate import calibrate_pg_scales
+
+        if calibration is None and from_zoo:
+            calibration = zoo.held_out(unit)[0]
+        if calibration is None:
+            raise BadInputError("--pg-scale calibrated needs calibration data (--calibration "
+                                "F.npz with an array x of model inputs)")
+        model, calibrated = calibrate_pg_scales(model, calibration)
     if to == "trt":
         from gatex.exporters.tensorrt import export_result
 
-        return export_result(model, example_inputs, Path(out_dir),
-                             name or unit or type(model).__name__, unit=unit,
-                             precision=precision, plugins=plugins, opset=opset,
-                             dynamic_batch=dynamic_batch, check=check,
-                             check_inputs=check_inputs or example_inputs, inputs_note=inputs_note)
+        return replace(export_result(model, example_inputs, Path(out_dir),
+                                     name or unit or type(model).__name__, unit=unit,
+                                     precision=precision, plugins=plugins, opset=opset,
+                                     dynamic_batch=dynamic_batch, check=check,
+                                     check_inputs=check_inputs or example_inputs,
+                                     inputs_note=inputs_note), calibration=calibrated)
     if to == "coreml":
-        return _export_coreml(model, example_inputs, Path(out_dir), name or unit or
-                              type(model).__name__, unit=unit, precision=precision,
-                              deployment_target=deployment_target, compute_units=compute_units,
-                              dynamic_batch=dynamic_batch, check=check,
-                              check_inputs=check_inputs or example_inputs,
-                              inputs_note=inputs_note, precision_floor=precision_floor)
+        return replace(_export_coreml(model, example_inputs, Path(out_dir), name or unit or
+                                      type(model).__name__, unit=unit, precision=precision,
+                                      deployment_target=deployment_target,
+                                      compute_units=compute_units, dynamic_batch=dynamic_batch,
+                                      check=check, check_inputs=check_inputs or example_inputs,
+                                      inputs_note=inputs_note, precision_floor=precision_floor),
+                       calibration=calibrated)
     from gatex.exporters.onnx import DEFAULT_OPSET, check_flavor, remove_artifact, trace_onnx, \
         write_onnx
 
@@ -168,7 +192,7 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         if has_gated_dense(source):
             pruned = check_pruned_weights(source, artifact.path, compaction=compaction)
     return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity,
-                        compaction, pruned)
+                        compaction, pruned, calibrated)
 
 
 def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
