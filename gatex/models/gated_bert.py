@@ -82,6 +82,24 @@ class GatedBertConfig:
         return replace(cls(layers, hidden, heads, ffn), **overrides)
 
 
+def _check_length(input_ids: torch.Tensor, max_len: int) -> None:
+    """The sequence must fit the position table. A function `torch.fx` keeps as a leaf call (its
+    branch depends on the input's shape), so `gatex.exporters.compact` can trace the model."""
+    if input_ids.shape[1] > max_len:
+        raise BadInputError(f"GatedBert: sequence length {input_ids.shape[1]} exceeds max_len "
+                            f"{max_len} (the position table)")
+
+
+def _mask_padding(scores: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Scores with padding keys at the dtype's lowest value (a leaf for `torch.fx` too: it
+    reads ``scores.dtype``)."""
+    return scores.masked_fill(keys == 0, torch.finfo(scores.dtype).min)
+
+
+torch.fx.wrap("_check_length")
+torch.fx.wrap("_mask_padding")
+
+
 def _check_attention(attention: str) -> str:
     if attention not in ATTENTION_MODES:
         raise BadInputError(f"attention must be one of {', '.join(ATTENTION_MODES)}; "
@@ -117,7 +135,7 @@ class GatedMultiHeadAttention(nn.Module):
             uniform = keys / count.clamp_min(1.0)
             weights = torch.where(count > 0, uniform, torch.softmax(scores, dim=-1))
         else:
-            scores = scores.masked_fill(keys == 0, torch.finfo(scores.dtype).min)
+            scores = _mask_padding(scores, keys)
             weights = torch.softmax(scores, dim=-1)
         out = (weights @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], self.d_model)
         return self.dense(out)
@@ -190,10 +208,8 @@ class GatedBert(nn.Module):
 
     def forward(self, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        _check_length(input_ids, self.config.max_len)
         seq = input_ids.shape[1]
-        if seq > self.config.max_len:
-            raise BadInputError(f"GatedBert: sequence length {seq} exceeds max_len "
-                                f"{self.config.max_len} (the position table)")
         positions = torch.arange(seq, device=input_ids.device)
         h = self.token_embedding(input_ids) + self.position_embedding(positions)[None]
         h = self.embedding_layernorm(h)
