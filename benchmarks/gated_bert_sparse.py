@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({result['file_ratio']:.1%})")
     print(f"onnxruntime outputs, sparse vs dense file: max abs diff "
           f"{result['max_abs_diff_sparse_vs_dense']:.3g}; parity vs torch: "
-          + ", ".join(f"{k} {'PASS' if v['passed'] else 'FAIL'} (max abs {v['max_abs_vs_torch']:.3g})"
-                      for k, v in result["parity"].items())
+          + ", ".join(f"{k} {'PASS' if v['passed'] else 'FAIL'} "
+                      f"(max abs {v['max_abs_vs_torch']:.3g})" for k, v in result["parity"].items())
           + "; pruned weights still zero: "
           + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in result["pruned_check"].items()))
     if args.json:
