@@ -142,15 +142,19 @@ def test_calibration_needs_data_and_a_pg_layer() -> None:
 
 
 USER_MODEL = textwrap.dedent('''
+    import torch
     from torch import nn
     from gatex.models import PGConv2d
 
 
     class Net(nn.Module):
-        def __init__(self):
+        def __init__(self, seed=0, threshold=-1e9):
             super().__init__()
+            torch.manual_seed(seed)
             self.conv = PGConv2d(2, 4, 3, padding=1)
             self.head = nn.Linear(4, 3)
+            with torch.no_grad():  # -1e9: the gate is always on, no output sits at its boundary
+                self.conv.threshold.fill_(threshold)
 
         def forward(self, x):
             return self.head(self.conv(x).mean(dim=(2, 3)))
