@@ -6,6 +6,8 @@ Messages say what was wrong and what to do about it; the CLI prints them as one 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -59,3 +61,11 @@ class CheckFailedError(GatexError):
     """A parity or regression check ran and failed."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+def require_choice(value: object, choices: Iterable[object], what: str) -> None:
+    """BadInputError ``unknown <what> 'x'; choose one of a, b, c`` unless ``value`` is a choice."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise BadInputError(f"unknown {what} {value!r}; choose one of "
+                            f"{', '.join(str(c) for c in choices)}")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gatex.errors import BadInputError, GatexError
+from gatex.errors import BadInputError, GatexError, require_choice
 # one quiet, lazy coremltools import for the exporter, the emulator and the runtime
 from gatex.runtimes.coreml_emulator.package import import_coremltools
 from gatex.runtimes.coreml_emulator.package import quiet_coremltools as quiet
@@ -95,12 +95,8 @@ def canonical_target(name: str) -> str:
 
 def check_options(precision: str, target: str, compute_units: str) -> str:
     """Validate the export options before any work; returns the canonical target name."""
-    if precision not in PRECISIONS:
-        raise BadInputError(f"unknown precision {precision!r}; choose one of "
-                            f"{', '.join(PRECISIONS)}")
-    if compute_units not in COMPUTE_UNITS:
-        raise BadInputError(f"unknown compute units {compute_units!r}; choose one of "
-                            f"{', '.join(COMPUTE_UNITS)}")
+    require_choice(precision, PRECISIONS, "precision")
+    require_choice(compute_units, COMPUTE_UNITS, "compute units")
     return canonical_target(target)
 
 

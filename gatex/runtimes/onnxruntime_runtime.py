@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError, CheckpointError
+from gatex.errors import (
+    BackendUnavailableError,
+    BadInputError,
+    CheckFailedError,
+    CheckpointError,
+    require_choice,
+)
 from gatex.runtimes.base import Runtime, TensorSpec
 
 # onnxruntime's type strings -> NumPy dtype names (bfloat16 is ml_dtypes' name)
@@ -58,12 +64,8 @@ class OrtRuntime(Runtime):
     def __init__(self, model: ModelSource, *, device: str = "cpu", threads: int | None = None,
                  optimization: str = "all") -> None:
         super().__init__()
-        if device not in DEVICES:
-            raise BadInputError(f"unknown onnxruntime device {device!r}; use one of "
-                                f"{', '.join(DEVICES)}")
-        if optimization not in _OPTIMIZATION:
-            raise BadInputError(f"unknown optimization level {optimization!r}; use one of "
-                                f"{', '.join(_OPTIMIZATION)}")
+        require_choice(device, DEVICES, "onnxruntime device")
+        require_choice(optimization, _OPTIMIZATION, "optimization level")
         if threads is not None and threads < 0:
             raise BadInputError(f"threads must be >= 0 (0: onnxruntime decides); got {threads}")
         self.model = model

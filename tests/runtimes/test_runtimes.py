@@ -204,7 +204,7 @@ def test_cuda_without_the_cuda_provider_is_backend_unavailable():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"device": "tpu"}, "unknown onnxruntime device 'tpu'; use one of cpu, cuda, auto"),
+    ({"device": "tpu"}, "unknown onnxruntime device 'tpu'; choose one of cpu, cuda, auto"),
     ({"optimization": "max"}, "unknown optimization level 'max'"),
     ({"threads": -1}, "threads must be >= 0"),
 ])

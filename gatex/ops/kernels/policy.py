@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gatex.errors import BadInputError
+from gatex.errors import require_choice
 from gatex.ops.kernels.plans import has_kernel
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -92,12 +92,8 @@ class PluginDecision:
 
 
 def check_choice(precision: str, policy: str) -> None:
-    if precision not in PRECISIONS:
-        raise BadInputError(f"unknown TensorRT precision {precision!r}; choose one of "
-                            f"{', '.join(PRECISIONS)}")
-    if policy not in POLICIES:
-        raise BadInputError(f"unknown plugin policy {policy!r}; choose one of "
-                            f"{', '.join(POLICIES)}")
+    require_choice(precision, PRECISIONS, "TensorRT precision")
+    require_choice(policy, POLICIES, "plugin policy")
 
 
 def _hazard_grid(precision: str, n_linear: int) -> Any:
