@@ -1,4 +1,5 @@
-"""benchmarks/onnx_ops.py still runs: a tiny size end to end, and its bad-input handling."""
+"""The benchmark scripts still run: onnx_ops.py at a tiny size end to end with its bad-input
+handling, and conv_gates.py at a tiny size."""
 
 from __future__ import annotations
 
@@ -120,3 +121,32 @@ def test_verdicts() -> None:
     assert bench.verdict(1.0, 1.0) == "met"
     assert bench.verdict(1.15, 1.0) == "missed by 15%"
     assert bench.verdict(3.6, 3.0) == "missed by 20%"
+
+
+# -- benchmarks/conv_gates.py (issue 7): the CG/PG price against plain convolutions ---------------
+
+def test_conv_gates_tiny_run_checks_outputs_and_reports_paired_ratios(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    out = tmp_path / "cg.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "conv_gates.py"),
+                           "--batches", "1", "--sizes", "8", "--repeats", "3", "--inner", "1",
+                           "--json", str(out)], cwd=REPO_ROOT, env=env, text=True,
+                          capture_output=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    (case,) = data["cases"]
+    assert (case["batch"], case["size"]) == (1, 8)
+    # every exported model was checked against its torch model before it was timed
+    assert set(case["max_abs_diff"]) == {"CG", "PG", "plain-CG", "plain-PG"}
+    assert max(case["max_abs_diff"].values()) < 1e-4
+    for gate in ("CG", "PG"):
+        ratio = case[gate]["ratio_median"]
+        lo, hi = case[gate]["ratio_iqr"]
+        assert lo <= ratio <= hi and ratio > 0
+        printed = re.search(rf"{gate} [\d.]+ ms vs plain [\d.]+ ms = ([\d.]+)x", proc.stdout)
+        assert printed and float(printed.group(1)) == pytest.approx(ratio, abs=0.006)
+    # the gated networks run more convolution kernels than the plain ones (the dense lowering)
+    kernels = data["conv_kernels"]
+    assert kernels["CG"]["conv"] > kernels["plain-CG"]["conv"]
+    assert kernels["PG"]["nodes"] > kernels["plain-PG"]["nodes"]
