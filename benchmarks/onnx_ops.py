@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError, GatexError
+from gatex.errors import BadInputError, CheckFailedError, GatexError
 
 OPSET = 21
 GELU_TARGET = 3.0        # gatex lowering / native Gelu
@@ -183,13 +183,12 @@ def gelu_model(path: Path) -> Path:
 
 # -- onnxruntime ----------------------------------------------------------------------------
 def import_ort() -> Any:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailableError(f"the benchmark needs onnx and onnxruntime ({exc}); "
-                                      "pip install 'gatex[onnx]'") from None
-    return onnxruntime
+    """onnxruntime (and onnx); either missing is gatex's BackendUnavailableError (exit 3)."""
+    from gatex.runtimes.locate import import_onnx
+    from gatex.runtimes.onnxruntime_runtime import import_onnxruntime
+
+    import_onnx()
+    return import_onnxruntime()
 
 
 class Runner:

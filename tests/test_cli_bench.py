@@ -15,19 +15,13 @@ from typer.testing import CliRunner
 from gatex.cli import app
 from gatex.runtimes import bench as bench_module
 from gatex.runtimes.bench import SCHEMA, BenchResult, add_relative, compare_baseline
+from cli_checks import one_error_line
 
 WIDE = {"COLUMNS": "200"}
 
 
 def invoke(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(app, list(args), env={**WIDE, **(env or {})})
-
-
-def one_error_line(result) -> str:
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from coremltools.converters.mil.mil import types
 
 from gatex.cli import app
 from gatex.models import zoo
+from cli_checks import one_error_line
 
 CAN_PREDICT, WHY_NOT = coreml_can_predict()
 macos_only = pytest.mark.skipif(not CAN_PREDICT, reason=f"Core ML cannot predict here: {WHY_NOT}")
@@ -52,13 +53,6 @@ linux_only = pytest.mark.skipif(CAN_PREDICT, reason="Core ML predicts here: the 
 
 def parity(*args: object):
     return CliRunner().invoke(app, ["parity", *map(str, args)], env={"COLUMNS": "200"})
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,11 @@ from gatex.cli import app
 from gatex.models import zoo
 from gatex.ops import REGISTRY
 from gatex.ops.spec import REDUCTION_TOLERANCES
+from cli_checks import one_error_line
 
 
 def parity(*args: object, columns: int = 200):
     return CliRunner().invoke(app, ["parity", *map(str, args)], env={"COLUMNS": str(columns)})
-
-
-def one_error_line(result) -> str:
-    """The single stderr line of a failed run (and nothing that looks like a traceback)."""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,9 @@ from gatex.ops.kernels import trt_bundle
 from gatex.runtimes import RuntimeNotLoadedError
 from gatex.runtimes import tensorrt_runtime
 from gatex.runtimes.tensorrt_runtime import TensorrtRuntime, engine_metadata
+from cli_checks import one_error_line
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def test_not_loaded_runtime_refuses_use(tmp_path) -> None:
