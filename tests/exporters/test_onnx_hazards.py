@@ -51,7 +51,6 @@ FAR_TAIL_OPS = {"ZiLU", "ArcTan"}
 # portable function reads sigma at run time; that path once clipped sigma x at +-65504 in fp16
 # (x = -60000, sigma = 100 gave -0.458 instead of -0.005). It now uses the overflow-free
 # 0.5 sign(x) / (1/|x| + |sigma|) form, and this module checks it like every other case.
-KNOWN_BUGS: dict[tuple[str, str, float | None, str], str] = {}
 
 
 class OpCall(nn.Module):
@@ -130,15 +129,12 @@ def _case_id(case: tuple[int, int]) -> str:
 
 @pytest.mark.parametrize("flavor", ["portable", "inline"])
 @pytest.mark.parametrize("case", CASE_IDS, ids=_case_id)
-def test_hazards_finite_and_accurate(request, hazard_runs, case: tuple[int, int],
+def test_hazards_finite_and_accurate(hazard_runs, case: tuple[int, int],
                                      flavor: str) -> None:
     arity, index = case
     cases, inputs, torch_out = hazard_runs[arity]
     name, params = cases[index]
     dtype = hazard_runs["dtype"]
-    bug = KNOWN_BUGS.get((dtype, name, params.get("sigma"), flavor))
-    if bug:
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError, reason=bug))
     out = hazard_runs[(arity, flavor)][index]
     expected_torch = torch_out[index]
     assert out.dtype == expected_torch.dtype and out.shape == expected_torch.shape
