@@ -126,8 +126,7 @@ def export(
             verb = "goes" if given.count(",") == 0 else "go"
             raise BadInputError(f"{given} {verb} with --to onnx; CoreML export takes "
                                 "--precision, --target and --compute-units")
-    if pg_scale not in ("dynamic", "calibrated"):
-        raise BadInputError(f"--pg-scale {pg_scale!r}: choose dynamic or calibrated")
+    exporters.check_pg_scale(pg_scale)  # before --model loads anything
     if calibration is not None and pg_scale != "calibrated":
         raise BadInputError("--calibration goes with --pg-scale calibrated")
     calibration_inputs = None

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gatex.errors import BackendUnavailableError, BadInputError, GatexError
+from gatex.errors import BackendUnavailableError, BadInputError, GatexError, require_choice
 
 TARGETS = ("onnx", "coreml", "trt")
 NOT_YET: dict[str, str] = {}   # targets named but not implemented: target -> why
@@ -43,9 +43,18 @@ class ExportResult:
             (self.pruned is None or bool(self.pruned))
 
 
+PG_SCALES = ("dynamic", "calibrated")
+
+
 def artifact_name(stem: str, flavor: str, dtype: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_") or "model"
     return f"{safe}-{flavor}-{dtype}.onnx"
+
+
+def check_pg_scale(pg_scale: str) -> None:
+    """PGConv2d's activation scale: ``dynamic`` (upstream) or ``calibrated``."""
+    if pg_scale not in PG_SCALES:
+        raise BadInputError(f"unknown --pg-scale {pg_scale!r}; choose dynamic or calibrated")
 
 
 def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None = None, *,
@@ -96,8 +105,7 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     >>> bool(result.parity)
     True
     """
-    if to not in TARGETS:
-        raise BadInputError(f"unknown export target {to!r}; choose one of {', '.join(TARGETS)}")
+    require_choice(to, TARGETS, "export target")
     if to in NOT_YET:
         raise BackendUnavailableError(NOT_YET[to])
     if to != "onnx" and (compact or sparse_weights):
@@ -111,8 +119,7 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         from gatex.ops.kernels.policy import check_choice
 
         check_choice(precision, plugins)
-    if pg_scale not in ("dynamic", "calibrated"):
-        raise BadInputError(f"unknown --pg-scale {pg_scale!r}; choose dynamic or calibrated")
+    check_pg_scale(pg_scale)
     unit = None
     inputs_note = "the check inputs" if check_inputs else "the example inputs"
     from_zoo = isinstance(model, str)
@@ -203,14 +210,24 @@ def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
     reference runs the fp32 model on the same values (and, for an fp16 export with
     ``precision_floor``, an fp16 copy of it: the floor's yardstick).
     """
-    from gatex.runtimes import OrtRuntime, TorchRuntime, compare_runtimes
+    from gatex.runtimes import OrtRuntime
 
-    with OrtRuntime(path) as artifact:
+    return _check_against_torch(OrtRuntime(path), model, path, inputs, inputs_note=inputs_note,
+                                precision_floor=precision_floor)
+
+
+def _check_against_torch(runtime: Any, model: nn.Module, path: Path,
+                         inputs: Sequence[torch.Tensor], **compare: Any) -> Any:
+    """`compare_runtimes` of ``runtime`` (the artifact) against ``model`` in torch, the inputs
+    cast to the artifact's declared dtypes."""
+    from gatex.runtimes import TorchRuntime, compare_runtimes
+
+    with runtime as artifact:
         feeds = {spec.name: t.detach().numpy().astype(spec.dtype)
                  for spec, t in zip(artifact.input_specs, inputs)}
         with TorchRuntime(model) as reference:
             return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
-                                    inputs_note=inputs_note, precision_floor=precision_floor)
+                                    **compare)
 
 
 def coreml_artifact_name(stem: str, precision: str) -> str:
@@ -250,14 +267,9 @@ def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *
     outputs may be fp32 while every op ran in fp16), and with the precision floor of torch's
     own fp16 error unless ``precision_floor=False``.
     """
-    from gatex.runtimes import TorchRuntime, compare_runtimes
     from gatex.runtimes.coreml_runtime import CoremlRuntime
 
-    with CoremlRuntime(path, compute_units=compute_units) as artifact:
-        feeds = {spec.name: t.detach().numpy().astype(spec.dtype)
-                 for spec, t in zip(artifact.input_specs, inputs)}
-        with TorchRuntime(model) as reference:
-            return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
-                                    inputs_note=inputs_note,
-                                    dtype="float16" if precision == "fp16" else "float32",
-                                    precision_floor=precision_floor)
+    return _check_against_torch(CoremlRuntime(path, compute_units=compute_units), model, path,
+                                inputs, inputs_note=inputs_note,
+                                dtype="float16" if precision == "fp16" else "float32",
+                                precision_floor=precision_floor)
