@@ -76,13 +76,18 @@ def export(
         "--compute-units", help="CoreML compute units: all (default), cpu, cpu_gpu, cpu_ne.",
     )] = None,
     compact: Annotated[bool, typer.Option(
-        "--compact", help="ONNX: remove GatedDense units no consumer needs (all-zero gate "
-                          "columns, unread rows) and the next layer's matching inputs; same "
-                          "outputs, smaller layers.",
+        "--compact", help="Every target: remove GatedDense units no consumer needs (all-zero "
+                          "gate columns, unread rows) and the next layer's matching inputs "
+                          "before exporting; same outputs, smaller layers (for trt: in the "
+                          "bundle's ONNX). Checked against the uncompacted model; recorded in "
+                          "the artifact's metadata (gatex.compaction).",
     )] = False,
     sparse_weights: Annotated[bool, typer.Option(
-        "--sparse-weights", help="ONNX: fold gates into kernels and store mostly-zero weights "
-                                 "as sparse_initializer (smaller file, same outputs).",
+        "--sparse-weights", help="Fold gates into kernels and store mostly-zero weights sparse, "
+                                 "values unchanged (smaller file, same outputs). onnx: "
+                                 "sparse_initializer (COO). coreml: constexpr_sparse_to_dense "
+                                 "(bit mask + non-zeros; needs --target iOS16/macOS13 or "
+                                 "newer). trt: refused (the engine stores weights dense).",
     )] = False,
     pg_scale: Annotated[str, typer.Option(
         "--pg-scale", help="PGConv2d activation scale: dynamic (upstream: max|x| of each batch, "
@@ -168,10 +173,12 @@ def export(
     except BackendUnavailableError as exc:  # a TensorRT bundle without engine: show the plan
         if hasattr(exc, "artifact"):
             _print_trt(console, exc.artifact)
+            _print_pruning(console, exc)  # a violated pruned-weights check: exit 1, not 3
         raise
     _print_pg_scale(console, result)
     if result.target == "trt":
         _print_trt(console, result.artifact)
+        _print_pruning(console, result)
         _print_parity(console, result, check)
         return
     if result.target == "coreml":
@@ -198,8 +205,9 @@ def export(
 
 def _print_pruning(console: Console, result) -> None:
     """The compaction report (units before -> after per GatedDense layer) and the pruned-weights
-    check; a violated check is a failure (exit 1) naming the layer."""
-    if result.compaction is not None:
+    check of ``result`` (an ExportResult, or an EngineNotBuilt carrying them); a violated check
+    is a failure (exit 1) naming the layer."""
+    if getattr(result, "compaction", None) is not None:
         for x in result.compaction.layers:
             if x.compacted:
                 console.print(f"compact {x.name}: {x.units_before} -> {x.units_after} units "
@@ -208,7 +216,7 @@ def _print_pruning(console: Console, result) -> None:
             else:
                 console.print(f"compact {x.name}: not compacted: {x.why_not}")
         console.print(result.compaction.summary())
-    if result.pruned is not None:
+    if getattr(result, "pruned", None) is not None:
         console.print(result.pruned.summary(), markup=False)
         if not result.pruned:
             raise CheckFailedError(result.pruned.summary())
@@ -275,6 +283,7 @@ def _print_coreml(console: Console, result, check: bool) -> None:
     console.print(f"wrote [bold]{result.path}[/] ({size / 1024:.1f} KiB, ML Program, "
                   f"{art.precision}, {art.target}, compute units {art.compute_units}); "
                   f"gatex ops: {', '.join(result.ops) or 'none'}")
+    _print_pruning(console, result)
     if result.parity is None:
         console.print("parity: not checked (--no-check)")
         return

@@ -87,12 +87,18 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     engine where TensorRT is installed, else raises `EngineNotBuilt` (exit 3) once the bundle is
     written. A built engine is checked with the TensorRT runtime.
 
-    ONNX only: ``compact=True`` removes GatedDense units no consumer needs and the matching
-    input rows of the next layer (`gatex.exporters.compact.compact_model`; the parity check
-    still runs against the uncompacted model); ``sparse_weights=True`` folds the gates into the
-    kernels and stores mostly-zero initializers as ``sparse_initializer``. For a model with
-    GatedDense layers, `gatex.exporters.compact.check_pruned_weights` proves each weight pruned
-    in the source is still exactly zero (or removed) in the artifact: ``result.pruned``.
+    ``compact=True`` (every target) removes GatedDense units no consumer needs and the matching
+    input rows of the next layer (`gatex.exporters.compact.compact_model`) before the export;
+    the parity check still runs against the uncompacted model, ``result.compaction`` says what
+    went, and the artifact's metadata records it (``gatex.compaction``) for ``gatex parity``.
+    ``sparse_weights=True`` folds the gates into the kernels (``fold_gates``) and stores
+    mostly-zero weights sparse: ONNX ``sparse_initializer`` (COO); CoreML
+    ``constexpr_sparse_to_dense`` (bit mask + non-zeros, iOS16 / macOS13 targets or newer;
+    `gatex.exporters.coreml.sparsify_weights`); refused for TensorRT, whose engine stores its
+    weights dense whatever the ONNX holds. For a model with GatedDense layers,
+    `gatex.exporters.compact.check_pruned_weights` proves each weight pruned in the source is
+    still exactly zero (or removed) in the ONNX or CoreML artifact: ``result.pruned`` (for
+    TensorRT: in the bundle's ONNX).
 
     ``pg_scale="calibrated"`` exports (and checks against) a deep copy whose PGConv2d layers
     have a fixed ``act_scale``: max|x| + 1e-7 per layer over ``calibration`` (default for a zoo
@@ -108,13 +114,15 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     require_choice(to, TARGETS, "export target")
     if to in NOT_YET:
         raise BackendUnavailableError(NOT_YET[to])
-    if to != "onnx" and (compact or sparse_weights):
-        raise BadInputError("--compact and --sparse-weights go with --to onnx for now")
+    if to == "trt" and sparse_weights:
+        raise BadInputError("--sparse-weights is not for --to trt: TensorRT builds its engine "
+                            "with dense weights whatever the ONNX stores (unstructured sparsity "
+                            "saves it nothing); use --compact to make pruned layers smaller")
     if to == "coreml":  # bad option names fail before any model is loaded
         from gatex.exporters.coreml import DEFAULT_TARGET, check_options
 
         deployment_target = check_options(precision, deployment_target or DEFAULT_TARGET,
-                                          compute_units)
+                                          compute_units, sparse_weights)
     if to == "trt":
         from gatex.ops.kernels.policy import check_choice
 
@@ -149,33 +157,41 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
             raise BadInputError("--pg-scale calibrated needs calibration data (--calibration "
                                 "F.npz with an array x of model inputs)")
         model, calibrated = calibrate_pg_scales(model, calibration)
+    if to == "onnx":
+        from gatex.exporters.onnx import check_flavor
+
+        check_flavor(flavor)
+    stem = name or unit or type(model).__name__
+    source, compaction, metadata = model, None, {}
+    if compact or sparse_weights:
+        from gatex.exporters.compact import COMPACTION_KEY, compact_model, fold_gates
+
+        model, compaction = compact_model(model) if compact else (fold_gates(model), None)
+        if compaction is not None:
+            metadata[COMPACTION_KEY] = compaction.to_json()
     if to == "trt":
         from gatex.exporters.tensorrt import export_result
 
-        return replace(export_result(model, example_inputs, Path(out_dir),
-                                     name or unit or type(model).__name__, unit=unit,
+        return replace(export_result(model, example_inputs, Path(out_dir), stem, unit=unit,
                                      precision=precision, plugins=plugins, opset=opset,
                                      dynamic_batch=dynamic_batch, check=check,
                                      check_inputs=check_inputs or example_inputs,
-                                     inputs_note=inputs_note), calibration=calibrated)
-    if to == "coreml":
-        return replace(_export_coreml(model, example_inputs, Path(out_dir), name or unit or
-                                      type(model).__name__, unit=unit, precision=precision,
-                                      deployment_target=deployment_target,
-                                      compute_units=compute_units, dynamic_batch=dynamic_batch,
-                                      check=check, check_inputs=check_inputs or example_inputs,
-                                      inputs_note=inputs_note, precision_floor=precision_floor),
+                                     inputs_note=inputs_note, source=source,
+                                     compaction=compaction, metadata=metadata),
                        calibration=calibrated)
-    from gatex.exporters.onnx import DEFAULT_OPSET, check_flavor, remove_artifact, trace_onnx, \
-        write_onnx
+    if to == "coreml":
+        result = _export_coreml(model, example_inputs, Path(out_dir), stem, unit=unit,
+                                precision=precision, deployment_target=deployment_target,
+                                compute_units=compute_units, dynamic_batch=dynamic_batch,
+                                check=check, check_inputs=check_inputs or example_inputs,
+                                inputs_note=inputs_note, precision_floor=precision_floor,
+                                source=source, sparse_weights=sparse_weights,
+                                metadata=metadata)
+        return replace(result, compaction=compaction, calibration=calibrated,
+                       pruned=_pruned(source, result.path, compaction) if check else None)
+    from gatex.exporters.onnx import DEFAULT_OPSET, remove_artifact, trace_onnx, write_onnx
 
-    check_flavor(flavor)
-    path = Path(out_dir) / artifact_name(name or unit or type(model).__name__, flavor, dtype)
-    source, compaction = model, None
-    if compact or sparse_weights:
-        from gatex.exporters.compact import compact_model, fold_gates
-
-        model, compaction = compact_model(model) if compact else (fold_gates(model), None)
+    path = Path(out_dir) / artifact_name(stem, flavor, dtype)
     traced = trace_onnx(model, example_inputs, dtype=dtype,
                         opset=DEFAULT_OPSET if opset is None else opset,
                         dynamic_batch=dynamic_batch)
@@ -184,8 +200,9 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         raise BadInputError("the model holds no gatex op (no gated unit was found or adapted), "
                             "so no op spec gives the parity tolerance; export it with --no-check "
                             "(check=False), or check it with gatex parity --rtol/--atol")
-    artifact = write_onnx(traced, path, flavor=flavor, unit=unit, sparse_weights=sparse_weights)
-    parity = pruned = None
+    artifact = write_onnx(traced, path, flavor=flavor, unit=unit, sparse_weights=sparse_weights,
+                          metadata=metadata)
+    parity = None
     if checking:
         try:
             parity = check_onnx(source, artifact.path, check_inputs or example_inputs,
@@ -193,13 +210,19 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         except GatexError:  # the check could not run (bad inputs, no onnxruntime): no artifact
             remove_artifact(artifact.path)
             raise
-    if check:
-        from gatex.exporters.compact import check_pruned_weights, has_gated_dense
-
-        if has_gated_dense(source):
-            pruned = check_pruned_weights(source, artifact.path, compaction=compaction)
     return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity,
-                        compaction, pruned, calibrated)
+                        compaction, _pruned(source, artifact.path, compaction) if check else None,
+                        calibrated)
+
+
+def _pruned(source: nn.Module, path: Path, compaction: Any) -> Any:
+    """The pruned-weights check of the artifact at ``path`` (ONNX or CoreML) against
+    ``source``, None when it holds no GatedDense layer."""
+    from gatex.exporters.compact import check_pruned_weights, has_gated_dense
+
+    if not has_gated_dense(source):
+        return None
+    return check_pruned_weights(source, path, compaction=compaction)
 
 
 def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
@@ -239,11 +262,17 @@ def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out
                    stem: str, *, unit: str | None, precision: str, deployment_target: str,
                    compute_units: str, dynamic_batch: bool, check: bool,
                    check_inputs: Sequence[torch.Tensor], inputs_note: str,
-                   precision_floor: bool = True) -> ExportResult:
+                   precision_floor: bool = True, source: nn.Module | None = None,
+                   sparse_weights: bool = False,
+                   metadata: dict[str, str] | None = None) -> ExportResult:
+    """Export ``model``, checked against ``source`` (default: ``model``; the uncompacted model
+    when ``model`` is its compacted copy)."""
     from gatex.exporters.coreml import export_coreml
 
+    reference = model if source is None else source
+
     def measure(package: Path, precision: str) -> Any:
-        return check_coreml(model, package, check_inputs, precision=precision,
+        return check_coreml(reference, package, check_inputs, precision=precision,
                             compute_units=compute_units, inputs_note=inputs_note,
                             precision_floor=precision_floor)
 
@@ -251,6 +280,7 @@ def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out
     artifact, parity = export_coreml(model, example_inputs, path, precision=precision,
                                      target=deployment_target, compute_units=compute_units,
                                      unit=unit, dynamic_batch=dynamic_batch,
+                                     sparse_weights=sparse_weights, extra_metadata=metadata,
                                      check=measure if check else None)
     return ExportResult(artifact.path, "coreml", "mlprogram", precision, artifact.ops, unit,
                         artifact, parity)

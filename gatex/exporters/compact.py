@@ -28,12 +28,16 @@ visible to `sparsify_initializers`, which moves mostly-zero initializers into ON
 ``graph.sparse_initializer`` (COO, int64 linear indices) when that makes them smaller.
 
 `check_pruned_weights` proves that every weight pruned in the source (``K * G == 0``) is still
-exactly zero in an ONNX artifact, or was removed by compaction.
+exactly zero in an ONNX or CoreML artifact, or was removed by compaction. An exporter records
+the compaction (each layer's kept units) in the artifact's metadata under ``gatex.compaction``
+(`CompactionReport.to_json`), so ``gatex parity`` can run the check on a compacted artifact.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +59,7 @@ ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid"}
 # a sparse initializer costs 4 (fp32 value) + 8 (int64 index) bytes per non-zero, so it only
 # pays below about a third non-zero; below this many elements the header dominates
 SPARSE_MIN_ELEMENTS = 256
+COMPACTION_KEY = "gatex.compaction"   # artifact metadata: CompactionReport.to_json()
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,28 @@ class CompactionReport:
             if x.compacted and x.name == producer:
                 return x.kept
         return None
+
+    def to_json(self) -> str:
+        """The report as compact JSON (artifact metadata ``gatex.compaction``)."""
+        return json.dumps({"layers": [
+            {"name": x.name, "units_before": x.units_before, "units_after": x.units_after,
+             "consumer": x.consumer, "folded": x.folded, "kept": list(x.kept),
+             "why_not": x.why_not} for x in self.layers]}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> CompactionReport:
+        """The report `to_json` wrote; a malformed record is `BadInputError`."""
+        try:
+            layers = tuple(LayerCompaction(
+                str(x["name"]), int(x["units_before"]), int(x["units_after"]),
+                None if x["consumer"] is None else str(x["consumer"]), int(x["folded"]),
+                tuple(int(i) for i in x["kept"]),
+                None if x["why_not"] is None else str(x["why_not"]))
+                for x in json.loads(text)["layers"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BadInputError(f"the artifact's {COMPACTION_KEY} metadata is not a compaction "
+                                f"record ({type(exc).__name__}: {exc})") from None
+        return cls(layers)
 
 
 def effective_weight(layer: nn.Module) -> torch.Tensor:
@@ -378,20 +405,18 @@ class PrunedWeightsCheck:
         return f"pruned weights: FAILED in {self.artifact}: " + "; ".join(parts)
 
 
-def check_pruned_weights(model: nn.Module, onnx_path: str | Path, *,
+def check_pruned_weights(model: nn.Module, artifact: str | Path, *,
                          compaction: CompactionReport | None = None) -> PrunedWeightsCheck:
     """For every GatedDense layer of the source ``model``: each weight with K * G == 0 must be
-    exactly 0 in the artifact's effective weight (``<layer>.kernel * <layer>.gates``, sparse
-    initializers included), or removed by ``compaction``. A layer whose weights are missing or
-    shaped otherwise fails with the reason."""
-    import onnx
-
-    path = Path(onnx_path)
-    try:
-        proto = onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # noqa: BLE001
-        raise BadInputError(f"cannot read {path} as ONNX: {type(exc).__name__}") from None
-    weights = onnx_weights(proto)
+    exactly 0 in the artifact's effective weight, or removed by ``compaction``. The artifact is
+    an ONNX file (``<layer>.kernel * <layer>.gates``, sparse initializers included) or a CoreML
+    ``.mlpackage`` (the weight its linear op reads, constexpr weights materialised: see
+    `coreml_layer_weights`). A layer whose weight is missing or shaped otherwise fails with the
+    reason."""
+    path = Path(artifact)
+    names = [name for name, m in model.named_modules() if isinstance(m, GatedDense)]
+    read = coreml_layer_weights if path.suffix.lower() == ".mlpackage" else onnx_layer_weights
+    found = read(path, names)
     layers = []
     for name, layer in model.named_modules():
         if not isinstance(layer, GatedDense):
@@ -403,13 +428,10 @@ def check_pruned_weights(model: nn.Module, onnx_path: str | Path, *,
         kept = source[list(rows) if rows is not None else slice(None)]
         kept = kept[:, list(cols) if cols is not None else slice(None)]
         removed = int(source.size - kept.size)
-        kernel = weights.get(f"{name}.kernel")
-        if kernel is None:
-            layers.append(PrunedLayer(name, int((kept == 0).sum()), removed, 0,
-                                      note=f"no initializer {name}.kernel in the artifact"))
+        actual = found[name]
+        if isinstance(actual, str):
+            layers.append(PrunedLayer(name, int((kept == 0).sum()), removed, 0, note=actual))
             continue
-        gates = weights.get(f"{name}.gates")
-        actual = kernel.astype(np.float32) * (1 if gates is None else gates.astype(np.float32))
         if actual.shape != kept.shape:
             layers.append(PrunedLayer(name, int((kept == 0).sum()), removed, 0,
                                       note=f"artifact weight shape {list(actual.shape)}, source "
@@ -421,11 +443,88 @@ def check_pruned_weights(model: nn.Module, onnx_path: str | Path, *,
     return PrunedWeightsCheck(path.name, tuple(layers))
 
 
+def onnx_layer_weights(path: Path, names: list[str]) -> dict[str, np.ndarray | str]:
+    """{layer: effective weight (in, out), ``<layer>.kernel * <layer>.gates`` in fp32, or why
+    there is none} from an ONNX file."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # noqa: BLE001
+        raise BadInputError(f"cannot read {path} as ONNX: {type(exc).__name__}") from None
+    weights = onnx_weights(proto)
+    found: dict[str, np.ndarray | str] = {}
+    for name in names:
+        kernel = weights.get(f"{name}.kernel")
+        if kernel is None:
+            found[name] = f"no initializer {name}.kernel in the artifact"
+            continue
+        gates = weights.get(f"{name}.gates")
+        found[name] = kernel.astype(np.float32) * \
+            (1 if gates is None else gates.astype(np.float32))
+    return found
+
+
+def coreml_layer_weights(path: Path, names: list[str]) -> dict[str, np.ndarray | str]:
+    """{layer: effective weight (in, out), or why there is none} from a CoreML ``.mlpackage``.
+
+    The GatedDense lowering folds W = K * G into one const that a ``linear`` op reads as
+    ``weight`` (out, in), named after torch.export's placeholder for ``<layer>.kernel``
+    (``p_dense1_kernel_folded``; later passes add ``_to_fp16``, ``_sparsified``). The exporter
+    records {layer: that var} in the package metadata (``gatex.gated_weights``); without that
+    record the var is looked up by torch.export's naming rule. The weight is read as stored:
+    a const's value, or a ``constexpr_`` op (sparse, palettized, quantized) materialised by
+    coremltools' own ``materialized_val_inference``."""
+    from gatex.exporters.coreml import GATED_WEIGHTS_KEY, gated_weight_vars
+    from gatex.runtimes.coreml_emulator.package import read_package
+
+    package = read_package(path)
+    program = package.program()
+    recorded = package.metadata.get(GATED_WEIGHTS_KEY)
+    try:
+        by_layer = json.loads(recorded) if recorded else None
+    except ValueError:
+        by_layer = None
+    if not isinstance(by_layer, dict):
+        by_layer = gated_weight_vars(program, {name: _export_placeholder(name + ".kernel")
+                                               for name in names})
+    producers = {}
+    for function in program.functions.values():
+        for op in function.operations:
+            for out in op.outputs:
+                producers[out.name] = op
+    found: dict[str, np.ndarray | str] = {}
+    for name in names:
+        var = by_layer.get(name)
+        op = producers.get(var) if var else None
+        if op is None:
+            found[name] = (f"no weight for layer {name} in the CoreML program"
+                           + (f" (the recorded var {var} is absent)" if var else ""))
+            continue
+        if op.op_type.startswith("constexpr_"):
+            value = op.materialized_val_inference()
+            value = value[-1] if isinstance(value, tuple) else value
+        else:
+            value = op.outputs[0].val
+        if value is None or np.ndim(value) != 2:
+            found[name] = f"the weight {var} of layer {name} is not a constant matrix"
+            continue
+        found[name] = np.asarray(value, dtype=np.float32).T
+    return found
+
+
+def _export_placeholder(target: str) -> str:
+    """torch.export's placeholder name for parameter ``target`` (``encoder.0.kernel`` ->
+    ``p_encoder_0_kernel``); torch adds a suffix only on a name collision."""
+    return "p_" + re.sub(r"[^a-zA-Z0-9]", "_", target.lower())
+
+
 def has_gated_dense(model: nn.Module) -> bool:
     """Whether ``model`` holds a GatedDense layer."""
     return any(isinstance(m, GatedDense) for m in model.modules())
 
 
-__all__ = ["CompactionReport", "LayerCompaction", "PrunedLayer", "PrunedWeightsCheck",
-           "check_pruned_weights", "compact_model", "effective_weight", "fold_gates",
-           "has_gated_dense", "onnx_weights", "sparse_to_dense", "sparsify_initializers"]
+__all__ = ["COMPACTION_KEY", "CompactionReport", "LayerCompaction", "PrunedLayer",
+           "PrunedWeightsCheck", "check_pruned_weights", "compact_model", "coreml_layer_weights",
+           "effective_weight", "fold_gates", "has_gated_dense", "onnx_layer_weights",
+           "onnx_weights", "sparse_to_dense", "sparsify_initializers"]

@@ -56,6 +56,11 @@ PRE_MLPROGRAM_TARGETS = ("iOS13", "iOS14", "macOS10_15", "macOS10_16", "macOS11"
                          "watchOS7", "tvOS13", "tvOS14")
 METADATA_PREFIX = "gatex."
 PARITY_KEY = "gatex.parity"
+# {GatedDense layer: the MIL var of its folded weight (K * G).T}, for the pruned-weights check
+GATED_WEIGHTS_KEY = "gatex.gated_weights"
+# Sparse weights are constexpr_sparse_to_dense, an iOS16 / macOS13 op: the first ML Program
+# generation cannot hold them.
+SPARSE_TOO_OLD = ("iOS15", "macOS12", "watchOS8", "tvOS15")
 
 
 class CoremlExportError(BadInputError):
@@ -93,11 +98,17 @@ def canonical_target(name: str) -> str:
     return found
 
 
-def check_options(precision: str, target: str, compute_units: str) -> str:
+def check_options(precision: str, target: str, compute_units: str,
+                  sparse_weights: bool = False) -> str:
     """Validate the export options before any work; returns the canonical target name."""
     require_choice(precision, PRECISIONS, "precision")
     require_choice(compute_units, COMPUTE_UNITS, "compute units")
-    return canonical_target(target)
+    target = canonical_target(target)
+    if sparse_weights and target in SPARSE_TOO_OLD:
+        raise BadInputError(f"--sparse-weights needs deployment target iOS16 / macOS13 / "
+                            f"watchOS9 / tvOS16 or newer (sparse weights are "
+                            f"constexpr_sparse_to_dense); got --target {target}")
+    return target
 
 
 # -- the builder lowerings use -------------------------------------------------------------------
@@ -309,21 +320,25 @@ def register_lowerings(registry: Any = None) -> tuple[str, ...]:
 def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path, *,
                   precision: str = "fp16", target: str = DEFAULT_TARGET,
                   compute_units: str = "all", unit: str | None = None,
-                  dynamic_batch: bool = True,
+                  dynamic_batch: bool = True, sparse_weights: bool = False,
+                  extra_metadata: dict[str, str] | None = None,
                   check: Callable[[Path, str], Any] | None = None) -> tuple[CoremlArtifact, Any]:
     """Convert ``model`` to an ML Program at ``path`` (a ``.mlpackage`` directory).
 
     ``precision`` is the compute precision (fp16: every op in fp16, the usual form for the GPU
     and Neural Engine; inputs stay fp32, outputs are fp16 from iOS16 / macOS13 on, as coremltools
     writes them, fp32 for older targets); ``target`` the minimum deployment target;
-    ``compute_units`` the units the model loads with. ``check(package, precision)``, when given,
+    ``compute_units`` the units the model loads with. ``sparse_weights`` stores every weight of
+    more than 2048 elements that is at least half exact zeros sparse (`sparsify_weights`; the
+    model should hold K * G already: `gatex.exporters.compact.fold_gates`); ``extra_metadata``
+    is added to the package's user metadata. ``check(package, precision)``, when given,
     runs on the saved package before it is renamed into place and returns a parity verdict
     (``ParityResult``), stored as JSON in the metadata under ``gatex.parity``; the package is
     renamed into place whatever the verdict (the caller decides what a failure means).
 
     Returns the artifact and the verdict (None without ``check``).
     """
-    target = check_options(precision, target, compute_units)
+    target = check_options(precision, target, compute_units, sparse_weights)
     path = Path(path)
     if path.suffix != ".mlpackage":
         raise BadInputError(f"{path}: a CoreML ML Program is saved as a .mlpackage directory")
@@ -342,11 +357,17 @@ def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path
                                 "with --no-check (check=False), or check it with gatex parity "
                                 "--rtol/--atol")
     mlmodel = _convert(ct, program, precision, target, compute_units)
+    if sparse_weights:
+        mlmodel, _ = sparsify_weights(mlmodel)
     mil_ops = _mil_op_types(mlmodel._mil_program)
     leftover = sorted(o for o in mil_ops if o.startswith("gatex"))
     if leftover:  # a gatex bug: a composite did not replace its op
         raise RuntimeError(f"CoreML program still holds gatex ops: {', '.join(leftover)}")
     metadata = _metadata(ops, unit, precision, target, compute_units)
+    weights = gated_weight_vars(mlmodel._mil_program, _kernel_placeholders(program))
+    if weights:
+        metadata[GATED_WEIGHTS_KEY] = json.dumps(weights, separators=(",", ":"))
+    metadata.update(extra_metadata or {})
     spec = mlmodel.get_spec()
     input_names = tuple(i.name for i in spec.description.input)
     output_names = tuple(o.name for o in spec.description.output)
@@ -382,6 +403,90 @@ def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...],
         raise
     except Exception as exc:  # torch.export's own error types: the model cannot be traced
         raise CoremlExportError(f"torch.export failed: {_first_line(str(exc))}") from None
+
+
+def _kernel_placeholders(program: Any) -> dict[str, str]:
+    """{module path: torch.export's placeholder name} for every ``<module>.kernel`` parameter
+    (the GatedDense lowering names its folded weight after that placeholder)."""
+    found = {}
+    for placeholder, target in program.graph_signature.inputs_to_parameters.items():
+        if target.endswith(".kernel"):
+            found[target.removesuffix(".kernel")] = placeholder
+    return found
+
+
+def gated_weight_vars(program: Any, placeholders: dict[str, str]) -> dict[str, str]:
+    """{layer: name of the var a linear op reads as its weight} for each layer whose folded
+    weight const (``<placeholder>_folded``, renamed by later passes only by suffixes such as
+    ``_to_fp16`` and ``_sparsified``) feeds a linear op of ``program``'s main function."""
+    from gatex.ops.gated_dense import COREML_WEIGHT_SUFFIX
+
+    bases = {f"{p}{COREML_WEIGHT_SUFFIX}": layer for layer, p in placeholders.items()}
+    found: dict[str, str] = {}
+    for function in program.functions.values():
+        for op in function.operations:
+            if op.op_type != "linear":
+                continue
+            name = op.weight.name
+            for base, layer in bases.items():
+                if name == base or name.startswith(base + "_"):
+                    found[layer] = name
+    return found
+
+
+# -- sparse weights -------------------------------------------------------------------------------
+
+# coremltools' threshold pruner zeroes |w| <= threshold: 0.0 touches exact zeros only (and -0.0,
+# which equals 0); a weight goes sparse when it has more than 2048 elements and at least half of
+# them are zero (its "mostly zero"; below that the bit mask barely pays)
+SPARSE_MIN_ELEMENTS = 2048
+SPARSE_MIN_FRACTION = 0.5
+
+
+def sparsify_weights(mlmodel: Any) -> tuple[Any, dict[str, int]]:
+    """``mlmodel`` with mostly-zero weights stored sparse (coremltools'
+    ``optimize.coreml.prune_weights`` with an ``OpThresholdPrunerConfig`` of threshold 0:
+    ``constexpr_sparse_to_dense``, a bit mask plus the non-zeros), and {weight: non-zeros} of
+    what went sparse. Every sparse weight is materialised again and compared with the dense
+    const it replaced: any changed value is a RuntimeError (a coremltools or gatex bug), so no
+    non-zero weight can change."""
+    import_coremltools()
+    import coremltools.optimize as cto
+
+    dense = {op.outputs[0].name: op.outputs[0].val
+             for op in _walk_ops(mlmodel._mil_program) if op.op_type == "const"}
+    config = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpThresholdPrunerConfig(
+        threshold=0.0, minimum_sparsity_percentile=SPARSE_MIN_FRACTION,
+        weight_threshold=SPARSE_MIN_ELEMENTS))
+    with quiet():
+        sparse = cto.coreml.prune_weights(mlmodel, config)
+    stored: dict[str, int] = {}
+    for op in _walk_ops(sparse._mil_program):
+        if op.op_type != "constexpr_sparse_to_dense":
+            continue
+        original = op.name.removesuffix("_sparsified")
+        value = op.materialized_val_inference()
+        before = dense.get(original)
+        if before is None or value.dtype != before.dtype or value.shape != before.shape or \
+                not np.array_equal(value, before, equal_nan=value.dtype.kind == "f"):
+            raise RuntimeError(f"sparse weight {op.name} does not equal the dense weight "
+                               f"{original} it replaced")
+        stored[original] = int(np.count_nonzero(value))
+    return sparse, stored
+
+
+def _walk_ops(program: Any) -> list[Any]:
+    found: list[Any] = []
+
+    def walk(block: Any) -> None:
+        for op in block.operations:
+            found.append(op)
+            for inner in getattr(op, "blocks", ()):
+                walk(inner)
+
+    for function in program.functions.values():
+        walk(function)
+    return found
 
 
 def _gatex_ops(program: Any) -> tuple[str, ...]:

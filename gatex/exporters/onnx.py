@@ -159,17 +159,19 @@ def _fold_batchnorms(model: nn.Module) -> int:
 
 
 def write_onnx(traced: TracedOnnx, path: str | Path, *, flavor: str = "portable",
-               unit: str | None = None, sparse_weights: bool = False) -> OnnxArtifact:
+               unit: str | None = None, sparse_weights: bool = False,
+               metadata: dict[str, str] | None = None) -> OnnxArtifact:
     """Write ``traced`` as ``flavor`` to ``path``: functions (or plugin attributes, or inline
     decompositions), IR version, metadata, the checker, then an atomic save. With
     ``sparse_weights`` mostly-zero initializers go to ``graph.sparse_initializer`` where that
-    is smaller (`gatex.exporters.compact.sparsify_initializers`)."""
+    is smaller (`gatex.exporters.compact.sparsify_initializers`). ``metadata`` is added to the
+    model's metadata_props."""
     check_flavor(flavor)
     proto = onnx.ModelProto()
     proto.CopyFrom(traced.proto)
     elem = onnx_build.onnx_dtype(torch.empty(0, dtype=DTYPES[traced.dtype]).numpy().dtype)
     inlined = _write_functions(proto, flavor, elem, traced.opset)
-    _finish(proto, flavor, traced.dtype, traced.opset, traced.ops, unit)
+    _finish(proto, flavor, traced.dtype, traced.opset, traced.ops, unit, metadata)
     external = proto.ByteSize() > EXTERNAL_DATA_BYTES
     if not external:  # a proto past 2 GB cannot be checked in memory: checked on disk instead
         _check(proto, flavor)
@@ -429,7 +431,7 @@ def _drop_unused_initializers(proto: onnx.ModelProto) -> None:
 
 
 def _finish(proto: onnx.ModelProto, flavor: str, dtype: str, opset: int, ops: tuple[str, ...],
-            unit: str | None) -> None:
+            unit: str | None, extra: dict[str, str] | None = None) -> None:
     proto.ir_version = IR_VERSION
     has_custom = any(n.domain == onnx_build.DOMAIN for n in proto.graph.node)
     del proto.opset_import[:]
@@ -443,6 +445,7 @@ def _finish(proto: onnx.ModelProto, flavor: str, dtype: str, opset: int, ops: tu
             "gatex.ops": ",".join(REGISTRY.get(o).id for o in ops)}
     if unit:
         meta["gatex.unit"] = unit
+    meta.update(extra or {})
     existing = {p.key for p in proto.metadata_props}
     for k, v in meta.items():
         if k not in existing:

@@ -50,11 +50,16 @@ DEFAULT_BATCH = (1, 32, 512)   # engine optimization profile: min, opt, max batc
 
 
 class EngineNotBuilt(BackendUnavailableError):
-    """The bundle was written, but TensorRT is not importable here to build the engine."""
+    """The bundle was written, but TensorRT is not importable here to build the engine.
+
+    `export_result` adds what it knows of the bundle's ONNX: ``compaction`` (the
+    CompactionReport of a ``compact=True`` export) and ``pruned`` (its pruned-weights check)."""
 
     def __init__(self, message: str, artifact: TensorrtArtifact) -> None:
         super().__init__(message)
         self.artifact = artifact
+        self.compaction: Any = None
+        self.pruned: Any = None
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,11 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
                     out_dir: str | Path, *, name: str, precision: str = "fp16",
                     plugins: str = "auto", unit: str | None = None, dynamic_batch: bool = True,
                     opset: int | None = None, build: bool = True,
-                    batch: tuple[int, int, int] = DEFAULT_BATCH) -> TensorrtArtifact:
+                    batch: tuple[int, int, int] = DEFAULT_BATCH,
+                    metadata: dict[str, str] | None = None) -> TensorrtArtifact:
     """Write the bundle for ``model`` (see the module docstring), then build the engine where
     TensorRT is importable; raises `EngineNotBuilt` (exit 3) after writing the bundle otherwise.
-    ``build=False`` writes the bundle only."""
+    ``build=False`` writes the bundle only. ``metadata`` goes into the ONNX's metadata_props."""
     check_choice(precision, plugins)
     from gatex.exporters.onnx import DEFAULT_OPSET, trace_onnx
 
@@ -106,7 +112,7 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
                         opset=opset, dynamic_batch=dynamic_batch)
     decisions = _decide(traced.proto, precision, plugins)
     proto = build_trt_onnx(traced.proto, precision, decisions, ops=traced.ops, unit=unit,
-                           opset=opset, policy=plugins)
+                           opset=opset, policy=plugins, metadata=metadata)
     stem = bundle_name(name, precision)
     out_dir = Path(out_dir)
     kernels = _precompile(proto, precision)
@@ -126,20 +132,31 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
 def export_result(model: nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: Path,
                   stem: str, *, unit: str | None, precision: str, plugins: str,
                   opset: int | None, dynamic_batch: bool, check: bool,
-                  check_inputs: Sequence[torch.Tensor], inputs_note: str) -> Any:
+                  check_inputs: Sequence[torch.Tensor], inputs_note: str,
+                  source: nn.Module | None = None, compaction: Any = None,
+                  metadata: dict[str, str] | None = None) -> Any:
     """`gatex.export` for ``to="trt"``: the bundle, the engine, and the engine's parity against
-    the model (TensorRT runtime vs torch) when ``check``."""
-    from gatex.exporters import ExportResult
+    ``source`` (default ``model``; the uncompacted model when ``model`` is its compacted copy,
+    ``compaction`` its report) when ``check``; with GatedDense layers, the pruned-weights check
+    of the bundle's ONNX (also on `EngineNotBuilt`, as its ``pruned``)."""
+    from gatex.exporters import ExportResult, _pruned
 
-    artifact = export_tensorrt(model, example_inputs, out_dir, name=stem, precision=precision,
-                               plugins=plugins, unit=unit, dynamic_batch=dynamic_batch,
-                               opset=opset)
+    source = model if source is None else source
+    try:
+        artifact = export_tensorrt(model, example_inputs, out_dir, name=stem,
+                                   precision=precision, plugins=plugins, unit=unit,
+                                   dynamic_batch=dynamic_batch, opset=opset, metadata=metadata)
+    except EngineNotBuilt as exc:
+        exc.compaction = compaction
+        exc.pruned = _pruned(source, exc.artifact.onnx_path, compaction) if check else None
+        raise
     parity = None
     if check and artifact.engine_path is not None:
-        parity = check_engine(model, artifact.engine_path, check_inputs, precision=precision,
+        parity = check_engine(source, artifact.engine_path, check_inputs, precision=precision,
                               inputs_note=inputs_note)
+    pruned = _pruned(source, artifact.onnx_path, compaction) if check else None
     return ExportResult(artifact.path, "trt", "plugin", precision, artifact.ops, unit, artifact,
-                        parity)
+                        parity, compaction, pruned)
 
 
 def check_engine(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
@@ -213,7 +230,8 @@ def _decide(proto: Any, precision: str, policy: str) -> tuple[PluginDecision, ..
 
 
 def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecision], *,
-                   ops: tuple[str, ...], unit: str | None, opset: int, policy: str) -> Any:
+                   ops: tuple[str, ...], unit: str | None, opset: int, policy: str,
+                   metadata: dict[str, str] | None = None) -> Any:
     """The bundle's ModelProto from a traced (parameters folded, no functions) model: retyped
     to ``precision``, each gatex node a plugin node or inlined by ``decisions``, checked."""
     import onnx
@@ -261,6 +279,7 @@ def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecisi
                                                 "reason": d.reason} for d in decisions])}
     if unit:
         meta["gatex.unit"] = unit
+    meta.update(metadata or {})
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))

@@ -15,6 +15,9 @@ import torch.nn.functional as F
 from gatex.ops._torch import compute_in_fp32, publish
 from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param
 
+# the CoreML lowering's folded weight W.T = (K * G).T is the const "<kernel var>_folded"
+COREML_WEIGHT_SUFFIX = "_folded"
+
 ACTIVATIONS: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] = MappingProxyType({
     "linear": lambda t: t,
     "relu": torch.relu,
@@ -69,9 +72,12 @@ def _gated_dense_onnx(b, x: str, kernel: str, gates: str, bias: str = "", *,
 @GATED_DENSE.lowering("coreml")
 def _gated_dense_coreml(m, x, kernel, gates, bias=None, *, activation: str = "linear"):
     # W = K * G folded to one constant (Keras (in, out) layout: linear takes its transpose)
+    # named after the kernel's variable (torch.export's placeholder, e.g. p_dense1_kernel) so
+    # the pruned-weights check can find the layer's weight in the saved program
     k, g = m.value(kernel), m.value(gates)
     if k is not None and g is not None and (bias is None or m.value(bias) is not None):
-        weight = (k * g).T.astype(m.np_dtype(x))
+        weight = m.mb.const(val=(k * g).T.astype(m.np_dtype(x)),
+                            name=f"{kernel.name}{COREML_WEIGHT_SUFFIX}")
         y = m.linear(x=x, weight=weight, **({"bias": bias} if bias is not None else {}))
     else:
         y = m.matmul(x=x, y=m.mul(kernel, gates))
