@@ -909,6 +909,65 @@ def test_fp16_program_matches_torch_half_kernels(digits: np.ndarray, tmp_path: P
     assert np.abs(emulated - half).max() < np.abs(emulated - fp32).max() / 4
 
 
+# -- compressed weights: constexpr_sparse_to_dense ------------------------------------------------
+
+def _sparse_weight(rng: np.random.Generator, shape: tuple[int, int], dt: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A weight with 90 % exact zeros (and one -0.0), its non-zeros in row-major order, and
+    its bit mask as MIL packs it: one bit per element, least significant bit first."""
+    dense = rng.standard_normal(shape).astype(NP[dt])
+    dense[rng.random(shape) < 0.9] = 0
+    dense[0, 0] = -0.0
+    flat = dense.reshape(-1)
+    bits = flat != 0
+    packed = np.zeros((flat.size + 7) // 8, np.uint8)
+    for i in np.flatnonzero(bits):
+        packed[i // 8] |= np.uint8(1 << (i % 8))
+    return dense, flat[bits], packed
+
+
+@pytest.mark.parametrize("dt", ["fp32", "fp16"])
+@pytest.mark.parametrize("form", ["iOS16", "iOS18"])
+def test_constexpr_sparse_to_dense_materialises_the_weight(form: str, dt: str,
+                                                            tmp_path: Path) -> None:
+    """The sparse weight coremltools' prune_weights writes (iOS16 form: uint8 bit mask + shape,
+    in iOS16/17 programs; iOS18 form: a uint1 mask of the weight's shape) is the dense weight
+    exactly, and a matmul reading it matches NumPy's (one fp16 ULP in fp16)."""
+    from coremltools.converters.mil.mil.types.type_int import np_uint1_dtype
+
+    rng = np.random.default_rng(7)
+    dense, nonzero, packed = _sparse_weight(rng, (24, 40), dt)
+    target = getattr(ct.target, "iOS18" if form == "iOS18" else "iOS17")
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(5, 24), dtype=MIL[dt])], opset_version=target)
+    def program(x):
+        if form == "iOS16":
+            w = mb.constexpr_sparse_to_dense(nonzero_data=nonzero, mask=packed,
+                                             shape=np.uint32(dense.shape))
+        else:
+            mask = (dense != 0).astype(np_uint1_dtype)
+            w = mb.constexpr_sparse_to_dense(nonzero_data=nonzero, mask=mask)
+        return mb.matmul(x=x, y=w)
+
+    path = tmp_path / f"sparse-{form}-{dt}.mlpackage"
+    with quiet_coremltools():
+        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=target,
+                           compute_precision=(ct.precision.FLOAT16 if dt == "fp16"
+                                              else ct.precision.FLOAT32),
+                           pass_pipeline=ct.PassPipeline.EMPTY)
+        model.save(str(path))
+    emulator = MilEmulator(path)
+    assert emulator.program.op_types["constexpr_sparse_to_dense"] == 1
+    (weight,) = [v for v in emulator.program.constants.values()   # (the iOS18 mask too)
+                 if np.shape(v) == dense.shape and v.dtype.kind == "f"]
+    assert weight.dtype == dense.dtype and np.array_equal(weight, dense)
+    x = rng.standard_normal((5, 24)).astype(NP[dt])
+    (out,) = emulator.run({emulator.inputs[0].name: x}).values()
+    expected = x.astype(np.float64) @ dense.astype(np.float64)
+    rtol, atol = TOL[dt]
+    np.testing.assert_allclose(out.astype(np.float64), expected, rtol=rtol, atol=1e-5)
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 def test_unsupported_op_is_named_before_running(tmp_path: Path) -> None:
