@@ -86,7 +86,11 @@ def parity(
     the model holds (the loosest of them). A low-precision (fp16/bf16) artifact is also held
     to a precision floor: a whole network in fp16 cannot beat torch's own fp16 error, so each
     output's atol is at least 2x the atol torch's fp16 run needs, measured in the same run. A
-    failure names the output and the tolerance that would have passed. Exit 1 when any output fails; 2 for a
+    failure names the output and the tolerance that would have passed. When the reference
+    holds GatedDense layers, an ONNX or CoreML artifact must also keep every weight pruned in
+    the reference exactly zero (or removed by the compaction its metadata records,
+    gatex.compaction): the pruned-weights check, printed and in the JSON as "pruned"; a
+    violation fails the artifact. Exit 1 when any output fails; 2 for a
     missing or unreadable file, a wrong input name, shape or dtype, a MIL op the CoreML
     emulator lacks, or an unwritable verdict path (nothing is written); 3 for a missing backend
     (onnxruntime, coremltools, TensorRT for .engine/.plan files).

@@ -451,7 +451,8 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
             result = compare_runtimes(artifact, reference, feeds, artifact_name=str(path),
                                       dtype=dtype, rtol=rtol, atol=atol, inputs_note=what,
                                       precision_floor=precision_floor)
-        result = replace(result, reference=f"{reference.label}: {ref_what}")
+        result = replace(result, reference=f"{reference.label}: {ref_what}",
+                         pruned=pruned_weights(path, ref_model, artifact.metadata))
         if recorded is not None and unit is not None and model is None and \
                 zoo.entry(recorded).unit != unit:
             result = replace(result, notes=(*result.notes, (
@@ -467,6 +468,29 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                                result.tolerance.tolerance, device=device, threads=threads)
             result = replace(result, locate=found)
     return result
+
+
+def pruned_weights(path: Path, model: Any, metadata: Mapping[str, str]) -> Any:
+    """The pruned-weights check of an ONNX or CoreML artifact against a reference ``model``
+    with GatedDense layers (`gatex.exporters.compact.check_pruned_weights`), with the
+    compaction the artifact records (``gatex.compaction``); None for other models and for
+    TensorRT engines (their weights are not readable as tensors)."""
+    from torch import nn
+
+    if not isinstance(model, nn.Module) or path.suffix.lower() not in (".onnx", ".mlpackage"):
+        return None
+    from gatex.exporters.compact import (
+        COMPACTION_KEY,
+        CompactionReport,
+        check_pruned_weights,
+        has_gated_dense,
+    )
+
+    if not has_gated_dense(model):
+        return None
+    recorded = metadata.get(COMPACTION_KEY)
+    compaction = CompactionReport.from_json(recorded) if recorded else None
+    return check_pruned_weights(model, path, compaction=compaction)
 
 
 def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "torch",
@@ -527,7 +551,11 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                               threads=threads, compute_units=u,
                               precision_floor=precision_floor)
                for p in paths for u in runs(p)]
-    print_results(results, console or Console())
+    console = console or Console()
+    print_results(results, console)
+    for r in results:
+        if r.pruned is not None:
+            console.print(r.pruned.summary(), markup=False)
     write_verdicts(results, json_path=json_path, junit_path=junit_path,
                    markdown_path=markdown_path)
     failed = [r for r in results if not r]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -553,7 +554,9 @@ class ParityResult:
 
     ``emulated`` marks results computed by an emulator rather than the real backend (CoreML's
     MIL emulator on Linux); ``inputs`` says where the inputs came from, ``input_nans`` which
-    inputs held NaNs (reported, not refused).
+    inputs held NaNs (reported, not refused). ``pruned``: for a reference with GatedDense
+    layers, the artifact's pruned-weights check (`gatex.exporters.compact.PrunedWeightsCheck`);
+    a violated one fails the result whatever the outputs say.
     """
 
     artifact: str
@@ -568,10 +571,12 @@ class ParityResult:
     input_nans: dict[str, int] = field(default_factory=dict)
     locate: LocateResult | None = None
     notes: tuple[str, ...] = ()
+    pruned: Any | None = None
 
     @property
     def passed(self) -> bool:
-        return bool(self.outputs) and all(self.outputs)
+        return bool(self.outputs) and all(self.outputs) and \
+            (self.pruned is None or bool(self.pruned))
 
     def __bool__(self) -> bool:
         return self.passed
@@ -587,4 +592,6 @@ class ParityResult:
             return f"{head}: {len(self.outputs)} outputs within {self.tolerance.describe()}"
         if not self.outputs:
             return f"{head}: no outputs compared"
+        if not self.failures():  # the outputs agree; the pruned-weights check failed
+            return f"{head}: {self.pruned.summary()}"
         return f"{head}: {self.failures()[0].message}"

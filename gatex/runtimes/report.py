@@ -28,13 +28,22 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
                           "first_divergence": null | {"index", "op", "node", "module"},
                           "ops": [{"index", "op", "node", "module", "passed", "max_abs",
                                    "max_rel", "message"}]},
-        "notes": [str]}]}
+        "notes": [str],
+        "pruned": null | {"passed": bool, "summary": str,
+                          "layers": [{"name": str, "pruned": int, "removed": int,
+                                      "violations": int, "first": [int, int] | null,
+                                      "note": str | null}]}}]}
 
 A metric that is absent (shapes differ) or not finite is null: the file is strict JSON.
 Additions keep the number: ``floor`` (optional; null where no precision floor was measured) is
 torch's own low-precision error on that output (its max_abs, and the atol it needs at ``rtol``)
 and the atol floor it makes, ``factor`` x ``torch_atol`` (``raised``: that floor, not the
-spec's atol, was the atol applied; ``tolerance.atol`` stays the spec's).
+spec's atol, was the atol applied; ``tolerance.atol`` stays the spec's). ``pruned``
+(optional; null where not run) is the pruned-weights check of an artifact whose reference
+holds GatedDense layers: per layer, the weights pruned in the source (K * G == 0) that the
+artifact keeps, those compaction removed, and those that are non-zero in the artifact
+(``violations``, the first at [in, out]), or the ``note`` saying why the layer could not be
+read; a failed check fails the result.
 """
 
 from __future__ import annotations
@@ -60,7 +69,8 @@ from gatex.runtimes.parity import LocateResult, OutputParity, ParityResult
 SCHEMA = "gatex.parity/1"
 TOP_KEYS = ("schema", "gatex_version", "passed", "results")
 RESULT_KEYS = ("artifact", "runtime", "reference", "emulated", "dtype", "passed", "tolerance",
-               "inputs", "outputs", "locate", "notes")
+               "inputs", "outputs", "locate", "notes", "pruned")
+PRUNED_LAYER_KEYS = ("name", "pruned", "removed", "violations", "first", "note")
 TOLERANCE_KEYS = ("rtol", "atol", "dtype", "origin", "ops", "reductions", "text")
 OUTPUT_KEYS = ("name", "passed", "message", "shape", "expected_shape", "dtype", "max_abs",
                "max_rel", "mean_abs", "cosine", "max_ulp", "nan", "inf", "outside", "worst",
@@ -171,7 +181,19 @@ def result_record(r: ParityResult) -> dict[str, Any]:
         "outputs": [output_record(o) for o in r.outputs],
         "locate": locate_record(r.locate),
         "notes": list(r.notes),
+        "pruned": pruned_record(r.pruned),
     }
+
+
+def pruned_record(check: Any) -> dict[str, Any] | None:
+    """A `PrunedWeightsCheck` as JSON (None: not run)."""
+    if check is None:
+        return None
+    return {"passed": bool(check), "summary": check.summary(),
+            "layers": [{"name": x.name, "pruned": x.pruned, "removed": x.removed,
+                        "violations": x.violations,
+                        "first": None if x.first is None else list(x.first), "note": x.note}
+                       for x in check.layers]}
 
 
 def to_json(results: Sequence[ParityResult]) -> str:

@@ -196,7 +196,22 @@ RESULT = {
                     "properties": {"index": {"type": "integer"}, "op": {"type": "string"},
                                    "node": {"type": "string"}, "module": {"type": "string"}}},
                 "ops": {"type": "array", "items": OP_ENTRY}}},
-        "notes": {"type": "array", "items": {"type": "string"}}}}
+        "notes": {"type": "array", "items": {"type": "string"}},
+        # optional (added within gatex.parity/1): the pruned-weights check (GatedDense models)
+        "pruned": {
+            "type": ["object", "null"], "additionalProperties": False,
+            "required": ["passed", "summary", "layers"],
+            "properties": {
+                "passed": {"type": "boolean"}, "summary": {"type": "string"},
+                "layers": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["name", "pruned", "removed", "violations", "first", "note"],
+                    "properties": {"name": {"type": "string"}, "pruned": {"type": "integer"},
+                                   "removed": {"type": "integer"},
+                                   "violations": {"type": "integer"},
+                                   "first": {"type": ["array", "null"],
+                                             "items": {"type": "integer"}},
+                                   "note": {"type": ["string", "null"]}}}}}}}}
 SCHEMA = {"type": "object", "additionalProperties": False,
           "required": ["schema", "gatex_version", "passed", "results"],
           "properties": {"schema": {"const": "gatex.parity/1"},
@@ -482,3 +497,71 @@ def test_the_artifact_file_is_left_untouched(zoo_golu, tmp_path):
     assert parity(zoo_golu, "--locate", "--json", tmp_path / "v.json").exit_code == 0
     assert zoo_golu.read_bytes() == before
     assert onnx.load(str(zoo_golu)).graph.output[0].name == "logits"
+
+
+# -- the pruned-weights check (models with GatedDense layers) -------------------------------------
+
+@pytest.fixture(scope="module")
+def gated_dense_artifacts(tmp_path_factory) -> dict[str, Path]:
+    """The zoo GatedDense model exported compacted with sparse weights to ONNX and CoreML, and
+    the plain ONNX export with one pruned weight switched back on: gate 1, kernel 1e-20 (so
+    the outputs still agree)."""
+    import gatex
+
+    d = tmp_path_factory.mktemp("gated_dense")
+    out = {to: gatex.export("GatedDense", to=to, out_dir=d, compact=True,
+                            sparse_weights=True).path for to in ("onnx", "coreml")}
+    plain = gatex.export("GatedDense", out_dir=d / "plain").path
+    model = zoo.load("GatedDense")
+    i, j = map(int, np.argwhere(model.dense2.gates.numpy() == 0)[3])
+    proto = onnx.load(plain)
+    for init in proto.graph.initializer:
+        if init.name in ("dense2.gates", "dense2.kernel"):
+            g = onnx.numpy_helper.to_array(init).copy()
+            g[i, j] = 1.0 if init.name.endswith("gates") else 1e-20
+            init.CopyFrom(onnx.numpy_helper.from_array(g, init.name))
+    out["unzeroed"] = save(proto, d / "GatedDense-unzeroed.onnx")
+    out["at"] = (i, j)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["onnx", "coreml"])
+def test_parity_runs_the_pruned_weights_check_with_the_recorded_compaction(
+        gated_dense_artifacts, kind, tmp_path):
+    path = tmp_path / "v.json"
+    result = parity(gated_dense_artifacts[kind], "--json", path)
+    assert result.exit_code == 0, result.output
+    assert "pruned weights: ok" in result.stdout and "removed in GatedDense" in result.stdout
+    doc = json.loads(path.read_text())
+    assert schema_errors(doc, SCHEMA) == []
+    record = doc["results"][0]["pruned"]
+    assert record["passed"] and [x["name"] for x in record["layers"]] == ["dense1", "dense2",
+                                                                          "head"]
+    # compaction removed units of dense1 and dense2: their pruned weights went with them
+    removed = {x["name"]: x["removed"] for x in record["layers"]}
+    assert removed["dense1"] > 0 and removed["dense2"] > 0
+    assert all(x["violations"] == 0 and x["note"] is None for x in record["layers"])
+
+
+def test_parity_fails_on_an_unzeroed_pruned_weight_even_when_outputs_agree(
+        gated_dense_artifacts, tmp_path):
+    path = tmp_path / "v.json"
+    result = parity(gated_dense_artifacts["unzeroed"], "--json", path)
+    assert result.exit_code == 1, result.output
+    line = one_error_line(result)
+    i, j = gated_dense_artifacts["at"]
+    assert "pruned weights: FAILED in GatedDense-unzeroed.onnx: dense2: 1 weights pruned in " \
+           f"the source are non-zero in the artifact (first at [in {i}, out {j}])" in line
+    doc = json.loads(path.read_text())
+    assert schema_errors(doc, SCHEMA) == []
+    r = doc["results"][0]
+    assert all(o["passed"] for o in r["outputs"]) and not r["passed"] and not doc["passed"]
+    dense2 = next(x for x in r["pruned"]["layers"] if x["name"] == "dense2")
+    assert (dense2["violations"], dense2["first"]) == (1, [i, j])
+
+
+def test_models_without_gated_dense_get_no_pruned_check(zoo_golu, tmp_path):
+    path = tmp_path / "v.json"
+    result = parity(zoo_golu, "--json", path)
+    assert result.exit_code == 0 and "pruned weights" not in result.stdout
+    assert json.loads(path.read_text())["results"][0]["pruned"] is None
