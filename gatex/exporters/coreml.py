@@ -476,6 +476,7 @@ def sparsify_weights(mlmodel: Any) -> tuple[Any, dict[str, int]]:
 
 
 def _walk_ops(program: Any) -> list[Any]:
+    """Every op of the program's functions, nested blocks included."""
     found: list[Any] = []
 
     def walk(block: Any) -> None:
@@ -542,17 +543,7 @@ def _first_line(text: str) -> str:
 
 def _mil_op_types(program: Any) -> tuple[str, ...]:
     """Every op type in the program's functions, nested blocks included."""
-    found: set[str] = set()
-
-    def walk(block: Any) -> None:
-        for op in block.operations:
-            found.add(op.op_type)
-            for inner in getattr(op, "blocks", ()):
-                walk(inner)
-
-    for function in program.functions.values():
-        walk(function)
-    return tuple(sorted(found))
+    return tuple(sorted({op.op_type for op in _walk_ops(program)}))
 
 
 def _metadata(ops: tuple[str, ...], unit: str | None, precision: str, target: str,

@@ -276,3 +276,15 @@ def test_trt_compact_writes_a_compacted_bundle_then_exits_3(tmp_path):
     assert shapes["dense1.kernel"] == [64, kept["dense1"]] and kept["dense1"] < 128
     assert shapes["dense2.kernel"] == [kept["dense1"], kept["dense2"]] and kept["dense2"] < 64
     assert shapes["head.kernel"] == [kept["dense2"], 10]
+
+
+def test_cli_coreml_compact_sparse_prints_the_compaction_and_the_check(tmp_path):
+    result = CliRunner().invoke(app, ["export", "--unit", "GatedDense", "--to", "coreml",
+                                      "--compact", "--sparse-weights", "-o", str(tmp_path)],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "compact dense1: 128 -> " in result.stdout
+    assert "compact head: not compacted: its output is the model's output" in result.stdout
+    assert "compacted 2 of 3 GatedDense layers: 192 -> " in result.stdout
+    assert "pruned weights: ok" in result.stdout and "GatedDense-fp16.mlpackage" in result.stdout
+    assert "emulated" in result.stdout   # the parity table of the MIL emulator run
