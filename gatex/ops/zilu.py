@@ -91,14 +91,37 @@ def arctan_approx_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) ->
     return _arctan_approx_safe(_z(x, sigma))
 
 
+def _far_left(x: torch.Tensor, sigma: torch.Tensor | float) -> tuple[torch.Tensor, ...]:
+    """For x (.) gate(sigma x) where sigma x < -1: the mask, w = 1/(sigma x) in (-1, 0) and
+    1/sigma, with harmless stand-ins (w = -1, sigma = 1) elsewhere so that neither the unused
+    branch nor its backward meets inf or NaN.
+
+    There x / (sigma x) = 1/sigma exactly, so the product never has to be formed: x times a
+    gate that underflows (sigma x beyond fp32's range, clamped by `_z`) used to give
+    ZiLU(-3e38, sigma 5) = -0.28 instead of -1/(5 pi) = -0.064.
+    """
+    z = _z(x, sigma)
+    far = z < -1.0
+    w = 1.0 / torch.where(far, z, -1.0)
+    inv_sigma = 1.0 / torch.where(far, torch.as_tensor(sigma, dtype=x.dtype), 1.0)
+    return far, z, w, inv_sigma
+
+
 @compute_in_fp32
 def zilu_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) -> torch.Tensor:
-    return x * _arctan_gate_safe(_z(x, sigma))
+    # far left: x (-atan(w)/pi) = -(1/(pi sigma)) atan(w)/w, w = 1/(sigma x) in (-1, 0), where
+    # atan(w)/w is smooth and in (pi/4, 1]: no cancellation, no overflow, exact as x -> -inf
+    far, z, w, inv_sigma = _far_left(x, sigma)
+    tail = -(inv_sigma / math.pi) * (torch.atan(w) / w)
+    return torch.where(far, tail, x * (0.5 + torch.atan(z) / math.pi))
 
 
 @compute_in_fp32
 def zilu_approx_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) -> torch.Tensor:
-    return x * _arctan_approx_safe(_z(x, sigma))
+    # far left: x 0.5 / (1 + |z|) = x 0.5 / (1 - z) = (0.5/sigma) / (w - 1), w = 1/z in (-1, 0)
+    far, z, w, inv_sigma = _far_left(x, sigma)
+    tail = (0.5 * inv_sigma) / (w - 1.0)
+    return torch.where(far, tail, x * _arctan_approx_safe(z))
 
 
 def _spec(name: str, torch_name: str, summary: str, formula: str, reference, impl,
@@ -127,12 +150,17 @@ ARCTAN_APPROX = _spec(
 ZILU = _spec("ZiLU", "zilu", "x gated by the arctan gate.",
              "x * (0.5 + atan(sigma * x) / pi)", zilu_reference, zilu_impl,
              hazards="0.5 + atan(sigma x)/pi cancels for sigma x << 0 (ZiLU tends to "
-                     "-1/(pi sigma) there): impl uses -atan(1/(sigma x))/pi for sigma x < -1.")
+                     "-1/(pi sigma) there): for sigma x < -1 impl computes "
+                     "-(1/(pi sigma)) atan(w)/w with w = 1/(sigma x), never forming x times a "
+                     "vanishing gate, so the limit holds even where sigma x overflows (and at "
+                     "x = -inf, where the formula gives NaN).")
 ZILU_APPROX = _spec(
     "ZiLU_Approx", "zilu_approx", "x gated by the rational arctan approximation.",
     "x * (0.5 + max(sigma * x, 0)) / (1 + |sigma * x|)", zilu_approx_reference, zilu_approx_impl,
     hazards="sigma x overflowing to inf gives inf / inf = NaN upstream: impl clamps sigma x "
-            "(computing in fp32); the softsign form would cancel to 0 for sigma x << 0.")
+            "(computing in fp32); the softsign form would cancel to 0 for sigma x << 0. For "
+            "sigma x < -1 impl computes (0.5/sigma) / (1/(sigma x) - 1): the limit -0.5/sigma "
+            "holds where sigma x overflows and at x = -inf.")
 
 
 # ONNX lowerings: the fewest native ops (onnxruntime runs one memory pass per op; pass counts

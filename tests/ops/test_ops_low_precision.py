@@ -206,9 +206,10 @@ def test_tails_keep_tolerance(case: Case, make_inputs: Callable[[], list[torch.T
 
 def test_zilu_family_far_left_limits() -> None:
     # ZiLU(x) -> -1/(pi sigma) and ZiLU_Approx(x) -> -1/(2 sigma) as x -> -inf (sigma > 0); the
-    # cancelling forms gave 0 or noise there. Exact up to where sigma x itself overflows fp32.
-    for sigma in (1.0, 5.0):
-        x = torch.tensor([-1e30, -3e38 / sigma], dtype=torch.float32)
+    # cancelling forms gave 0 or noise there, and x times a gate underflowing where sigma x
+    # overflows fp32 gave -0.28 for ZiLU(-3e38, sigma 5) (the limit is -0.064).
+    for sigma in (1.0, 5.0, 1e3):
+        x = torch.tensor([-1e30, -3e38 / sigma, -3e38, -3.4028235e38], dtype=torch.float32)
         s = torch.tensor(sigma)
         zilu = torch.ops.gatex.zilu(x, s).double()
         approx = torch.ops.gatex.zilu_approx(x, s).double()

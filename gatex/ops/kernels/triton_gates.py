@@ -174,6 +174,18 @@ def _gated(v, u, p, c0, c1, c2, VALUE: tl.constexpr, GATE: tl.constexpr, MIX: tl
         y = _tanh(v) * m
     else:
         y = m
+    if SIGMA_FROM_P and VALUE == V_V:
+        if GATE == G_ARCTAN or GATE == G_ARCTAN_APPROX:
+            # ZiLU / ZiLU_Approx for sigma x < -1, as gatex/ops/zilu.py: x / (sigma x) = 1/sigma,
+            # so x times a gate that underflows is never formed; w = 1/(sigma x) in (-1, 0)
+            far = z < -1.0
+            w = 1.0 / tl.where(far, z, -1.0)
+            inv_p = 1.0 / tl.where(far, p, 1.0)
+            if GATE == G_ARCTAN:
+                tail = -(inv_p * INV_PI) * (_atan(w) / w)
+            else:
+                tail = (0.5 * inv_p) / (w - 1.0)
+            y = tl.where(far, tail, y)
     return y
 
 
