@@ -53,6 +53,13 @@ def parity(
              "raise each output's atol to 2x the atol torch's own run needs (shown in every "
              "report); --no-precision-floor judges by the spec tolerance alone.",
     )] = True,
+    decision_outliers: Annotated[bool, typer.Option(
+        "--decision-outliers/--no-decision-outliers",
+        help="For models with hard-decision ops (PGConv2d levels, CGConv2d gates), excuse up to "
+             "their spec's share (0.5 %) of each output's elements outside the tolerance, "
+             "where a last-bit difference flipped a level or a gate (the count is reported); "
+             "--no-decision-outliers holds every element to the tolerance.",
+    )] = True,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Write the verdicts as JSON (schema gatex.parity/1).", show_default=False,
     )] = None,
@@ -85,7 +92,9 @@ def parity(
     NaN/Inf counts and top-1 agreement for logits, against the spec tolerance of the gatex ops
     the model holds (the loosest of them). A low-precision (fp16/bf16) artifact is also held
     to a precision floor: a whole network in fp16 cannot beat torch's own fp16 error, so each
-    output's atol is at least 2x the atol torch's fp16 run needs, measured in the same run. A
+    output's atol is at least 2x the atol torch's fp16 run needs, measured in the same run.
+    A model with hard-decision ops (PGConv2d, CGConv2d) may have up to 0.5 % of each output's
+    elements outside the tolerance, where a level or gate flipped (reported). A
     failure names the output and the tolerance that would have passed. When the reference
     holds GatedDense layers, an ONNX or CoreML artifact must also keep every weight pruned in
     the reference exactly zero (or removed by the compaction its metadata records,
@@ -101,5 +110,6 @@ def parity(
                        trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype, rtol=rtol,
                        atol=atol, json_path=json_path, junit_path=junit, markdown_path=markdown,
                        locate=locate, device=device, threads=threads,
-                       compute_units=compute_units, precision_floor=precision_floor)
+                       compute_units=compute_units, precision_floor=precision_floor,
+                       decision_outliers=decision_outliers)
 

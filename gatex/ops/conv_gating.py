@@ -20,6 +20,9 @@ from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param
 SOURCE = "https://github.com/cornell-zhang/dnn-gating utils/"
 BN_EPS = 1e-5
 PG_EPS = 1e-7
+# share of a model output's elements that may sit outside the tolerance because a hard decision
+# (a level, a gate) flipped between backends: the zoo PGConv2d model on CoreML fp32 used 0.22 %
+DECISION_OUTLIERS = 0.005
 
 CONV_PARAMS = (
     Param("stride", (1, 1), "convolution stride (h, w)", kind=tuple),
@@ -78,7 +81,10 @@ CG_CONV2D = publish(OpSpec(
     reference=cg_conv2d_reference, impl=compute_in_fp32(cg_conv2d_reference),
     elementwise=False, tolerances=REDUCTION_TOLERANCES,
     hazards="The gate is a hard threshold: an output within rounding of T may flip between "
-            "backends, so parity of CG models is judged per element on the ungated sum.",
+            "backends (the element then differs by the whole ungated term), so parity allows "
+            "0.5 % of a model output's elements outside the tolerance (decision_outliers) and "
+            "reports how many it used.",
+    decision_outliers=DECISION_OUTLIERS,
 ), "(Tensor x, Tensor weight, Tensor mask, Tensor threshold, int[2] stride=[1, 1], "
    "int[2] padding=[0, 0], int[2] dilation=[1, 1], int groups=1) -> Tensor", fake=_cg_fake)
 
@@ -161,7 +167,11 @@ PG_CONV2D = publish(OpSpec(
     elementwise=False, tolerances=REDUCTION_TOLERANCES,
     hazards="The activation scale is max|x| over the whole batch: one sample's output depends "
             "on the others unless act_scale is fixed (calibrated) or the batch is 1. Rounding "
-            "to levels and the hard gate can flip between backends near a boundary.",
+            "to levels and the hard gate can flip between backends near a boundary (measured: "
+            "1 of 230k activation levels in the zoo model's second layer on CoreML fp32, 10 of "
+            "4500 logits off by up to 3e-3), so parity allows 0.5 % of a model output's "
+            "elements outside the tolerance (decision_outliers) and reports how many it used.",
+    decision_outliers=DECISION_OUTLIERS,
 ), "(Tensor x, Tensor weight, Tensor threshold, int wbits=8, int abits=8, int pred_bits=4, "
    "float? act_scale=None, int[2] stride=[1, 1], int[2] padding=[0, 0], int[2] dilation=[1, 1], "
    "int groups=1) -> Tensor", fake=_pg_fake)

@@ -192,8 +192,8 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                      artifact_name: str = "", dtype: object | None = None,
                      tolerance: Tolerance | None = None, rtol: float | None = None,
                      atol: float | None = None, inputs_note: str = "",
-                     extra_ops: Iterable[str] = (), precision_floor: bool = True
-                     ) -> ParityResult:
+                     extra_ops: Iterable[str] = (), precision_floor: bool = True,
+                     decision_outliers: bool = True) -> ParityResult:
     """Run both runtimes on ``feeds`` (a mapping, or a list of batches) and compare every output.
 
     The tolerance is ``tolerance`` (reported as the user's), else `choose_tolerance` over the
@@ -205,6 +205,10 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
     the reference model in that dtype too and raise each output's atol (unless the user gave
     it) to `FLOOR_FACTOR` x the atol torch's own run needs at the chosen rtol
     (`measure_torch_error`, `PrecisionFloor`); every result reports it.
+
+    ``decision_outliers``: excuse up to the specs' `OpSpec.decision_outliers` fraction of each
+    output's elements for hard-decision flips (PGConv2d levels, CGConv2d gates); off, or with
+    the user's own rtol and atol, every element must be within the tolerance.
     """
     if isinstance(feeds, Mapping):
         specs = artifact.input_specs
@@ -236,6 +240,8 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                                  tuple(sorted(set(reductions))))
     else:
         choice = choose_tolerance(ops, dtype, rtol=rtol, atol=atol, reductions=reductions)
+    if not decision_outliers:
+        choice = choice.without_outliers()
     if precision_floor and choice.dtype in LOW_PRECISIONS:
         measured, floor_notes = measure_torch_error(reference, ref_batches, expected,
                                                     choice.dtype, rtol=choice.rtol)
@@ -248,7 +254,8 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
     return ParityResult(
         artifact=artifact_name or _artifact_name(artifact),
         runtime=artifact.label, reference=reference.label, dtype=choice.dtype, tolerance=choice,
-        outputs=compare_outputs(actual, expected, choice.tolerance, floors=choice.floor_map),
+        outputs=compare_outputs(actual, expected, choice.tolerance, floors=choice.floor_map,
+                                outliers=choice.outliers),
         emulated=artifact.emulated,
         inputs=inputs_note, samples=samples, input_nans=nans, notes=tuple(notes))
 
@@ -418,10 +425,11 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                    inputs: Path | None = None, dtype: str | None = None,
                    rtol: float | None = None, atol: float | None = None, locate: bool = False,
                    device: str = "cpu", threads: int | None = None,
-                   compute_units: str = "all", precision_floor: bool = True) -> ParityResult:
+                   compute_units: str = "all", precision_floor: bool = True,
+                   decision_outliers: bool = True) -> ParityResult:
     """Parity of one ONNX or CoreML artifact against its torch reference (see
     `run_parity_command`); ``compute_units`` applies to Core ML on macOS, ``precision_floor``
-    as `compare_runtimes`."""
+    and ``decision_outliers`` as `compare_runtimes`."""
     from gatex.models import zoo
     from gatex.runtimes.torch_runtime import TorchRuntime
 
@@ -450,7 +458,8 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
         with TorchRuntime(ref_model) as reference:
             result = compare_runtimes(artifact, reference, feeds, artifact_name=str(path),
                                       dtype=dtype, rtol=rtol, atol=atol, inputs_note=what,
-                                      precision_floor=precision_floor)
+                                      precision_floor=precision_floor,
+                                      decision_outliers=decision_outliers)
         result = replace(result, reference=f"{reference.label}: {ref_what}",
                          pruned=pruned_weights(path, ref_model, artifact.metadata))
         if recorded is not None and unit is not None and model is None and \
@@ -502,12 +511,14 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                        markdown_path: Path | None = None, locate: bool = False,
                        device: str = "cpu", threads: int | None = None,
                        compute_units: str = "all", precision_floor: bool = True,
-                       console: Any = None) -> list[ParityResult]:
+                       decision_outliers: bool = True, console: Any = None
+                       ) -> list[ParityResult]:
     """``gatex parity``: check every artifact, print the table, write the verdicts.
 
     A ``.mlpackage`` runs on Core ML once per compute unit in ``compute_units`` ("all", or a
     comma-separated list such as "cpu,cpu_ne") on macOS; elsewhere once, in the MIL emulator.
-    ``precision_floor`` as `compare_runtimes` (fp16/bf16 artifacts only).
+    ``precision_floor`` (fp16/bf16 artifacts only) and ``decision_outliers`` as
+    `compare_runtimes`.
 
     Everything the user named is checked before any model runs (artifact suffixes and
     existence, the reference kind, the dtype, the verdict paths), so a bad argument costs no
@@ -549,7 +560,8 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                               trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype,
                               rtol=rtol, atol=atol, locate=locate, device=device,
                               threads=threads, compute_units=u,
-                              precision_floor=precision_floor)
+                              precision_floor=precision_floor,
+                              decision_outliers=decision_outliers)
                for p in paths for u in runs(p)]
     console = console or Console()
     print_results(results, console)

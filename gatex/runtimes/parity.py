@@ -206,6 +206,7 @@ class OutputParity:
     top1: float | None = None      # 2-D logits: fraction of rows whose argmax agrees
     needed: NeededTolerance | None = None
     floor: PrecisionFloor | None = None   # torch's own low-precision error, where measured
+    outliers_allowed: int = 0      # elements that may be outside for hard-decision flips
 
     def __bool__(self) -> bool:
         return self.passed
@@ -245,13 +246,16 @@ def _settle(value: float, passes: Callable[[float], bool]) -> float:
 
 def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, *,
             name: str = "output", classifier: bool | None = None,
-            floor: PrecisionFloor | None = None) -> OutputParity:
+            floor: PrecisionFloor | None = None, outliers: float = 0.0) -> OutputParity:
     """Compare one output with its reference under ``tolerance`` (see the module docstring).
 
     ``classifier``: report top-1 agreement; None means "when the output is 2-D with at least two
     columns" (a batch of logits). The ULP distance is counted in ``actual``'s dtype. ``floor``:
     the measured precision floor of this output; where it is ``raised`` the atol is its atol
     (the result's ``tolerance`` is the one applied), and the message names it either way.
+    ``outliers``: the fraction of the finite elements that may lie outside the tolerance
+    (``floor(outliers * n)`` of them) because a hard decision flipped (`OpSpec.decision_outliers`);
+    NaN/Inf mismatches are never excused, and the message says how many were used.
 
     >>> bool(compare(np.float32([1, 2]), np.float32([1, 2.00001]), Tolerance(1e-5, 0)))
     True
@@ -301,9 +305,11 @@ def compare(actual: np.ndarray, expected: np.ndarray, tolerance: Tolerance, *,
         metrics["top1"] = (float(np.mean(np.argmax(a, axis=1) == np.argmax(e, axis=1)))
                            if a.shape[0] else 1.0)
 
-    passed = nan_mismatch == 0 and inf_mismatch == 0 and outside == 0
+    allowed = int(np.floor(outliers * diff.size + 1e-9)) if outliers > 0 else 0
+    passed = nan_mismatch == 0 and inf_mismatch == 0 and outside <= allowed
     needed = None if nan_mismatch or inf_mismatch else _needed(diff, scale, tolerance)
-    result = OutputParity(passed=passed, message="", needed=needed, **base, **metrics)  # type: ignore[arg-type]
+    result = OutputParity(passed=passed, message="", needed=needed, outliers_allowed=allowed,
+                          **base, **metrics)  # type: ignore[arg-type]
     return _with_message(result, a.size)
 
 
@@ -324,6 +330,12 @@ def _with_message(r: OutputParity, size: int) -> OutputParity:
     elif r.floor is not None:
         yardstick = (f"; torch's own {_SHORT.get(r.floor.dtype, r.floor.dtype)} error: max_abs "
                      f"{_fmt(r.floor.torch_max_abs)}, needs atol {_fmt(r.floor.torch_atol)}")
+    if r.passed and r.outside:
+        text = (f"{r.name}: ok within {tol} except {r.outside} of {size} values "
+                f"({100 * r.outside / max(size, 1):.2g} %), within the {r.outliers_allowed} "
+                f"allowed for hard-decision flips (max_abs {_fmt(r.max_abs or 0.0)}"
+                f"{yardstick})")
+        return _replace(r, message=text)
     if r.passed:
         text = f"{r.name}: ok within {tol} (max_abs {_fmt(r.max_abs or 0.0)}{yardstick})"
         return _replace(r, message=text)
@@ -338,8 +350,10 @@ def _with_message(r: OutputParity, size: int) -> OutputParity:
         if r.worst_index is not None:
             worst = (f" at {list(r.worst_index)}: {r.worst_actual:.6g} vs "
                      f"{r.worst_expected:.6g}")
+        allowed = (f", {r.outliers_allowed} allowed for hard-decision flips"
+                   if r.outliers_allowed else "")
         parts.append(f"{r.outside} of {size} values outside {tol} (max_abs "
-                     f"{_fmt(r.max_abs or 0.0)}{worst}{yardstick})")
+                     f"{_fmt(r.max_abs or 0.0)}{worst}{yardstick}{allowed})")
     text = f"{r.name}: " + "; ".join(parts)
     if r.needed is None:
         text += "; no tolerance passes while NaN/inf positions differ"
@@ -358,10 +372,11 @@ def _replace(r: OutputParity, **changes: object) -> OutputParity:
 
 
 def compare_outputs(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
-                    tolerance: Tolerance, *, floors: Mapping[str, PrecisionFloor] | None = None
-                    ) -> tuple[OutputParity, ...]:
+                    tolerance: Tolerance, *, floors: Mapping[str, PrecisionFloor] | None = None,
+                    outliers: float = 0.0) -> tuple[OutputParity, ...]:
     """`compare` every output by name, each with its precision floor from ``floors`` where
-    measured; one missing on either side is a failed entry."""
+    measured and the hard-decision ``outliers`` fraction; one missing on either side is a
+    failed entry."""
     floors = floors or {}
     results = []
     for name in list(expected) + [n for n in actual if n not in expected]:
@@ -373,7 +388,7 @@ def compare_outputs(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.
                 dtype="", message=f"{name}: missing from the {side}'s outputs"))
             continue
         results.append(compare(actual[name], expected[name], tolerance, name=name,
-                               floor=floors.get(name)))
+                               floor=floors.get(name), outliers=outliers))
     return tuple(results)
 
 
@@ -390,6 +405,9 @@ class ToleranceChoice:
     ops (MatMul, Conv, ...) that brought in the spec file's reduction tolerance.
     ``tolerance`` is the one chosen before any floor; ``floors`` holds the measured floors by
     output name, and an output's own `OutputParity.tolerance` is the one applied to it.
+    ``outliers`` is the largest `OpSpec.decision_outliers` of the ops (the fraction of an
+    output's elements excused for hard-decision flips), ``outlier_ops`` the ops that ask for it;
+    0 when no op makes hard decisions or the caller turned it off.
     """
 
     tolerance: Tolerance
@@ -398,6 +416,13 @@ class ToleranceChoice:
     ops: tuple[str, ...] = ()
     reductions: tuple[str, ...] = ()
     floors: tuple[tuple[str, PrecisionFloor], ...] = ()
+    outliers: float = 0.0
+    outlier_ops: tuple[str, ...] = ()
+
+    def without_outliers(self) -> ToleranceChoice:
+        from dataclasses import replace
+
+        return replace(self, outliers=0.0, outlier_ops=())
 
     def with_floors(self, measured: Mapping[str, PrecisionFloor], *, may_raise: bool = True
                     ) -> ToleranceChoice:
@@ -439,6 +464,9 @@ class ToleranceChoice:
         else:
             text = f"{tol} ({self.dtype}; given by the user, the rest from the specs of " \
                    f"{self.sources()})"
+        if self.outliers:
+            text += (f"; up to {100 * self.outliers:g} % of each output's elements may be "
+                     f"outside for hard-decision flips ({', '.join(self.outlier_ops)})")
         return text + self._floors_text()
 
     def _floors_text(self) -> str:
@@ -488,8 +516,11 @@ def tolerance_for(op_names: Iterable[str], dtype: object, *,
     reductions = tuple(sorted(set(reductions)))
     if reductions:
         bounds.append(REDUCTION_TOLERANCES[dtype])
+    deciders = tuple(sorted(n for n, s in specs.items() if s.decision_outliers > 0))
+    outliers = max((specs[n].decision_outliers for n in deciders), default=0.0)
     return ToleranceChoice(Tolerance(max(t.rtol for t in bounds), max(t.atol for t in bounds)),
-                           dtype, "spec", tuple(sorted(specs)), reductions)
+                           dtype, "spec", tuple(sorted(specs)), reductions, outliers=outliers,
+                           outlier_ops=deciders)
 
 
 def choose_tolerance(op_names: Iterable[str], dtype: object, *, rtol: float | None = None,
@@ -500,7 +531,7 @@ def choose_tolerance(op_names: Iterable[str], dtype: object, *, rtol: float | No
         if value is not None and not (np.isfinite(value) and value >= 0):
             raise BadInputError(f"{label} must be a finite number >= 0; got {value}")
     dtype = dtype_name(dtype)
-    if rtol is not None and atol is not None:
+    if rtol is not None and atol is not None:  # the user's tolerance is applied to every element
         return ToleranceChoice(Tolerance(float(rtol), float(atol)), dtype, "user",
                                tuple(sorted(set(op_names))), tuple(sorted(set(reductions))))
     spec = tolerance_for(op_names, dtype, reductions=reductions)
@@ -508,7 +539,8 @@ def choose_tolerance(op_names: Iterable[str], dtype: object, *, rtol: float | No
         return spec
     chosen = Tolerance(spec.rtol if rtol is None else float(rtol),
                        spec.atol if atol is None else float(atol))
-    return ToleranceChoice(chosen, dtype, "user+spec", spec.ops, spec.reductions)
+    return ToleranceChoice(chosen, dtype, "user+spec", spec.ops, spec.reductions,
+                           outliers=spec.outliers, outlier_ops=spec.outlier_ops)
 
 
 # -- one artifact ---------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
         "tolerance": {"rtol": float, "atol": float, "dtype": str,
                       "origin": "spec" | "user" | "user+spec" | "spec+floor"
                                 | "user+spec+floor", "ops": [str],
-                      "reductions": [str], "text": str},
+                      "reductions": [str], "text": str, "outliers": float,
+                      "outlier_ops": [str]},
         "inputs": {"source": str, "samples": int | null, "nan_counts": {input: int}},
         "outputs": [{
             "name": str, "passed": bool, "message": str, "shape": [int],
@@ -23,7 +24,8 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
             "top1": float | null,
             "needed": {"atol": float | null, "rtol": float | null} | null,
             "floor": {"dtype": str, "torch_max_abs": float, "torch_atol": float,
-                      "rtol": float, "factor": float, "atol": float, "raised": bool} | null}],
+                      "rtol": float, "factor": float, "atol": float, "raised": bool} | null,
+            "outliers_allowed": int}],
         "locate": null | {"matched": bool, "reason": str, "summary": str,
                           "first_divergence": null | {"index", "op", "node", "module"},
                           "ops": [{"index", "op", "node", "module", "passed", "max_abs",
@@ -43,7 +45,11 @@ spec's atol, was the atol applied; ``tolerance.atol`` stays the spec's). ``prune
 holds GatedDense layers: per layer, the weights pruned in the source (K * G == 0) that the
 artifact keeps, those compaction removed, and those that are non-zero in the artifact
 (``violations``, the first at [in, out]), or the ``note`` saying why the layer could not be
-read; a failed check fails the result.
+read; a failed check fails the result. ``tolerance.outliers`` (optional; 0 where no op makes
+hard decisions or it was turned off) is the fraction of each output's elements that may lie
+outside the tolerance because a hard decision flipped (``outlier_ops``: the ops asking for it,
+`OpSpec.decision_outliers`); ``outputs[].outliers_allowed`` (optional) is that fraction as a
+count for the output, and ``outside`` says how many were used.
 """
 
 from __future__ import annotations
@@ -71,10 +77,11 @@ TOP_KEYS = ("schema", "gatex_version", "passed", "results")
 RESULT_KEYS = ("artifact", "runtime", "reference", "emulated", "dtype", "passed", "tolerance",
                "inputs", "outputs", "locate", "notes", "pruned")
 PRUNED_LAYER_KEYS = ("name", "pruned", "removed", "violations", "first", "note")
-TOLERANCE_KEYS = ("rtol", "atol", "dtype", "origin", "ops", "reductions", "text")
+TOLERANCE_KEYS = ("rtol", "atol", "dtype", "origin", "ops", "reductions", "text", "outliers",
+                  "outlier_ops")
 OUTPUT_KEYS = ("name", "passed", "message", "shape", "expected_shape", "dtype", "max_abs",
                "max_rel", "mean_abs", "cosine", "max_ulp", "nan", "inf", "outside", "worst",
-               "top1", "needed", "floor")
+               "top1", "needed", "floor", "outliers_allowed")
 FLOOR_KEYS = ("dtype", "torch_max_abs", "torch_atol", "rtol", "factor", "atol", "raised")
 LOCATE_KEYS = ("matched", "reason", "summary", "first_divergence", "ops")
 
@@ -148,7 +155,7 @@ def output_record(o: OutputParity) -> dict[str, Any]:
         "nan": {"actual": o.nan_actual, "expected": o.nan_expected, "mismatched": o.nan_mismatch},
         "inf": {"actual": o.inf_actual, "expected": o.inf_expected, "mismatched": o.inf_mismatch},
         "outside": o.outside, "worst": worst, "top1": _num(o.top1), "needed": needed,
-        "floor": floor,
+        "floor": floor, "outliers_allowed": o.outliers_allowed,
     }
 
 
@@ -176,7 +183,8 @@ def result_record(r: ParityResult) -> dict[str, Any]:
         "emulated": r.emulated, "dtype": r.dtype, "passed": r.passed,
         "tolerance": {"rtol": t.rtol, "atol": t.atol, "dtype": t.dtype, "origin": t.origin,
                       "ops": list(t.ops), "reductions": list(t.reductions),
-                      "text": t.describe()},
+                      "text": t.describe(), "outliers": t.outliers,
+                      "outlier_ops": list(t.outlier_ops)},
         "inputs": {"source": r.inputs, "samples": r.samples, "nan_counts": dict(r.input_nans)},
         "outputs": [output_record(o) for o in r.outputs],
         "locate": locate_record(r.locate),
@@ -208,14 +216,22 @@ def to_json(results: Sequence[ParityResult]) -> str:
 
 # -- JUnit XML ------------------------------------------------------------------------------------
 
+def _junit_counts(r: ParityResult) -> tuple[int, int]:
+    """(tests, failures) of one artifact: its outputs, and the pruned-weights check where run."""
+    pruned = r.pruned is not None
+    return (len(r.outputs) + pruned,
+            len(r.failures()) + (pruned and not bool(r.pruned)))
+
+
 def to_junit(results: Sequence[ParityResult]) -> str:
-    """JUnit XML: one testsuite per artifact, one testcase per output, a failure per failing one."""
-    root = ET.Element("testsuites", name="gatex parity",
-                      tests=str(sum(len(r.outputs) for r in results)),
-                      failures=str(sum(len(r.failures()) for r in results)), errors="0")
-    for r in results:
-        suite = ET.SubElement(root, "testsuite", name=r.artifact, tests=str(len(r.outputs)),
-                              failures=str(len(r.failures())), errors="0", skipped="0")
+    """JUnit XML: one testsuite per artifact, one testcase per output (and one for the
+    pruned-weights check where it ran), a failure per failing one."""
+    counts = [_junit_counts(r) for r in results]
+    root = ET.Element("testsuites", name="gatex parity", tests=str(sum(t for t, _ in counts)),
+                      failures=str(sum(f for _, f in counts)), errors="0")
+    for r, (tests, failures) in zip(results, counts):
+        suite = ET.SubElement(root, "testsuite", name=r.artifact, tests=str(tests),
+                              failures=str(failures), errors="0", skipped="0")
         props = ET.SubElement(suite, "properties")
         nans = ", ".join(f"{k}={n}" for k, n in r.input_nans.items())
         for key, value in (("runtime", r.runtime), ("reference", r.reference),
@@ -230,6 +246,16 @@ def to_junit(results: Sequence[ParityResult]) -> str:
             if not o.passed:
                 failure = ET.SubElement(case, "failure", message=o.message, type="ParityFailure")
                 failure.text = _details(o)
+            elif o.outside:   # passed on the hard-decision allowance: say so where CI shows it
+                ET.SubElement(case, "system-out").text = o.message
+        if r.pruned is not None:
+            case = ET.SubElement(suite, "testcase", name="pruned-weights",
+                                 classname=f"gatex.parity.{_classname(r.artifact)}")
+            if r.pruned:
+                ET.SubElement(case, "system-out").text = r.pruned.summary()
+            else:
+                ET.SubElement(case, "failure", message=r.pruned.summary(),
+                              type="PrunedWeightsFailure")
         extra = [*(f"warning: input {k!r} holds {n} NaN values (reported, not refused)"
                    for k, n in r.input_nans.items()),
                  *r.notes, *([f"locate: {r.locate.summary()}"] if r.locate else [])]
@@ -252,7 +278,7 @@ def _classname(artifact: str) -> str:
 
 def _details(o: OutputParity) -> str:
     fields = ("max_abs", "max_rel", "mean_abs", "cosine", "max_ulp", "nan_mismatch",
-              "inf_mismatch", "outside", "top1")
+              "inf_mismatch", "outside", "outliers_allowed", "top1")
     lines = [o.message] + [f"{f}: {getattr(o, f)}" for f in fields if getattr(o, f) is not None]
     if o.floor is not None:
         raised = "raised the atol" if o.floor.raised else "spec atol kept"
@@ -343,8 +369,13 @@ def to_markdown(results: Sequence[ParityResult]) -> str:
                          "not refused)")
         for note in r.notes:
             lines.append(f"  - note: {_md(note)}")
-        for o in r.failures():
-            lines.append(f"  - FAIL {_md(o.message)}")
+        for o in r.outputs:
+            if not o.passed:
+                lines.append(f"  - FAIL {_md(o.message)}")
+            elif o.outside:
+                lines.append(f"  - pass with hard-decision flips: {_md(o.message)}")
+        if r.pruned is not None:
+            lines.append(f"  - {'' if r.pruned else 'FAIL '}{_md(r.pruned.summary())}")
         if r.locate is not None:
             lines.append(f"  - locate: {_md(r.locate.summary())}")
     return "\n".join(lines) + "\n"
@@ -468,8 +499,12 @@ def print_results(results: Sequence[ParityResult], console: Console) -> None:
         for input_name, n in r.input_nans.items():
             console.print(Text(f"  warning: input {input_name!r} holds {n} NaN values (reported, "
                                "not refused)", style="yellow"))
-        for o in r.failures():
-            console.print(Text(f"  FAIL {o.message}", style="red"))
+        for o in r.outputs:
+            if not o.passed:
+                console.print(Text(f"  FAIL {o.message}", style="red"))
+            elif o.outside:
+                console.print(Text(f"  pass with hard-decision flips: {o.message}",
+                                   style="yellow"))
         if r.locate is not None:
             console.print(Text(f"  locate: {r.locate.summary()}"))
 

@@ -47,7 +47,8 @@ CASES = [pytest.param(u, "fp16", id=f"{u}-fp16") for u in UNITS] + \
         [pytest.param(u, "fp32", id=f"{u}-fp32", marks=SLOW) for u in UNITS]
 # PGConv2d's quantiser rounds to levels: a 1e-6 difference in a convolution's accumulation order
 # moves one activation across a rounding boundary (measured: 1 of 230k levels in conv2), which
-# changes logits by ~3e-3, beyond fp32's reduction tolerance. Its spec names the hazard.
+# changes 10 of 4500 logits by up to 3e-3, beyond fp32's reduction tolerance. Its spec names the
+# hazard and excuses 0.5 % of an output's elements for it (decision_outliers).
 FP32_LEVEL_FLIP = {"PGConv2d"}
 
 
@@ -147,9 +148,12 @@ def test_zoo_model_numbers_match_torch(exported, unit, precision):
     assert out.top1 is not None and out.top1 >= 0.995, out.message
     assert out.nan_actual == 0 and out.inf_actual == 0
     if precision == "fp32":
-        if unit in FP32_LEVEL_FLIP and not parity:
+        if unit in FP32_LEVEL_FLIP:   # passes on the allowance, and uses it: say how much
+            assert 0 < out.outside <= out.outliers_allowed == 22, out.message
             assert out.top1 == 1.0 and out.max_abs < 1e-2
-            pytest.xfail(f"{unit}: a quantisation level flips ({out.message})")
+            assert "allowed for hard-decision flips" in out.message
+        else:
+            assert out.outside == 0, out.message
         assert parity, parity.summary()
     else:
         needed = 0.0 if out.needed is None else out.needed.atol

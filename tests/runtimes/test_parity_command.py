@@ -157,7 +157,9 @@ OUTPUT = {
                   "properties": {"dtype": {"enum": ["float16", "bfloat16"]},
                                  "torch_max_abs": NUM, "torch_atol": NUM,
                                  "rtol": {"type": "number"}, "factor": {"type": "number"},
-                                 "atol": NUM, "raised": {"type": "boolean"}}}}}
+                                 "atol": NUM, "raised": {"type": "boolean"}}},
+        # optional (added within gatex.parity/1): elements excused for hard-decision flips
+        "outliers_allowed": {"type": "integer"}}}
 RESULT = {
     "type": "object", "additionalProperties": False,
     "required": ["artifact", "runtime", "reference", "emulated", "dtype", "passed", "tolerance",
@@ -176,7 +178,10 @@ RESULT = {
                                                "user+spec+floor"]},
                            "ops": {"type": "array", "items": {"type": "string"}},
                            "reductions": {"type": "array", "items": {"type": "string"}},
-                           "text": {"type": "string"}}},
+                           "text": {"type": "string"},
+                           # optional (added within gatex.parity/1): hard-decision allowance
+                           "outliers": {"type": "number"},
+                           "outlier_ops": {"type": "array", "items": {"type": "string"}}}},
         "inputs": {"type": "object", "additionalProperties": False,
                    "required": ["source", "samples", "nan_counts"],
                    "properties": {"source": {"type": "string"},
@@ -565,3 +570,24 @@ def test_models_without_gated_dense_get_no_pruned_check(zoo_golu, tmp_path):
     result = parity(zoo_golu, "--json", path)
     assert result.exit_code == 0 and "pruned weights" not in result.stdout
     assert json.loads(path.read_text())["results"][0]["pruned"] is None
+
+
+@pytest.mark.slow
+def test_decision_outliers_switch_on_the_command_line(tmp_path):
+    """The zoo PGConv2d model on CoreML fp32 (emulated): 10 of 4500 logits off by a flipped
+    quantiser level pass on PGConv2d's 0.5 % allowance, reported; --no-decision-outliers holds
+    every element to the tolerance and fails (exit 1)."""
+    pytest.importorskip("coremltools")
+    from gatex.exporters import export
+
+    package = export("PGConv2d", to="coreml", precision="fp32", out_dir=tmp_path,
+                     check=False).path
+    ok = parity(package, "--json", tmp_path / "ok.json")
+    assert ok.exit_code == 0, ok.stdout
+    assert "allowed for hard-decision flips" in ok.stdout
+    doc = json.loads((tmp_path / "ok.json").read_text())
+    (out,) = doc["results"][0]["outputs"]
+    assert 0 < out["outside"] <= out["outliers_allowed"] == 22
+    assert doc["results"][0]["tolerance"]["outlier_ops"] == ["PGConv2d"]
+    strict = parity(package, "--no-decision-outliers")
+    assert strict.exit_code == 1, strict.stdout
