@@ -364,6 +364,43 @@ def node_params(node: onnx.NodeProto) -> dict[str, Any]:
     return out
 
 
+def plugin_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The gatex nodes written for TensorRT's plugin registry (``plugin_namespace`` set)."""
+    return [n for n in proto.graph.node if n.domain == onnx_build.DOMAIN
+            and any(a.name == "plugin_namespace" for a in n.attribute)]
+
+
+def decompose_plugin_nodes(proto: onnx.ModelProto) -> tuple[str, ...]:
+    """Replace, in place, every plugin node of ``proto`` (the ``plugin`` flavor, or a TensorRT
+    bundle's ONNX) by the op's standard-op decomposition, computed in the dtype of the node's
+    first input, so onnxruntime can run the graph TensorRT would receive. Returns the ops
+    replaced (sorted). The plugin kernels themselves are not what runs then.
+
+    ONNX shape inference cannot type a plugin node's output, so the nodes are replaced in
+    rounds: each round types the graph and replaces every plugin node whose input it typed."""
+    replaced: set[str] = set()
+    while nodes := plugin_nodes(proto):
+        typed = onnx.shape_inference.infer_shapes(proto)
+        elem = {v.name: v.type.tensor_type.elem_type
+                for v in [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]}
+        elem.update({i.name: i.data_type for i in proto.graph.initializer})
+        ready = {id(n): elem[n.input[0]] for n in nodes if elem.get(n.input[0])}
+        if not ready:
+            n = nodes[0]
+            raise BadInputError(f"cannot tell the dtype of plugin node {n.name or n.op_type}'s "
+                                f"input {n.input[0]!r}, so it cannot be decomposed")
+        new_nodes = []
+        for n in proto.graph.node:
+            if id(n) not in ready:
+                new_nodes.append(n)
+                continue
+            new_nodes.extend(onnx_build.inline_nodes(_spec(n), n, node_params(n), ready[id(n)]))
+            replaced.add(n.op_type)
+        del proto.graph.node[:]
+        proto.graph.node.extend(new_nodes)
+    return tuple(sorted(replaced))
+
+
 def _present(spec: OpSpec, node: onnx.NodeProto) -> tuple[bool, ...]:
     return tuple(i < len(node.input) and node.input[i] != "" for i in range(len(spec.inputs)))
 

@@ -415,8 +415,11 @@ def artifact_runtime(path: Path, *, device: str = "cpu", threads: int | None = N
         from gatex.runtimes.coreml_runtime import CoremlRuntime
 
         return CoremlRuntime(path, compute_units=compute_units)
-    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+    from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime, \
+        has_plugin_nodes
 
+    if path.is_file() and has_plugin_nodes(path):   # no TensorRT needed to check the graph
+        return PluginStandInRuntime(path, device=device, threads=threads)
     return OrtRuntime(path, device=device, threads=threads)
 
 
@@ -462,6 +465,8 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                                       decision_outliers=decision_outliers)
         result = replace(result, reference=f"{reference.label}: {ref_what}",
                          pruned=pruned_weights(path, ref_model, artifact.metadata))
+        if hasattr(artifact, "replaced"):   # a plugin model run through its decompositions
+            result = replace(result, notes=(*result.notes, artifact.note()))
         if recorded is not None and unit is not None and model is None and \
                 zoo.entry(recorded).unit != unit:
             result = replace(result, notes=(*result.notes, (

@@ -150,6 +150,58 @@ class OrtRuntime(Runtime):
         return dict(zip(self._output_names(), outputs))
 
 
+class PluginStandInRuntime(OrtRuntime):
+    """A plugin-flavor ONNX file (``--flavor plugin``, or a TensorRT bundle's ONNX) on
+    onnxruntime, its TensorRT plugin nodes replaced by their standard-op decompositions
+    (`gatex.exporters.onnx.decompose_plugin_nodes`).
+
+    This checks, where TensorRT is not installed, the graph TensorRT would receive: the
+    precision written into it, the wiring and attributes of every plugin node, the inlined ops.
+    It does not run the plugin kernels (tests/ops/test_kernels.py checks those against torch),
+    so its results are labelled emulated, and `replaced` names the ops that were decomposed.
+    """
+
+    emulated = True
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None
+                 ) -> None:
+        import onnx
+
+        from gatex.exporters.onnx import decompose_plugin_nodes
+
+        path = Path(path)
+        try:
+            proto = onnx.load(str(path), load_external_data=True)
+        except Exception as exc:  # noqa: BLE001  (protobuf DecodeError, OSError, ...)
+            raise CheckpointError(f"{path} is not a readable ONNX model: "
+                                  f"{type(exc).__name__}") from None
+        self.path = path
+        self.replaced = decompose_plugin_nodes(proto)
+        super().__init__(proto, device=device, threads=threads)
+
+    @property
+    def label(self) -> str:
+        return f"{super().label} (TensorRT plugins decomposed: {', '.join(self.replaced)})"
+
+    def note(self) -> str:
+        return (f"{self.path.name} holds TensorRT plugin nodes ({', '.join(self.replaced)}); "
+                "without TensorRT they ran as their standard-op decompositions on onnxruntime: "
+                "this checks the graph TensorRT receives, not the plugin kernels")
+
+
+def has_plugin_nodes(path: str | Path) -> bool:
+    """Whether the ONNX file at ``path`` holds TensorRT plugin nodes (False if unreadable: the
+    caller's runtime then reports the file)."""
+    import onnx
+
+    from gatex.exporters.onnx import plugin_nodes
+
+    try:
+        return bool(plugin_nodes(onnx.load(str(path), load_external_data=False)))
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _spec(arg: Any) -> TensorSpec:
     dtype = ORT_DTYPES.get(arg.type, arg.type)
     shape = None if arg.shape is None else tuple(

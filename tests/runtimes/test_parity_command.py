@@ -591,3 +591,17 @@ def test_decision_outliers_switch_on_the_command_line(tmp_path):
     assert doc["results"][0]["tolerance"]["outlier_ops"] == ["PGConv2d"]
     strict = parity(package, "--no-decision-outliers")
     assert strict.exit_code == 1, strict.stdout
+
+
+def test_plugin_flavor_runs_with_its_plugins_decomposed(tmp_path):
+    """A --flavor plugin ONNX needs TensorRT's plugins; without them gatex parity runs its
+    plugin nodes as their decompositions on onnxruntime and says so (emulated, with a note)."""
+    from gatex.exporters import export
+
+    path = export("GoLU", to="onnx", flavor="plugin", out_dir=tmp_path, check=False).path
+    result = parity(path, "--json", tmp_path / "v.json")
+    assert result.exit_code == 0, result.stdout
+    assert "TensorRT plugins decomposed: GoLU" in result.stdout
+    doc = json.loads((tmp_path / "v.json").read_text())["results"][0]
+    assert doc["emulated"] and doc["passed"]
+    assert any("not the plugin kernels" in n for n in doc["notes"])
