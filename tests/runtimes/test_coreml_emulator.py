@@ -613,6 +613,16 @@ def _params(case: Case, rng: np.random.Generator, dt: str) -> tuple[dict, dict]:
         typed[name] = value
     return typed, wide
 
+def save_program(program, path: Path, target, dt: str) -> None:
+    """Convert a MIL program as built (no passes) in ``dt`` for ``target`` and save it."""
+    with quiet_coremltools():
+        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=target,
+                           compute_precision=(ct.precision.FLOAT16 if dt == "fp16"
+                                              else ct.precision.FLOAT32),
+                           pass_pipeline=ct.PassPipeline.EMPTY)
+        model.save(str(path))
+
+
 
 def build_table(dt: str, opset: str, directory: Path) -> Built:
     rng = np.random.default_rng(1234)
@@ -647,12 +657,7 @@ def build_table(dt: str, opset: str, directory: Path) -> Built:
     program = Program()
     program.add_function("main", function)
     path = directory / f"table-{opset}-{dt}.mlpackage"
-    with quiet_coremltools():
-        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=target,
-                           compute_precision=(ct.precision.FLOAT16 if dt == "fp16"
-                                              else ct.precision.FLOAT32),
-                           pass_pipeline=ct.PassPipeline.EMPTY)
-        model.save(str(path))
+    save_program(program, path, target, dt)
     emulator = MilEmulator(path)
     out = emulator.run(feeds)
     return Built(feeds, slices, refs, list(out.values()),
@@ -950,12 +955,7 @@ def test_constexpr_sparse_to_dense_materialises_the_weight(form: str, dt: str,
         return mb.matmul(x=x, y=w)
 
     path = tmp_path / f"sparse-{form}-{dt}.mlpackage"
-    with quiet_coremltools():
-        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=target,
-                           compute_precision=(ct.precision.FLOAT16 if dt == "fp16"
-                                              else ct.precision.FLOAT32),
-                           pass_pipeline=ct.PassPipeline.EMPTY)
-        model.save(str(path))
+    save_program(program, path, target, dt)
     emulator = MilEmulator(path)
     assert emulator.program.op_types["constexpr_sparse_to_dense"] == 1
     (weight,) = [v for v in emulator.program.constants.values()   # (the iOS18 mask too)
