@@ -613,6 +613,7 @@ def _params(case: Case, rng: np.random.Generator, dt: str) -> tuple[dict, dict]:
         typed[name] = value
     return typed, wide
 
+
 def save_program(program, path: Path, target, dt: str) -> None:
     """Convert a MIL program as built (no passes) in ``dt`` for ``target`` and save it."""
     with quiet_coremltools():
@@ -621,7 +622,6 @@ def save_program(program, path: Path, target, dt: str) -> None:
                                               else ct.precision.FLOAT32),
                            pass_pipeline=ct.PassPipeline.EMPTY)
         model.save(str(path))
-
 
 
 def build_table(dt: str, opset: str, directory: Path) -> Built:
