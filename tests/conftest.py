@@ -54,3 +54,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# -- no test leaves files in the checkout --------------------------------------------------------
+
+_ROOT_BEFORE: set[str] = set()
+
+
+def _root_entries() -> set[str]:
+    return {p.name for p in REPO_ROOT.iterdir()}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _ROOT_BEFORE.update(_root_entries())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test that exports without ``-o``/``out_dir`` writes into the working directory, the
+    checkout: fail the run, naming what appeared (and remove nothing: look at it)."""
+    new = sorted(_root_entries() - _ROOT_BEFORE - {".pytest_cache", ".hypothesis"})
+    if new and not hasattr(session.config, "workerinput"):
+        session.config.get_terminal_writer().line(
+            f"error: the tests left new files in the checkout root: {', '.join(new)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

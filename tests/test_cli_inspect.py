@@ -158,7 +158,9 @@ def test_export_cli_compact_and_sparse_weights(tmp_path):
     assert {w["storage"] for w in info["weights"] if w["name"].endswith(".kernel")} == {"sparse"}
 
 
-def test_export_cli_compact_is_onnx_only():
-    result = invoke("export", "--unit", "GatedDense", "--to", "coreml", "--compact")
+def test_export_cli_sparse_weights_is_refused_for_tensorrt(tmp_path):
+    result = invoke("export", "--unit", "GatedDense", "--to", "trt", "--sparse-weights",
+                    "-o", str(tmp_path))
     assert result.exit_code == 2
-    assert "--compact and --sparse-weights go with --to onnx" in result.output
+    assert "--sparse-weights is not for --to trt" in result.output
+    assert list(tmp_path.iterdir()) == []
