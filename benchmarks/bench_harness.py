@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -56,12 +57,12 @@ def bare_p50(session: Any, feeds: dict[str, np.ndarray], warmup: int, iterations
     return float(np.percentile(np.asarray(samples, dtype=np.float64) / 1e6, 50))
 
 
-def harness_p50(path: Path, batch: int, warmup: int, iterations: int, threads: int | None
-                ) -> float:
+def harness_p50(path: Path, batch: int, warmup: int, iterations: int, threads: int | None,
+                cpus: str | None = None) -> float:
     import gatex
 
     result = gatex.bench(path, backends="ort", batch_size=batch, warmup=warmup,
-                         iterations=iterations, threads=threads, reference=False)
+                         iterations=iterations, threads=threads, reference=False, cpus=cpus)
     row = result.row("ort")
     if not row.ok or row.latency is None:
         raise RuntimeError(f"the harness failed on {path.name}: {row.reason}")
@@ -83,7 +84,8 @@ def measure(path: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     bare, harness = [], []
     for r in range(args.rounds):
         bare.append(bare_p50(session, feeds, args.warmup, args.iterations))
-        harness.append(harness_p50(path, batch, args.warmup, args.iterations, args.threads))
+        harness.append(harness_p50(path, batch, args.warmup, args.iterations, args.threads,
+                                   args.cpus))
         print(f"  batch {batch} round {r + 1}: bare p50 {bare[-1] * 1e3:.2f} us, harness p50 "
               f"{harness[-1] * 1e3:.2f} us ({(harness[-1] / bare[-1] - 1) * 100:+.1f} %)",
               flush=True)
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5, help="bare+harness pairs (>= 2)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--cpus", default=None,
+                        help="pin the bare loop (this process) and the harness's worker to these "
+                             "CPUs (gatex bench --cpus; Linux), e.g. 1")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -126,7 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     import gatex
-    from gatex.runtimes.bench import machine_info
+    from gatex.errors import BadInputError
+    from gatex.runtimes.bench import machine_info, parse_cpus
+
+    try:
+        pinned = parse_cpus(args.cpus)
+    except BadInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if pinned:   # the bare loop runs here: pinned like the worker
+        os.sched_setaffinity(0, pinned)
 
     results = []
     with tempfile.TemporaryDirectory(prefix="gatex-harness-") as tmp:
@@ -149,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         doc = {"benchmark": "gatex.bench harness overhead", "unit": args.unit,
                "iterations": args.iterations, "warmup": args.warmup, "rounds": args.rounds,
-               "threads": args.threads, "machine": machine_info(),
+               "threads": args.threads, "cpus": args.cpus, "machine": machine_info(),
                "targets": {"overhead_pct": OVERHEAD_TARGET_PCT,
                            "agreement_pct": AGREEMENT_TARGET_PCT},
                "results": results, "met": met}

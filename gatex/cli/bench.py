@@ -67,6 +67,11 @@ def bench(
     device: Annotated[str, typer.Option(
         help="cpu or cuda (GPU: device time from CUDA events, end-to-end time apart).",
     )] = "cpu",
+    cpus: Annotated[str | None, typer.Option(
+        help="Pin every backend's worker to these CPUs (0,1 or 0-3; Linux): steadier numbers "
+             "on a shared machine, where a worker moving between CPUs times the machine too.",
+        show_default=False,
+    )] = None,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Write the results as JSON (schema gatex.bench/1).", show_default=False,
     )] = None,
@@ -106,4 +111,5 @@ def bench(
                       input_shape=_shape(input_shape) if input_shape is not None else None,
                       backends=backend, batch_size=batch_size, warmup=warmup,
                       iterations=iterations, duration=duration, threads=threads, device=device,
+                      cpus=cpus,
                       baseline=baseline, max_regression=max_regression, timeout=timeout)

@@ -22,6 +22,7 @@ JSON schema ``gatex.bench/1`` (keys are stable; a change of meaning bumps the nu
                   "tensorrt": str | null},
      "settings": {"batch_size": int, "warmup": int, "iterations": int | null,
                   "duration_s": float | null, "threads": int | null, "device": str,
+                  "cpus": [int] | null,        # CPUs each worker was pinned to (--cpus)
                   "timeout_s": float, "cv_warn_threshold": float, "reference": "torch" | null,
                   "unit": str | null, "model": str | null, "artifacts": [str], "inputs": str},
      "backends": [{
@@ -603,6 +604,29 @@ class _Target:
     label: str
 
 
+def parse_cpus(cpus: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``--cpus``: "0", "0,2" or "0-3" (or a sequence of ints) -> the sorted CPU ids, each one
+    this process may run on; None stays None. Linux only (``os.sched_setaffinity``)."""
+    if cpus is None:
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        raise BadInputError("--cpus pins each worker with os.sched_setaffinity, which this "
+                            "platform lacks (Linux only)")
+    ids: set[int] = set()
+    try:
+        parts = cpus.split(",") if isinstance(cpus, str) else [str(int(c)) for c in cpus]
+        for part in (p.strip() for p in parts):
+            lo, _, hi = part.partition("-")
+            ids.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise BadInputError(f"--cpus must list CPU ids like 0,1 or 0-3; got {cpus!r}") from None
+    usable = os.sched_getaffinity(0)
+    if not ids or not ids <= usable:
+        raise BadInputError(f"--cpus {cpus!r}: this process may run on CPUs "
+                            f"{','.join(map(str, sorted(usable)))} only")
+    return tuple(sorted(ids))
+
+
 def _check_numbers(batch_size: int | None, warmup: int, iterations: int | None,
                    duration: float | None, threads: int | None, timeout: float,
                    max_regression: float | None, device: str) -> None:
@@ -656,6 +680,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
           backends: str | Sequence[str] = "all", batch_size: int | None = None,
           warmup: int = DEFAULT_WARMUP, iterations: int | None = None,
           duration: float | None = None, threads: int | None = None, device: str = "cpu",
+          cpus: str | Sequence[int] | None = None,
           baseline: str | Path | None = None, max_regression: float | None = None,
           timeout: float = DEFAULT_TIMEOUT, reference: bool = True,
           on_progress: ProgressCallback | None = None,
@@ -669,12 +694,15 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     raises `BackendUnavailableError`. ``iterations`` (default 100) or ``duration`` seconds of
     timed runs after ``warmup`` runs. A failed backend is an error row, not an exception.
     ``reference=False`` leaves the torch row out (the harness benchmark times one backend).
+    ``cpus`` ("0", "0,2", "0-3"; Linux) pins every worker to those CPUs before it imports a
+    backend: on a shared machine a worker that migrates between CPUs times the machine too.
 
     >>> result = bench(unit="GoLU", backends="torch,ort", iterations=50)
     >>> result.row("ort").relative["p50"]    # ort's p50 / torch's p50
     """
     _check_numbers(batch_size, warmup, iterations, duration, threads, timeout, max_regression,
                    device)
+    pinned = parse_cpus(cpus)
     chosen, named = parse_backends(backends)
     if isinstance(artifacts, (str, Path)):
         artifacts = [artifacts]
@@ -792,7 +820,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
             job = {"backend": t.backend, "source": t.source,
                    "inputs": str(workdir / "inputs.npz"), "warmup": warmup,
                    "iterations": iterations, "duration_s": duration, "threads": threads,
-                   "device": device}
+                   "device": device, "cpus": list(pinned) if pinned else None}
             out = run_worker(job, workdir, timeout=timeout, tag=f"{i}-{t.backend}",
                              on_progress=on_progress, row_id=planned[i].id)
             row = row_from_worker(t.backend, t.artifact, t.label, out, batch_size)
@@ -804,7 +832,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     machine = machine_info()
     settings = {"batch_size": batch_size, "warmup": warmup, "iterations": iterations,
                 "duration_s": duration, "threads": threads, "device": device,
-                "timeout_s": float(timeout), "cv_warn_threshold": CV_WARN_THRESHOLD,
+                "cpus": list(pinned) if pinned else None, "timeout_s": float(timeout), "cv_warn_threshold": CV_WARN_THRESHOLD,
                 "reference": "torch" if reference else None, "unit": unit, "model": model,
                 "artifacts": [str(p) for p in paths], "inputs": what}
     comparison = None

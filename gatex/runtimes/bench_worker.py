@@ -397,6 +397,8 @@ def main(argv: list[str]) -> int:
         return 2
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     out = Path(argv[1])
+    if job.get("cpus"):   # before any backend is imported and sizes its thread pools
+        os.sched_setaffinity(0, job["cpus"])
     from gatex.errors import BackendUnavailableError, GatexError
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 
@@ -38,7 +39,7 @@ MACHINE_KEYS = {"cpu", "cores_logical", "cores_physical", "cores_usable", "os", 
 VERSION_KEYS = {"gatex", "python", "numpy", "torch", "onnxruntime", "onnx", "coremltools",
                 "tensorrt"}
 SETTINGS_KEYS = {"batch_size", "warmup", "iterations", "duration_s", "threads", "device",
-                 "timeout_s", "cv_warn_threshold", "reference", "unit", "model", "artifacts",
+                 "cpus", "timeout_s", "cv_warn_threshold", "reference", "unit", "model", "artifacts",
                  "inputs"}
 ROW_KEYS = {"id", "backend", "label", "artifact", "status", "reason", "emulated", "threads",
             "model_size_bytes", "model_file", "load_ms", "first_run_ms", "iterations",
@@ -321,6 +322,50 @@ def test_worker_error_is_its_result_not_an_exception(tmp_path):
                                                 "exist or is not a file"}
     row = row_from_worker("ort", "no.onnx", "ort", out, 1)
     assert (row.status, row.latency, row.relative) == ("error", None, None)
+
+
+# -- --cpus: every worker pinned ----------------------------------------------------------------
+
+def test_parse_cpus_lists_ranges_and_refuses_what_this_process_cannot_use():
+    from gatex.runtimes.bench import parse_cpus
+
+    if not hasattr(os, "sched_setaffinity"):
+        with pytest.raises(BadInputError, match="Linux only"):
+            parse_cpus("0")
+        return
+    usable = sorted(os.sched_getaffinity(0))
+    assert parse_cpus(None) is None
+    assert parse_cpus(str(usable[0])) == (usable[0],)
+    assert parse_cpus([usable[-1], usable[0]]) == tuple(sorted({usable[0], usable[-1]}))
+    assert parse_cpus(f"{usable[0]}-{usable[0]}") == (usable[0],)
+    for bad in ("x", "", "1-a", str(max(usable) + 1000)):
+        with pytest.raises(BadInputError, match="--cpus"):
+            parse_cpus(bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="--cpus needs Linux")
+def test_worker_pins_itself_to_the_cpus_asked(tmp_path):
+    """The worker sets its affinity before importing a backend; the row and the settings say
+    which CPUs (checked from inside the worker through a torch model whose forward reads it)."""
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    result = gatex.bench(unit="GoLU", backends="torch", iterations=5, warmup=1, cpus=str(cpu))
+    assert result.settings["cpus"] == [cpu]
+    assert result.row("torch").ok
+    np.savez(tmp_path / "x.npz", input_0=np.zeros((1, 64), np.float32))
+    job = {"backend": "torch", "source": {"kind": "zoo", "unit": "GoLU"},
+           "inputs": str(tmp_path / "x.npz"), "warmup": 0, "iterations": 1,
+           "duration_s": None, "threads": None, "device": "cpu", "cpus": [cpu]}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    probe = ("import json, os, sys; from gatex.runtimes import bench_worker as w; "
+             "code = w.main(sys.argv[1:]); print(sorted(os.sched_getaffinity(0)))")
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "job.json"),
+                           str(tmp_path / "out.json")], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str([cpu])
+    assert json.loads((tmp_path / "out.json").read_text())["status"] == "ok"
 
 
 # -- GPU: device time from CUDA events, end to end apart ------------------------------------------
