@@ -181,6 +181,8 @@ class PluginStandInRuntime(OrtRuntime):
 
     @property
     def label(self) -> str:
+        if not self.replaced:   # nothing to decompose: plain onnxruntime
+            return super().label
         return f"{super().label} (TensorRT plugins decomposed: {', '.join(self.replaced)})"
 
     def note(self) -> str:
