@@ -144,6 +144,20 @@ def test_inspect_coreml_package(tmp_path):
     for w, layer in zip(weights, (model.dense1, model.dense2, model.head)):
         assert w["shape"] == [layer.out_features, layer.in_features]
         assert w["zeros"] == int(((layer.kernel * layer.gates).half() == 0).sum())
+    # stored sparse: each weight still listed once, expanded, with the bytes of mask + non-zeros
+    sparse = gatex.export("GatedDense", to="coreml", out_dir=tmp_path / "sparse", check=False,
+                          sparse_weights=True)
+    info = json.loads(invoke("inspect", str(sparse.path), "--json").output)
+    assert info["ops"]["constexpr_sparse_to_dense"] == 2     # the head is below 2048 elements
+    packed = sorted((w for w in info["weights"] if len(w["shape"]) == 2),
+                    key=lambda w: w["name"])
+    assert [w["storage"] for w in packed] == ["sparse", "sparse", "dense"]
+    for w, dense in zip(packed, weights):
+        assert (w["shape"], w["zeros"], w["elements"]) == \
+            (dense["shape"], dense["zeros"], dense["elements"])
+    for w in packed[:2]:   # fp16 non-zeros plus a bit per element (rounded up to bytes)
+        assert w["bytes"] == 2 * (w["elements"] - w["zeros"]) + -(-w["elements"] // 8) + 8
+    assert all("mask" not in w["name"] and "nonzero" not in w["name"] for w in info["weights"])
 
 
 def test_export_cli_compact_and_sparse_weights(tmp_path):

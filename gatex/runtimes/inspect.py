@@ -16,9 +16,10 @@ missing or unreadable file is one `BadInputError` line (exit 2).
 - ``ops`` ({op: count}: every node of the main graph or MIL program by type)
 - ``functions`` ([str]: ONNX model-local functions as "domain::name")
 - ``weights``: one entry per initializer (ONNX, dense and sparse) or MIL ``const`` (CoreML)
-  holding at least 2 elements: ``name``, ``shape`` ([int]), ``dtype``, ``elements``, ``zeros``
+  holding at least 2 elements, a CoreML ``constexpr_*`` weight counted once, expanded: ``name``, ``shape`` ([int]), ``dtype``, ``elements``, ``zeros``
   (exact zeros), ``sparsity`` (zeros / elements), ``bytes`` (as stored: values plus indices for
-  a sparse initializer), ``storage`` (``"dense"``, ``"sparse"`` or ``"external"``)
+  a sparse initializer or a CoreML sparse weight's mask), ``storage`` (``"dense"``,
+  ``"sparse"``, ``"external"``, or ``"compressed"`` for other CoreML constexpr weights)
 - ``layers``: the weights grouped by layer (the name up to its last ``.``): ``name``,
   ``elements``, ``zeros``, ``sparsity``, ``bytes``
 - ``parameters``, ``zeros`` (ints, over ``weights``), ``sparsity`` (float)
@@ -189,9 +190,17 @@ def _inspect_coreml(path: Path) -> ArtifactInfo:
     weights = []
     if program is not None:
         for function in program.functions.values():
-            for op in _operations(function):
+            every = list(_operations(function))
+            # consts that only feed a constexpr op (a sparse weight's mask and non-zeros) are
+            # its storage, listed as that one weight
+            parts = {v.name for op in every if op.op_type.startswith("constexpr_")
+                     for v in op.inputs.values() if hasattr(v, "name")}
+            for op in every:
                 ops[op.op_type] += 1
-                if op.op_type == "const" and op.outputs and op.outputs[0].val is not None:
+                if op.op_type.startswith("constexpr_"):
+                    weights.append(_constexpr_weight(path, op))
+                elif op.op_type == "const" and op.outputs and op.outputs[0].val is not None \
+                        and op.outputs[0].name not in parts:
                     array = np.asarray(op.outputs[0].val)
                     if array.size >= 2 and array.dtype.kind in "fiu":
                         weights.append(_weight(op.name, array, array.nbytes, "dense"))
@@ -201,6 +210,21 @@ def _inspect_coreml(path: Path) -> ArtifactInfo:
                         ir_version=int(package.spec.specificationVersion),
                         metadata=dict(package.metadata), ops=dict(sorted(ops.items())),
                         weights=weights)
+
+
+def _constexpr_weight(path: Path, op: Any) -> WeightInfo:
+    """A weight stored compressed (``constexpr_sparse_to_dense``: a bit mask and the
+    non-zeros; other constexpr ops: palettes, quantisation): its dense value through
+    coremltools' own materialisation, the bytes of its parts as stored."""
+    try:
+        array = np.asarray(op.materialized_val_inference())
+    except Exception as exc:  # noqa: BLE001  (coremltools' own errors)
+        raise BadInputError(f"{path}: {op.op_type} {op.name} cannot be expanded "
+                            f"({type(exc).__name__}: {exc})") from None
+    stored = sum(np.asarray(v.val).nbytes for v in op.inputs.values()
+                 if getattr(v, "val", None) is not None)
+    storage = "sparse" if op.op_type == "constexpr_sparse_to_dense" else "compressed"
+    return _weight(op.outputs[0].name, array, stored, storage)
 
 
 def _operations(block: Any) -> Any:
