@@ -82,3 +82,64 @@ def test_cgconv2d_fp16_export_is_as_close_as_torch_fp16(zoo_exports):
 
     # measured: 0.174 (ONNX) vs 0.175 (torch fp16); 0.574 with the fold done in fp16
     assert needed_atol(out) <= 1.25 * needed_atol(half)
+
+
+class _Block(nn.Module):
+    """A ResNet-style block: convs and norms as attributes, called in forward, a residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.shared = nn.BatchNorm2d(4)     # called twice: never folded
+        self.act = GoLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y)) + x
+        return self.shared(self.shared(y))
+
+
+def _randomise_norms(model: nn.Module) -> nn.Module:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-2, 2)
+                m.running_var.uniform_(0.01, 3)
+                m.weight.uniform_(0.3, 3)
+                m.bias.uniform_(-1, 1)
+    return model.eval()
+
+
+def test_fold_finds_pairs_called_in_forward_and_skips_shared_modules():
+    model = _randomise_norms(_Block())
+    x = torch.randn(3, 4, 5, 5)
+    folded = copy.deepcopy(model)
+    assert _fold_batchnorms(folded) == 2
+    assert isinstance(folded.bn1, nn.Identity) and isinstance(folded.bn2, nn.Identity)
+    assert isinstance(folded.shared, nn.BatchNorm2d)
+    assert folded.conv1.bias is not None
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-5)
+    traced = trace_onnx(model, (x,), dtype="fp16")
+    ops = [n.op_type for n in traced.proto.graph.node]
+    assert ops == ["Conv", "GoLU", "Conv", "Add", "BatchNormalization", "BatchNormalization"]
+
+
+def test_untraceable_models_fall_back_to_sequential_pairs():
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+            self.conv, self.bn = nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.body(x)
+            if y.sum() > 0:          # data-dependent: fx cannot trace it
+                y = self.bn(self.conv(y))
+            return y
+
+    model = _randomise_norms(Branchy())
+    assert _fold_batchnorms(model) == 1
+    assert isinstance(model.body[1], nn.Identity) and isinstance(model.bn, nn.BatchNorm2d)
