@@ -60,6 +60,11 @@ def parity(
              "where a last-bit difference flipped a level or a gate (the count is reported); "
              "--no-decision-outliers holds every element to the tolerance.",
     )] = True,
+    max_outliers: Annotated[float | None, typer.Option(
+        help="Percent of each output's elements allowed outside the tolerance, for any model "
+             "(your share instead of the specs'; reported as yours), e.g. 1.5.",
+        show_default=False,
+    )] = None,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Write the verdicts as JSON (schema gatex.parity/1).", show_default=False,
     )] = None,
@@ -94,7 +99,8 @@ def parity(
     to a precision floor: a whole network in fp16 cannot beat torch's own fp16 error, so each
     output's atol is at least 2x the atol torch's fp16 run needs, measured in the same run.
     A model with hard-decision ops (PGConv2d, CGConv2d) may have up to 0.5 % of each output's
-    elements outside the tolerance, where a level or gate flipped (reported). A
+    elements outside the tolerance, where a level or gate flipped (reported;
+    --max-outliers PCT sets your own share for any model). A
     failure names the output and the tolerance that would have passed. When the reference
     holds GatedDense layers, an ONNX or CoreML artifact must also keep every weight pruned in
     the reference exactly zero (or removed by the compaction its metadata records,
@@ -104,7 +110,17 @@ def parity(
     emulator lacks, or an unwritable verdict path (nothing is written); 3 for a missing backend
     (onnxruntime, coremltools, TensorRT for .engine/.plan files).
     """
+    from gatex.errors import BadInputError
     from gatex.runtimes.check import run_parity_command
+
+    if max_outliers is not None:
+        if not decision_outliers:
+            raise BadInputError("--max-outliers sets the allowance that --no-decision-outliers "
+                                "turns off: give one of them")
+        if not 0 <= max_outliers < 100:
+            raise BadInputError(f"--max-outliers must be a percentage in [0, 100); got "
+                                f"{max_outliers:g}")
+        decision_outliers = max_outliers / 100
 
     run_parity_command(artifacts, reference=reference, unit=unit, model=model, weights=weights,
                        trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype, rtol=rtol,

@@ -193,7 +193,7 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                      tolerance: Tolerance | None = None, rtol: float | None = None,
                      atol: float | None = None, inputs_note: str = "",
                      extra_ops: Iterable[str] = (), precision_floor: bool = True,
-                     decision_outliers: bool = True) -> ParityResult:
+                     decision_outliers: bool | float = True) -> ParityResult:
     """Run both runtimes on ``feeds`` (a mapping, or a list of batches) and compare every output.
 
     The tolerance is ``tolerance`` (reported as the user's), else `choose_tolerance` over the
@@ -206,9 +206,10 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
     it) to `FLOOR_FACTOR` x the atol torch's own run needs at the chosen rtol
     (`measure_torch_error`, `PrecisionFloor`); every result reports it.
 
-    ``decision_outliers``: excuse up to the specs' `OpSpec.decision_outliers` fraction of each
-    output's elements for hard-decision flips (PGConv2d levels, CGConv2d gates); off, or with
-    the user's own rtol and atol, every element must be within the tolerance.
+    ``decision_outliers``: True excuses up to the specs' `OpSpec.decision_outliers` fraction
+    of each output's elements for hard-decision flips (PGConv2d levels, CGConv2d gates; none
+    with the user's own rtol and atol); a number in [0, 1) is the fraction, the user's, for any
+    model; False (or 0) holds every element to the tolerance.
     """
     if isinstance(feeds, Mapping):
         specs = artifact.input_specs
@@ -240,8 +241,7 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                                  tuple(sorted(set(reductions))))
     else:
         choice = choose_tolerance(ops, dtype, rtol=rtol, atol=atol, reductions=reductions)
-    if not decision_outliers:
-        choice = choice.without_outliers()
+    choice = with_outlier_choice(choice, decision_outliers)
     if precision_floor and choice.dtype in LOW_PRECISIONS:
         measured, floor_notes = measure_torch_error(reference, ref_batches, expected,
                                                     choice.dtype, rtol=choice.rtol)
@@ -258,6 +258,22 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                                 outliers=choice.outliers),
         emulated=artifact.emulated,
         inputs=inputs_note, samples=samples, input_nans=nans, notes=tuple(notes))
+
+
+def with_outlier_choice(choice: ToleranceChoice, decision_outliers: bool | float
+                        ) -> ToleranceChoice:
+    """``choice`` with the hard-decision allowance asked for (see `compare_runtimes`)."""
+    from dataclasses import replace
+
+    if decision_outliers is True:
+        return choice
+    if decision_outliers is False or decision_outliers == 0:
+        return choice.without_outliers()
+    fraction = float(decision_outliers)
+    if not 0 <= fraction < 1:
+        raise BadInputError(f"the share of outliers must be in [0, 100) percent; got "
+                            f"{fraction * 100:g} %")
+    return replace(choice, outliers=fraction, outlier_ops=("given by the user",))
 
 
 def measure_torch_error(reference: Runtime, batches: Sequence[dict[str, np.ndarray]],
@@ -429,7 +445,7 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                    rtol: float | None = None, atol: float | None = None, locate: bool = False,
                    device: str = "cpu", threads: int | None = None,
                    compute_units: str = "all", precision_floor: bool = True,
-                   decision_outliers: bool = True) -> ParityResult:
+                   decision_outliers: bool | float = True) -> ParityResult:
     """Parity of one ONNX or CoreML artifact against its torch reference (see
     `run_parity_command`); ``compute_units`` applies to Core ML on macOS, ``precision_floor``
     and ``decision_outliers`` as `compare_runtimes`."""
@@ -516,7 +532,7 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                        markdown_path: Path | None = None, locate: bool = False,
                        device: str = "cpu", threads: int | None = None,
                        compute_units: str = "all", precision_floor: bool = True,
-                       decision_outliers: bool = True, console: Any = None
+                       decision_outliers: bool | float = True, console: Any = None
                        ) -> list[ParityResult]:
     """``gatex parity``: check every artifact, print the table, write the verdicts.
 

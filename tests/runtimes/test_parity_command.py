@@ -591,6 +591,25 @@ def test_decision_outliers_switch_on_the_command_line(tmp_path):
     assert doc["results"][0]["tolerance"]["outlier_ops"] == ["PGConv2d"]
     strict = parity(package, "--no-decision-outliers")
     assert strict.exit_code == 1, strict.stdout
+    # the user's own share: 0.1 % of 4500 is 4 (< 10 flips), 1 % is 45
+    assert parity(package, "--max-outliers", "0.1").exit_code == 1
+    mine = parity(package, "--max-outliers", "1", "--json", tmp_path / "mine.json")
+    assert mine.exit_code == 0, mine.stdout
+    doc = json.loads((tmp_path / "mine.json").read_text())["results"][0]
+    assert doc["tolerance"]["outliers"] == 0.01
+    assert doc["tolerance"]["outlier_ops"] == ["given by the user"]
+    assert doc["outputs"][0]["outliers_allowed"] == 45
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-outliers", "100"], "--max-outliers must be a percentage in [0, 100)"),
+    (["--max-outliers", "-1"], "--max-outliers must be a percentage in [0, 100)"),
+    (["--max-outliers", "1", "--no-decision-outliers"], "give one of them"),
+])
+def test_max_outliers_bad_values_are_one_line(tmp_path, args, message):
+    result = parity(tmp_path / "missing.onnx", *args)
+    assert result.exit_code == 2
+    assert message in one_error_line(result)
 
 
 def test_plugin_flavor_runs_with_its_plugins_decomposed(tmp_path):

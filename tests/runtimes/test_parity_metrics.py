@@ -291,3 +291,17 @@ def test_tolerance_carries_the_decision_outliers_of_its_ops():
     outs = compare_outputs({"y": _with_flips(1000, 3)[0]}, {"y": _with_flips(1000, 3)[1]},
                            pg.tolerance, outliers=pg.outliers)
     assert outs[0] and outs[0].outside == 3
+
+
+def test_outlier_choice_on_off_or_the_users_share():
+    from gatex.runtimes.check import with_outlier_choice
+
+    pg = tolerance_for(["PGConv2d"], "float32")
+    assert with_outlier_choice(pg, True) is pg
+    assert with_outlier_choice(pg, False).outliers == 0.0
+    assert with_outlier_choice(pg, 0).outliers == 0.0
+    mine = with_outlier_choice(tolerance_for(["GoLU"], "float32"), 0.02)
+    assert (mine.outliers, mine.outlier_ops) == (0.02, ("given by the user",))
+    assert "up to 2 % of each output's elements" in mine.describe()
+    with pytest.raises(BadInputError, match=r"\[0, 100\) percent"):
+        with_outlier_choice(pg, 1.5)
