@@ -20,13 +20,7 @@ def _stem(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), GoLU(),
                           nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
-    bn = model[1]
-    with torch.no_grad():  # statistics far from the identity, so the fold has real work to do
-        bn.running_mean.uniform_(-2, 2)
-        bn.running_var.uniform_(0.01, 3)
-        bn.weight.uniform_(0.3, 3)
-        bn.bias.uniform_(-1, 1)
-    return model.eval()
+    return _randomise_norms(model, seed)
 
 
 def test_fold_is_exact_in_fp32_and_replaces_the_batchnorm():
@@ -100,8 +94,9 @@ class _Block(nn.Module):
         return self.shared(self.shared(y))
 
 
-def _randomise_norms(model: nn.Module) -> nn.Module:
-    torch.manual_seed(1)
+def _randomise_norms(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Statistics far from the identity, so the fold has real work to do; eval mode."""
+    torch.manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
