@@ -185,3 +185,12 @@ def test_unit_end_to_end_lists_every_backend(tmp_path):
         if rows[name]["status"] == "unavailable":   # listed with the reason, not dropped
             assert f"{name}: unavailable: {rows[name]['reason']}" in result.stdout
     assert "torch (eager, CPU)" in result.stdout and "onnxruntime" in result.stdout
+
+
+def test_bench_refuses_a_plugin_onnx_in_one_line(tmp_path):
+    from gatex.exporters import export
+
+    path = export("GoLU", to="onnx", flavor="plugin", out_dir=tmp_path, check=False).path
+    result = CliRunner().invoke(app, ["bench", str(path), "--backend", "ort"])
+    assert result.exit_code == 2
+    assert "holds TensorRT plugin nodes" in one_error_line(result)

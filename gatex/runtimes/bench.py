@@ -661,6 +661,13 @@ def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool
     for p in paths:
         if not p.exists():
             raise BadInputError(f"artifact {p} does not exist")
+    from gatex.runtimes.onnxruntime_runtime import has_plugin_nodes
+
+    for k, p in kinds:
+        if k == "ort" and has_plugin_nodes(p):   # parity can decompose them; timing cannot
+            raise BadInputError(f"{p.name} holds TensorRT plugin nodes, which onnxruntime "
+                                "cannot time; bench its engine with --backend trt on a TensorRT "
+                                "machine, or the portable export with --backend ort")
     if named:
         for b in backends:
             if b != "torch" and not any(k == b for k, _ in kinds):
