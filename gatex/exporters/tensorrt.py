@@ -389,7 +389,7 @@ def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, polic
     plan = plan_document(unit=unit, precision=precision, policy=policy, opset=opset, ops=ops,
                          decisions=decisions, onnx_name=onnx_name)
     files = {
-        "plan.json": json.dumps(plan, indent=1) + "\n",
+        "plan.json": json.dumps(plan, indent=1, allow_nan=False) + "\n",
         "build_engine.py": inspect.getsource(trt_bundle),
         "README.md": bundle_readme(stem, plan, precompiled=kernels is not None, batch=batch),
     }

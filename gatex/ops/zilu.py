@@ -166,9 +166,9 @@ ZILU_APPROX = _spec(
 # ONNX lowerings: the fewest native ops (onnxruntime runs one memory pass per op; pass counts
 # for sigma != 1, measured with benchmarks/onnx_ops.py). GELU(z) = z * Phi(z), so
 # GELU_s(x) = x * Phi(sigma x) = GELU(sigma x) / sigma (the Erf pattern ORT fuses): 3 passes.
-# ZiLU/ArcTan use 0.5 + atan(z)/pi, the affine part as one HardSigmoid (the gate lies in
-# [0, 1]): 3 / 4 passes. In the far left tail (z < -1e3) its absolute error is about eps/2,
-# relative error grows as 1/|z|. ArcTan_Approx is 0.5 (1 + softsign(z)) (Softsign +
+# ArcTan uses 0.5 + atan(z)/pi, the affine part as one HardSigmoid (the gate lies in [0, 1]):
+# 3 passes. In the far left tail (z < -1e3) its absolute error is about eps/2, relative error
+# grows as 1/|z| (fine for a gate; ZiLU multiplies it by x, so ZiLU has its own form below). ArcTan_Approx is 0.5 (1 + softsign(z)) (Softsign +
 # HardSigmoid, 3 passes, upstream's form takes 6), the same math as upstream's
 # (0.5 + relu(z)) / (1 + |z|), with the same eps/2 absolute error in the far left tail as ArcTan.
 # ZiLU_Approx uses x (0.5 + relu(z)) / (1 + |z|) = R(x) - (0.5 / sigma) |softsign(z)| with
@@ -227,7 +227,18 @@ def _arctan_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
 
 @ZILU.lowering("onnx")
 def _zilu_onnx(b, x: str, *, sigma: float = 1.0) -> str:
-    return b.op("Mul", x, _arctan_gate(b, x, sigma))
+    if not isinstance(sigma, (int, float)) or sigma == 0:   # run-time sigma, or x / 2
+        return b.op("Mul", x, _arctan_gate(b, x, sigma))
+    # x (0.5 + atan(z)/pi) = R(x) + x atan(w) / pi with w = -1/z = (-1/sigma) / x and
+    # R(x) = x [z > 0] (relu(x) for sigma > 0, min(x, 0) for sigma < 0), from
+    # 0.5 + atan(z)/pi = [z > 0] + atan(-1/z)/pi. No cancellation anywhere: as z -> -inf the
+    # second term tends to -1/(pi sigma) and is computed from w ~ 1/|z| (the HardSigmoid form
+    # lost it: ZiLU(-65504, sigma 5) was 1.2 % off, ZiLU(-1e30) was -0); w cannot overflow
+    # (x = 0 gives +-inf, atan +-pi/2, times x: 0). 6 passes instead of 4.
+    w = b.op("Div", b.const(-1.0 / sigma), x)
+    tail = b.mul(b.op("Mul", x, b.op("Atan", w)), 1.0 / math.pi)
+    kept = b.op("Relu", x) if sigma > 0 else b.op("Min", x, b.const(0.0))
+    return b.op("Add", kept, tail)
 
 
 @ZILU_APPROX.lowering("onnx")

@@ -172,3 +172,26 @@ def test_golu_left_tail_is_minus_zero(hazard_runs) -> None:
     for flavor in ("portable", "inline"):
         out = hazard_runs[(1, flavor)][0]
         assert np.all(out[tail] == 0.0) and np.all(np.signbit(out[tail])), flavor
+
+
+@pytest.mark.parametrize("flavor", ["portable", "inline"])
+@pytest.mark.parametrize("sigma", [5.0, -2.0, 0.3])
+def test_zilu_far_tail_keeps_its_limit_in_fp32(tmp_path: Path, flavor: str, sigma: float) -> None:
+    """ZiLU(x) -> -1/(pi sigma) on the side where sigma x -> -inf, and x - 1/(pi sigma) on the
+    other: the ONNX form R(x) + x atan(-1/(sigma x))/pi keeps both to fp32 precision (the former
+    x (0.5 + atan(sigma x)/pi) was 1.2 % off at sigma x = -3e5 and -0 from about -3e7 on)."""
+    from gatex.models import ZiLU
+
+    far = np.array([-3.4e38, -1e30, -1e8, -65504.0, -1000.0, 1000.0, 65504.0, 1e8],
+                   np.float32) * np.float32(np.sign(sigma))
+    x = torch.from_numpy(np.stack([far, far]))
+    model = nn.Sequential(ZiLU(sigma=sigma)).eval()
+    path = write_onnx(trace_onnx(model, (x,)), tmp_path / "zilu.onnx", flavor=flavor).path
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    xd = far.astype(np.float64)
+    truth = xd * (0.5 + np.arctan(sigma * xd) / np.pi)
+    left = sigma * xd < 0     # float64 cancels here too: use 0.5 + atan(z)/pi = -atan(1/z)/pi
+    truth[left] = xd[left] * (-np.arctan(1.0 / (sigma * xd[left])) / np.pi)
+    np.testing.assert_allclose(got[0].astype(np.float64), truth, rtol=1e-5, atol=1e-6)
+    assert np.allclose(got[0][:2], -1 / (np.pi * sigma), rtol=1e-5)

@@ -86,9 +86,21 @@ class PluginDecision:
         return "plugin" if self.plugin else "decomposed"
 
     def as_json(self) -> dict[str, Any]:
+        """Strict JSON: a non-finite number (a decomposition that gave inf or NaN) is written
+        as the string "inf", "-inf" or "nan", not as JSON's missing Infinity / NaN."""
         return {"op": self.op, "precision": self.precision, "choice": self.choice,
                 "reason": self.reason,
-                "measured": [asdict(c) | {"safe": c.safe} for c in self.checks]}
+                "measured": [_finite_json(asdict(c) | {"safe": c.safe}) for c in self.checks]}
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
 
 
 def check_choice(precision: str, policy: str) -> None:
