@@ -177,7 +177,20 @@ class PluginStandInRuntime(OrtRuntime):
                                   f"{type(exc).__name__}") from None
         self.path = path
         self.replaced = decompose_plugin_nodes(proto)
+        self._bf16 = any(v.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16
+                         for v in proto.graph.input)
         super().__init__(proto, device=device, threads=threads)
+
+    def _load(self) -> None:
+        try:
+            super()._load()
+        except CheckpointError as exc:   # name the file, not "<in-memory ONNX model>"
+            text = str(exc).replace(describe_source(self.model), f"{self.path} (its TensorRT "
+                                                                 "plugins decomposed)")
+            if self._bf16:
+                text += ("; a bf16 graph: onnxruntime's CPU provider has no bf16 kernels for "
+                         "most ops, so check the fp32 or fp16 bundle here")
+            raise CheckpointError(text) from None
 
     @property
     def label(self) -> str:

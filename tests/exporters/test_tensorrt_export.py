@@ -511,11 +511,12 @@ def plugin_graph(unit: str, precision: str, plugins: str = "all") -> onnx.ModelP
     from gatex.exporters.tensorrt import _decide, build_trt_onnx
 
     model = zoo.load(unit).eval()
+    opset = 22 if precision == "bf16" else 21
     traced = trace_onnx(model, (zoo.held_out(unit)[0][:4],),
-                        dtype="fp16" if precision == "fp16" else "fp32", opset=21)
+                        dtype="fp16" if precision == "fp16" else "fp32", opset=opset)
     decisions = _decide(traced.proto, precision, plugins)
     return build_trt_onnx(traced.proto, precision, decisions, ops=traced.ops, unit=unit,
-                          opset=21, policy=plugins)
+                          opset=opset, policy=plugins)
 
 
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("fp16", marks=pytest.mark.slow)])
@@ -548,3 +549,13 @@ def test_decomposing_needs_typed_inputs():
         v.type.tensor_type.elem_type = onnx.TensorProto.UNDEFINED
     with pytest.raises(BadInputError, match="cannot tell the dtype of plugin node"):
         decompose_plugin_nodes(proto)
+
+
+def test_a_bf16_bundle_graph_cannot_run_here_and_says_why(tmp_path):
+    path = tmp_path / "ZiLU-bf16.onnx"
+    onnx.save(plugin_graph("ZiLU", "bf16"), path)
+    result = CliRunner().invoke(app, ["parity", str(path)])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{path} (its TensorRT plugins decomposed)" in line
+    assert "a bf16 graph: onnxruntime's CPU provider has no bf16 kernels" in line
