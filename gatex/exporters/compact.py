@@ -224,11 +224,6 @@ def _activation(layer: GatedDense, v: torch.Tensor) -> torch.Tensor:
     return ACTIVATION_MODULES[layer.activation]()(v)
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, new)
-
-
 def compact_model(model: nn.Module) -> tuple[nn.Module, CompactionReport]:
     """A compacted copy of ``model`` (kernels hold K * G) and the per-layer report; see the
     module docstring for what is removed and when that preserves the outputs."""
@@ -272,7 +267,7 @@ def compact_model(model: nn.Module) -> tuple[nn.Module, CompactionReport]:
                     (name in keep_in or name in reports):
                 rows = keep_in.get(name)
                 cols = torch.tensor(reports[name].kept) if name in reports else None
-                _set_module(model, name, _sliced(layer, rows, cols))
+                model.set_submodule(name, _sliced(layer, rows, cols))
     layers = []
     for name, m in modules.items():
         if not isinstance(m, GatedDense):

@@ -158,14 +158,9 @@ def _fold_batchnorms(model: nn.Module) -> int:
     pairs = _conv_bn_pairs(model)
     for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        _set_submodule(model, conv_name, fuse_conv_bn_eval(conv, bn))
-        _set_submodule(model, bn_name, nn.Identity())
+        model.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
+        model.set_submodule(bn_name, nn.Identity())
     return len(pairs)
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:

@@ -330,16 +330,15 @@ def retype_to_bfloat16(proto: Any) -> None:
 
 # -- the bundle --------------------------------------------------------------------------------
 
-def _plugin_nodes(proto: Any) -> list[tuple[str, dict[str, Any]]]:
-    from gatex.exporters import onnx_build
-    from gatex.exporters.onnx import node_params
+def _plugin_variants(proto: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The distinct (op, parameters) of the plugin nodes: one kernel each."""
+    from gatex.exporters.onnx import node_params, plugin_nodes
 
     seen: list[tuple[str, dict[str, Any]]] = []
-    for node in proto.graph.node:
-        if node.domain == onnx_build.DOMAIN:
-            item = (node.op_type, node_params(node))
-            if item not in seen:
-                seen.append(item)
+    for node in plugin_nodes(proto):
+        item = (node.op_type, node_params(node))
+        if item not in seen:
+            seen.append(item)
     return seen
 
 
@@ -350,7 +349,7 @@ def _precompile(proto: Any, precision: str) -> list[dict[str, Any]] | None:
     from gatex.ops.kernels.ptx import compile_plugin_kernel
 
     return [compile_plugin_kernel(op, params, precision).as_json()
-            for op, params in _plugin_nodes(proto)]
+            for op, params in _plugin_variants(proto)]
 
 
 def plan_document(*, unit: str | None, precision: str, policy: str, opset: int,

@@ -117,6 +117,12 @@ class Runtime(ABC):
         """How tables show this runtime, e.g. ``onnxruntime (CPU)``."""
         return self.name
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What a reader of this runtime's results must know (every parity report lists it),
+        e.g. that a stand-in ran in place of the real backend; none by default."""
+        return ()
+
     # -- the template ---------------------------------------------------------------------------
 
     @property

@@ -223,7 +223,7 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
     expected, _ = _run_batches(reference, ref_batches)
     expected = _pair_names(actual, expected)
 
-    notes = [note] if note else []
+    notes = [*artifact.notes, *([note] if note else [])]
     produced = next((d for a in actual.values() if (d := float_dtype_of(a))), None)
     computes = getattr(artifact, "compute_dtype", None)
     if dtype is None:
@@ -481,8 +481,6 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                                       decision_outliers=decision_outliers)
         result = replace(result, reference=f"{reference.label}: {ref_what}",
                          pruned=pruned_weights(path, ref_model, artifact.metadata))
-        if hasattr(artifact, "replaced"):   # a plugin model run through its decompositions
-            result = replace(result, notes=(*result.notes, artifact.note()))
         if recorded is not None and unit is not None and model is None and \
                 zoo.entry(recorded).unit != unit:
             result = replace(result, notes=(*result.notes, (

@@ -198,10 +198,13 @@ class PluginStandInRuntime(OrtRuntime):
             return super().label
         return f"{super().label} (TensorRT plugins decomposed: {', '.join(self.replaced)})"
 
-    def note(self) -> str:
+    @property
+    def notes(self) -> tuple[str, ...]:
+        if not self.replaced:
+            return ()
         return (f"{self.path.name} holds TensorRT plugin nodes ({', '.join(self.replaced)}); "
                 "without TensorRT they ran as their standard-op decompositions on onnxruntime: "
-                "this checks the graph TensorRT receives, not the plugin kernels")
+                "this checks the graph TensorRT receives, not the plugin kernels",)
 
 
 def has_plugin_nodes(path: str | Path) -> bool:
