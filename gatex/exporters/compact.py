@@ -471,6 +471,7 @@ def coreml_layer_weights(path: Path, names: list[str]) -> dict[str, np.ndarray |
     a const's value, or a ``constexpr_`` op (sparse, palettized, quantized) materialised by
     coremltools' own ``materialized_val_inference``."""
     from gatex.exporters.coreml import GATED_WEIGHTS_KEY, gated_weight_vars
+    from gatex.runtimes.coreml_emulator.executor import constexpr_values
     from gatex.runtimes.coreml_emulator.package import read_package
 
     package = read_package(path)
@@ -496,11 +497,8 @@ def coreml_layer_weights(path: Path, names: list[str]) -> dict[str, np.ndarray |
             found[name] = (f"no weight for layer {name} in the CoreML program"
                            + (f" (the recorded var {var} is absent)" if var else ""))
             continue
-        if op.op_type.startswith("constexpr_"):
-            value = op.materialized_val_inference()
-            value = value[-1] if isinstance(value, tuple) else value
-        else:
-            value = op.outputs[0].val
+        value = constexpr_values(op)[var] if op.op_type.startswith("constexpr_") else \
+            op.outputs[0].val
         if value is None or np.ndim(value) != 2:
             found[name] = f"the weight {var} of layer {name} is not a constant matrix"
             continue

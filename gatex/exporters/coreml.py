@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from gatex.errors import BadInputError, GatexError, require_choice
+from gatex.runtimes.coreml_emulator.executor import constexpr_values
 # one quiet, lazy coremltools import for the exporter, the emulator and the runtime
 from gatex.runtimes.coreml_emulator.package import import_coremltools
 from gatex.runtimes.coreml_emulator.package import quiet_coremltools as quiet
@@ -465,7 +466,7 @@ def sparsify_weights(mlmodel: Any) -> tuple[Any, dict[str, int]]:
         if op.op_type != "constexpr_sparse_to_dense":
             continue
         original = op.name.removesuffix("_sparsified")
-        value = op.materialized_val_inference()
+        (value,) = constexpr_values(op).values()
         before = dense.get(original)
         if before is None or value.dtype != before.dtype or value.shape != before.shape or \
                 not np.array_equal(value, before, equal_nan=value.dtype.kind == "f"):

@@ -198,7 +198,7 @@ def _inspect_coreml(path: Path) -> ArtifactInfo:
             for op in every:
                 ops[op.op_type] += 1
                 if op.op_type.startswith("constexpr_"):
-                    weights.append(_constexpr_weight(path, op))
+                    weights += _constexpr_weights(path, op, parts)
                 elif op.op_type == "const" and op.outputs and op.outputs[0].val is not None \
                         and op.outputs[0].name not in parts:
                     array = np.asarray(op.outputs[0].val)
@@ -212,19 +212,22 @@ def _inspect_coreml(path: Path) -> ArtifactInfo:
                         weights=weights)
 
 
-def _constexpr_weight(path: Path, op: Any) -> WeightInfo:
-    """A weight stored compressed (``constexpr_sparse_to_dense``: a bit mask and the
-    non-zeros; other constexpr ops: palettes, quantisation): its dense value through
-    coremltools' own materialisation, the bytes of its parts as stored."""
+def _constexpr_weights(path: Path, op: Any, parts: set[str]) -> list[WeightInfo]:
+    """The weights a ``constexpr_*`` op stores compressed (``constexpr_sparse_to_dense``: a bit
+    mask and the non-zeros; others: palettes, quantisation): each output no other constexpr op
+    reads, expanded (`constexpr_values`), with the bytes of the op's const inputs as stored."""
+    from gatex.runtimes.coreml_emulator.executor import constexpr_values
+
     try:
-        array = np.asarray(op.materialized_val_inference())
+        values = constexpr_values(op)
     except Exception as exc:  # noqa: BLE001  (coremltools' own errors)
         raise BadInputError(f"{path}: {op.op_type} {op.name} cannot be expanded "
                             f"({type(exc).__name__}: {exc})") from None
     stored = sum(np.asarray(v.val).nbytes for v in op.inputs.values()
                  if getattr(v, "val", None) is not None)
     storage = "sparse" if op.op_type == "constexpr_sparse_to_dense" else "compressed"
-    return _weight(op.outputs[0].name, array, stored, storage)
+    return [_weight(name, np.asarray(value), stored, storage)
+            for name, value in values.items() if name not in parts]
 
 
 def _operations(block: Any) -> Any:

@@ -61,6 +61,14 @@ def compute_value(value: Any) -> Any:
     return value
 
 
+def constexpr_values(op: Any) -> dict[str, Any]:
+    """A ``constexpr_*`` op's outputs (a sparse, palettized or quantized weight expanded) by
+    output name, through coremltools' own ``materialized_val_inference``."""
+    values = op.materialized_val_inference()
+    values = values if isinstance(values, tuple) else (values,)
+    return {v.name: x for v, x in zip(op.outputs, values)}
+
+
 def _as_declared(value: Any, var: Any) -> Any:
     """A folded constant in the dtype its var declares (strings and lists stay as they are)."""
     if isinstance(value, np.ndarray | np.generic | float | int | bool) and not isinstance(
@@ -146,9 +154,8 @@ class CompiledProgram:
     def _constant_outputs(op: Any) -> dict[str, Any] | None:
         """The op's outputs by name when they are known before running, else None."""
         if op.op_type.startswith("constexpr_") and hasattr(op, "materialized_val_inference"):
-            values = op.materialized_val_inference()
-            values = values if isinstance(values, tuple) else (values,)
-            return {v.name: _as_declared(x, v) for v, x in zip(op.outputs, values)}
+            return {v.name: _as_declared(x, v)
+                    for v, x in zip(op.outputs, constexpr_values(op).values())}
         values = [v.val for v in op.outputs]
         if op.op_type == "const" or all(x is not None for x in values):
             return {v.name: _as_declared(x, v) for v, x in zip(op.outputs, values)}
