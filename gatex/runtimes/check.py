@@ -241,7 +241,7 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                                  tuple(sorted(set(reductions))))
     else:
         choice = choose_tolerance(ops, dtype, rtol=rtol, atol=atol, reductions=reductions)
-    choice = with_outlier_choice(choice, decision_outliers)
+    choice = choice.with_outliers(decision_outliers)
     if precision_floor and choice.dtype in LOW_PRECISIONS:
         measured, floor_notes = measure_torch_error(reference, ref_batches, expected,
                                                     choice.dtype, rtol=choice.rtol)
@@ -258,22 +258,6 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                                 outliers=choice.outliers),
         emulated=artifact.emulated,
         inputs=inputs_note, samples=samples, input_nans=nans, notes=tuple(notes))
-
-
-def with_outlier_choice(choice: ToleranceChoice, decision_outliers: bool | float
-                        ) -> ToleranceChoice:
-    """``choice`` with the hard-decision allowance asked for (see `compare_runtimes`)."""
-    from dataclasses import replace
-
-    if decision_outliers is True:
-        return choice
-    if decision_outliers is False or decision_outliers == 0:
-        return choice.without_outliers()
-    fraction = float(decision_outliers)
-    if not 0 <= fraction < 1:
-        raise BadInputError(f"the share of outliers must be in [0, 100) percent; got "
-                            f"{fraction * 100:g} %")
-    return replace(choice, outliers=fraction, outlier_ops=("given by the user",))
 
 
 def measure_torch_error(reference: Runtime, batches: Sequence[dict[str, np.ndarray]],

@@ -419,10 +419,21 @@ class ToleranceChoice:
     outliers: float = 0.0
     outlier_ops: tuple[str, ...] = ()
 
-    def without_outliers(self) -> ToleranceChoice:
+    def with_outliers(self, setting: bool | float) -> ToleranceChoice:
+        """This choice with the hard-decision allowance asked for: True keeps the specs' (none
+        for the user's own rtol and atol), False or 0 none, a number in [0, 1) is the share,
+        the user's, for any model."""
         from dataclasses import replace
 
-        return replace(self, outliers=0.0, outlier_ops=())
+        if setting is True:
+            return self
+        if setting is False or setting == 0:
+            return replace(self, outliers=0.0, outlier_ops=())
+        fraction = float(setting)
+        if not 0 <= fraction < 1:
+            raise BadInputError(f"the share of outliers must be in [0, 100) percent; got "
+                                f"{fraction * 100:g} %")
+        return replace(self, outliers=fraction, outlier_ops=("given by the user",))
 
     def with_floors(self, measured: Mapping[str, PrecisionFloor], *, may_raise: bool = True
                     ) -> ToleranceChoice:

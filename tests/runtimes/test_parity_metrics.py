@@ -284,7 +284,7 @@ def test_tolerance_carries_the_decision_outliers_of_its_ops():
     assert "0.5 % of each output's elements may be outside" in pg.describe()
     assert tolerance_for(["CGConv2d"], "float16").outlier_ops == ("CGConv2d",)
     assert tolerance_for(["GoLU"], "float32").outliers == 0.0
-    assert pg.without_outliers().outliers == 0.0
+    assert pg.with_outliers(False).outliers == 0.0
     # the user's own rtol and atol hold every element; one of them keeps the specs' allowance
     assert choose_tolerance(["PGConv2d"], "fp32", rtol=1e-3, atol=1e-3).outliers == 0.0
     assert choose_tolerance(["PGConv2d"], "fp32", atol=1e-3).outliers == 0.005
@@ -294,14 +294,12 @@ def test_tolerance_carries_the_decision_outliers_of_its_ops():
 
 
 def test_outlier_choice_on_off_or_the_users_share():
-    from gatex.runtimes.check import with_outlier_choice
-
     pg = tolerance_for(["PGConv2d"], "float32")
-    assert with_outlier_choice(pg, True) is pg
-    assert with_outlier_choice(pg, False).outliers == 0.0
-    assert with_outlier_choice(pg, 0).outliers == 0.0
-    mine = with_outlier_choice(tolerance_for(["GoLU"], "float32"), 0.02)
+    assert pg.with_outliers(True) is pg
+    assert pg.with_outliers(False).outliers == 0.0
+    assert pg.with_outliers(0).outliers == 0.0
+    mine = tolerance_for(["GoLU"], "float32").with_outliers(0.02)
     assert (mine.outliers, mine.outlier_ops) == (0.02, ("given by the user",))
     assert "up to 2 % of each output's elements" in mine.describe()
     with pytest.raises(BadInputError, match=r"\[0, 100\) percent"):
-        with_outlier_choice(pg, 1.5)
+        pg.with_outliers(1.5)
