@@ -16,9 +16,12 @@ median of the per-round ratios is printed beside it. Why: the development VM swi
 a fast and a slow state for tenths of a second at a time (the same session's p50 jumps
 14 <-> 30 us at load 0, with no steal time), so any one round's ratio measures which state each
 side landed in. Consecutive-run agreement cannot be rescued that way and needs an idle,
-steady machine.
+steady machine. ``--repeat N`` makes each harness run ``gatex bench --repeat N`` and counts the
+runs the bench itself flagged unsteady (its processes' p50s more than 5 % apart): the check
+that the bench warns exactly where consecutive runs cannot agree.
 
     python benchmarks/bench_harness.py                         # GoLU, batch 1 and 64, 5 rounds
+    python benchmarks/bench_harness.py --batch-sizes 1 --repeat 5   # each harness run 5 processes
     python benchmarks/bench_harness.py --batch-sizes 1 --rounds 5 --json harness.json --check
 
 Exit codes: 0 measured (targets met or not, unless --check), 1 --check and a target missed,
@@ -42,6 +45,7 @@ import numpy as np
 
 OVERHEAD_TARGET_PCT = 3.0
 AGREEMENT_TARGET_PCT = 5.0
+REPEAT_SPREAD_WARN = 0.05   # gatex.runtimes.bench.REPEAT_SPREAD_WARN (checked in main)
 
 
 def bare_p50(session: Any, feeds: dict[str, np.ndarray], warmup: int, iterations: int) -> float:
@@ -58,15 +62,17 @@ def bare_p50(session: Any, feeds: dict[str, np.ndarray], warmup: int, iterations
 
 
 def harness_p50(path: Path, batch: int, warmup: int, iterations: int, threads: int | None,
-                cpus: str | None = None) -> float:
+                cpus: str | None = None, repeat: int = 1) -> tuple[float, float | None]:
+    """The harness's p50 in ms, and with ``repeat`` > 1 the spread of its processes' p50s."""
     import gatex
 
     result = gatex.bench(path, backends="ort", batch_size=batch, warmup=warmup,
-                         iterations=iterations, threads=threads, reference=False, cpus=cpus)
+                         iterations=iterations, threads=threads, reference=False, cpus=cpus,
+                         repeat=repeat)
     row = result.row("ort")
     if not row.ok or row.latency is None:
         raise RuntimeError(f"the harness failed on {path.name}: {row.reason}")
-    return row.latency.p50
+    return row.latency.p50, row.repeat_spread
 
 
 def measure(path: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -81,14 +87,18 @@ def measure(path: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = {session.get_inputs()[0].name: zoo_batch(args.unit, batch)}
-    bare, harness = [], []
+    bare, harness, spreads = [], [], []
     for r in range(args.rounds):
         bare.append(bare_p50(session, feeds, args.warmup, args.iterations))
-        harness.append(harness_p50(path, batch, args.warmup, args.iterations, args.threads,
-                                   args.cpus))
+        p50, spread = harness_p50(path, batch, args.warmup, args.iterations, args.threads,
+                                  args.cpus, args.repeat)
+        harness.append(p50)
+        spreads.append(spread)
+        flagged = "" if spread is None else \
+            f", its {args.repeat} processes' p50 spread {spread * 100:.1f} %"
         print(f"  batch {batch} round {r + 1}: bare p50 {bare[-1] * 1e3:.2f} us, harness p50 "
-              f"{harness[-1] * 1e3:.2f} us ({(harness[-1] / bare[-1] - 1) * 100:+.1f} %)",
-              flush=True)
+              f"{harness[-1] * 1e3:.2f} us ({(harness[-1] / bare[-1] - 1) * 100:+.1f} %)"
+              f"{flagged}", flush=True)
     overheads = [(h / b - 1) * 100 for h, b in zip(harness, bare)]
     pairs = [abs(a - b) / min(a, b) * 100 for a, b in zip(harness, harness[1:])]
     overhead = (min(harness) / min(bare) - 1) * 100
@@ -97,6 +107,9 @@ def measure(path: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]:
             "overhead_pct_per_round": overheads, "overhead_pct": overhead,
             "median_round_overhead_pct": float(np.median(overheads)),
             "consecutive_disagreement_pct": pairs, "worst_disagreement_pct": worst_pair,
+            "repeat_spread_per_round": spreads,
+            "rounds_flagged_unsteady": sum(1 for x in spreads
+                                           if x is not None and x > REPEAT_SPREAD_WARN),
             "overhead_ok": overhead <= OVERHEAD_TARGET_PCT,
             "agreement_ok": worst_pair is not None and worst_pair <= AGREEMENT_TARGET_PCT}
 
@@ -112,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", default=None,
                         help="pin the bare loop (this process) and the harness's worker to these "
                              "CPUs (gatex bench --cpus; Linux), e.g. 1")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="gatex bench --repeat: processes per harness run, pooled; prints "
+                             "how many runs the bench itself flagged unsteady")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -120,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         batches = []
     if not batches or min(batches) < 1 or args.iterations < 1 or args.warmup < 0 \
-            or args.rounds < 2:
+            or args.rounds < 2 or args.repeat < 1:
         print("error: --batch-sizes must list positive sizes, --iterations >= 1, --warmup >= 0, "
-              "--rounds >= 2", file=sys.stderr)
+              "--rounds >= 2, --repeat >= 1", file=sys.stderr)
         return 2
     try:
         import onnxruntime  # noqa: F401
@@ -132,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import gatex
     from gatex.errors import BadInputError
+    from gatex.runtimes.bench import REPEAT_SPREAD_WARN as BENCH_SPREAD_WARN
     from gatex.runtimes.bench import machine_info, parse_cpus
+
+    assert BENCH_SPREAD_WARN == REPEAT_SPREAD_WARN
 
     try:
         pinned = parse_cpus(args.cpus)
@@ -147,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stderr(io.StringIO()):   # the exporter's warnings
             path = gatex.export(args.unit, to="onnx", out_dir=tmp, check=False).path
         print(f"{args.unit}: {path.name}, {args.iterations} timed runs after {args.warmup} "
-              f"warm-up, {args.rounds} rounds")
+              f"warm-up, {args.rounds} rounds"
+              + (f", each harness run {args.repeat} processes" if args.repeat > 1 else ""))
         for batch in batches:
             results.append(measure(Path(path), batch, args))
     print()
@@ -157,12 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['batch_size']:>5}  {min(r['bare_p50_ms']) * 1e3:>16.2f}  "
               f"{min(r['harness_p50_ms']) * 1e3:>19.2f}  {r['overhead_pct']:>+8.1f}%  "
               f"{r['median_round_overhead_pct']:>+11.1f}%  {r['worst_disagreement_pct']:>16.1f}%")
+    if args.repeat > 1:
+        for r in results:
+            print(f"batch {r['batch_size']}: gatex bench flagged {r['rounds_flagged_unsteady']} "
+                  f"of {args.rounds} runs unsteady (its processes' p50s more than "
+                  f"{REPEAT_SPREAD_WARN:.0%} apart)")
     met = all(r["overhead_ok"] and r["agreement_ok"] for r in results)
     print(f"targets: overhead <= {OVERHEAD_TARGET_PCT:g} %, consecutive runs within "
           f"{AGREEMENT_TARGET_PCT:g} %: {'met' if met else 'MISSED'} (needs an idle machine)")
     if args.json is not None:
         doc = {"benchmark": "gatex.bench harness overhead", "unit": args.unit,
                "iterations": args.iterations, "warmup": args.warmup, "rounds": args.rounds,
+               "repeat": args.repeat,
                "threads": args.threads, "cpus": args.cpus, "machine": machine_info(),
                "targets": {"overhead_pct": OVERHEAD_TARGET_PCT,
                            "agreement_pct": AGREEMENT_TARGET_PCT},

@@ -37,6 +37,7 @@ def test_help_documents_options_and_exit_codes():
     assert result.exit_code == 0
     for text in ("--backend", "--iterations", "--duration", "--baseline", "--max-regression",
                  "--plot", "--markdown", "--json", "--threads", "--batch-size", "--warmup",
+                 "--repeat",
                  "3 backend unavailable"):
         assert text in result.stdout
 
@@ -60,6 +61,7 @@ def test_help_documents_options_and_exit_codes():
     (["--model", "nets.py:build"], "--model needs --input-shape"),
     (["--unit", "GoLU", "--input-shape", "1,64"], "go with --model"),
     (["--unit", "GoLU", "--device", "tpu"], "unknown device 'tpu'"),
+    (["--unit", "GoLU", "--repeat", "0"], "--repeat must be at least 1; got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     json_out = tmp_path / "out.json"

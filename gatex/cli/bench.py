@@ -72,6 +72,11 @@ def bench(
              "on a shared machine, where a worker moving between CPUs times the machine too.",
         show_default=False,
     )] = None,
+    repeat: Annotated[int, typer.Option(
+        help="Measure each backend in N fresh processes, interleaved (torch, ort, ..., torch, "
+             "ort, ...), pooling their runs; a p50 that differs by more than 5 % between them "
+             "is flagged: the machine is not steady enough to reproduce it.",
+    )] = 1,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Write the results as JSON (schema gatex.bench/1).", show_default=False,
     )] = None,
@@ -100,7 +105,7 @@ def bench(
     mean, p50/p90/p99, max, std, coefficient of variation; a warning above 10 %). A crash stays
     in its process and becomes that backend's error row. Exit 1 when a backend failed or is
     slower than --baseline allows; 2 for bad input (unknown backend, an artifact the backend
-    cannot run, a baseline of another schema, iterations < 1); 3 when a backend named in
+    cannot run, a baseline of another schema, iterations < 1, repeat < 1); 3 when a backend named in
     --backend (or matplotlib for --plot) is not available here.
     """
     from gatex.runtimes.bench_report import run_bench_command
@@ -111,5 +116,5 @@ def bench(
                       input_shape=_shape(input_shape) if input_shape is not None else None,
                       backends=backend, batch_size=batch_size, warmup=warmup,
                       iterations=iterations, duration=duration, threads=threads, device=device,
-                      cpus=cpus,
+                      cpus=cpus, repeat=repeat,
                       baseline=baseline, max_regression=max_regression, timeout=timeout)

@@ -23,6 +23,7 @@ JSON schema ``gatex.bench/1`` (keys are stable; a change of meaning bumps the nu
      "settings": {"batch_size": int, "warmup": int, "iterations": int | null,
                   "duration_s": float | null, "threads": int | null, "device": str,
                   "cpus": [int] | null,        # CPUs each worker was pinned to (--cpus)
+                  "repeat": int,               # processes per backend (--repeat)
                   "timeout_s": float, "cv_warn_threshold": float, "reference": "torch" | null,
                   "unit": str | null, "model": str | null, "artifacts": [str], "inputs": str},
      "backends": [{
@@ -38,6 +39,10 @@ JSON schema ``gatex.bench/1`` (keys are stable; a change of meaning bumps the nu
         "iterations": int | null,     # timed runs
         "latency_ms": null | {"min", "mean", "p50", "p90", "p99", "max", "std": float},
         "cv": float | null, "unstable": bool,
+        "repeats": null | {"count": int,        # --repeat N > 1: one process per repeat
+                           "p50_ms": [float],   # each process's own p50, in run order
+                           "spread": float},    # (max - min) / min of those p50s
+        "unsteady": bool,             # spread above REPEAT_SPREAD_WARN (5 %)
         "throughput_sps": float | null,
         "device_latency_ms": null | {same keys as latency_ms},   # GPU events, model only
         "memory": null | {"method": "vmhwm-reset" | "ru_maxrss",
@@ -53,6 +58,14 @@ JSON schema ``gatex.bench/1`` (keys are stable; a change of meaning bumps the nu
                          "regressions": [{"id": str, "p50_ms": float, "baseline_p50_ms": float,
                                           "change_pct": float}],
                          "notes": [str]}}
+
+With ``--repeat N`` every backend is measured in N fresh processes, interleaved (torch, ort,
+..., torch, ort, ...), and the statistics pool the timed runs of all N; load and first-run
+times are the median over the processes, memory the largest peak. A row whose per-process
+p50s differ by more than ``REPEAT_SPREAD_WARN`` (5 %, issue 5's bar for two consecutive runs)
+is flagged unsteady with a warning: the machine changed speed between processes, so a rerun
+will not reproduce its p50 either. That is what a single run cannot see: on a shared VM the
+CPU's speed can change for tenths of a second at a time, and a short run lands in one state.
 
 ``relative_to_reference.p50`` is this row's p50 over torch's (below 1: faster than torch);
 ``throughput`` is this row's throughput over torch's. With a baseline, a row regresses when its
@@ -85,6 +98,7 @@ ALIASES = {"onnxruntime": "ort", "onnx": "ort", "tensorrt": "trt", "pytorch": "t
 ARTIFACT_SUFFIXES = {"ort": (".onnx",), "coreml": (".mlpackage", ".mlmodel"),
                      "trt": (".engine", ".plan")}
 CV_WARN_THRESHOLD = 0.10
+REPEAT_SPREAD_WARN = 0.05
 DEFAULT_WARMUP = 10
 DEFAULT_ITERATIONS = 100
 DEFAULT_MAX_REGRESSION = 10.0
@@ -156,6 +170,7 @@ class BackendRow:
     relative: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
     samples_ns: list[int] = field(default_factory=list, repr=False)  # for the plot, not JSON
+    repeat_p50s: list[float] | None = None   # ms, one per process with --repeat N > 1
 
     @property
     def id(self) -> str:
@@ -169,6 +184,19 @@ class BackendRow:
     def unstable(self) -> bool:
         return self.latency is not None and self.latency.cv > CV_WARN_THRESHOLD
 
+    @property
+    def repeat_spread(self) -> float | None:
+        """(max - min) / min of the per-process p50s; None without --repeat."""
+        if not self.repeat_p50s or len(self.repeat_p50s) < 2:
+            return None
+        lo = min(self.repeat_p50s)
+        return (max(self.repeat_p50s) - lo) / lo if lo > 0 else float("inf")
+
+    @property
+    def unsteady(self) -> bool:
+        spread = self.repeat_spread
+        return spread is not None and spread > REPEAT_SPREAD_WARN
+
     def as_dict(self) -> dict[str, Any]:
         lat, dev = self.latency, self.device_latency
         return {
@@ -180,6 +208,10 @@ class BackendRow:
             "iterations": lat.count if lat else None,
             "latency_ms": lat.as_dict() if lat else None,
             "cv": lat.cv if lat else None, "unstable": self.unstable,
+            "repeats": None if self.repeat_spread is None else {
+                "count": len(self.repeat_p50s or ()), "p50_ms": list(self.repeat_p50s or ()),
+                "spread": self.repeat_spread},
+            "unsteady": self.unsteady,
             "throughput_sps": self.throughput_sps,
             "device_latency_ms": dev.as_dict() if dev else None,
             "memory": self.memory, "relative_to_reference": self.relative,
@@ -251,9 +283,17 @@ class BenchResult:
 
     @property
     def warnings(self) -> list[str]:
-        return [f"{r.id}: latency varies (cv {r.latency.cv:.0%} > {CV_WARN_THRESHOLD:.0%}); "
-                "the machine is busy or the run too short, so its percentiles are not stable"
-                for r in self.rows if r.unstable and r.latency]
+        out = [f"{r.id}: latency varies (cv {r.latency.cv:.0%} > {CV_WARN_THRESHOLD:.0%}); "
+               "the machine is busy or the run too short, so its percentiles are not stable"
+               for r in self.rows if r.unstable and r.latency]
+        for r in self.rows:
+            if r.unsteady and r.repeat_p50s and r.repeat_spread is not None:
+                out.append(f"{r.id}: p50 differs by {r.repeat_spread:.0%} between its "
+                           f"{len(r.repeat_p50s)} processes ({min(r.repeat_p50s):.4g} to "
+                           f"{max(r.repeat_p50s):.4g} ms; > {REPEAT_SPREAD_WARN:.0%}): the "
+                           "machine's speed is not steady, so a rerun will not reproduce this "
+                           "p50 either")
+        return out
 
     def __bool__(self) -> bool:
         return not self.failed and not self.regressions
@@ -323,6 +363,12 @@ def compare_baseline(rows: Sequence[BackendRow], doc: dict[str, Any], max_regres
         if change > max_regression_pct:
             regressions.append(Regression(r.id, r.latency.p50, old, change))
     notes = []
+    by_id = {r.id: r for r in rows}
+    for reg in regressions:
+        row = by_id[reg.id]
+        if row.unsteady and row.repeat_spread is not None:
+            notes.append(f"{reg.id}'s p50 moved {row.repeat_spread:.0%} between its own "
+                         "processes in this run: part of the regression may be the machine")
     old_cpu = (doc.get("machine") or {}).get("cpu")
     if machine and old_cpu and old_cpu != machine.get("cpu"):
         notes.append(f"the baseline ran on another CPU ({old_cpu}); timings may not compare")
@@ -576,22 +622,47 @@ def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
                                          f"result{last}"}
 
 
-def row_from_worker(backend: str, artifact: str | None, label: str, out: dict[str, Any],
-                    batch_size: int) -> BackendRow:
-    status = out.get("status", "error")
-    if status != "ok":
-        return BackendRow(backend, label, artifact, status=status,
-                          reason=str(out.get("reason") or "no reason given"))
-    samples = [int(s) for s in out["samples_ns"]]
+def row_from_worker(backend: str, artifact: str | None, label: str,
+                    out: dict[str, Any] | Sequence[dict[str, Any]], batch_size: int
+                    ) -> BackendRow:
+    """The row of one worker's result, or of several (``--repeat``: one per process).
+
+    Several results pool their timed runs (and device timings); load and first-run times are
+    their median, memory the result with the largest peak above its baseline, and each
+    process's own p50 is kept (`BackendRow.repeat_p50s`). A failed process fails the row (the
+    bench runs no more for that backend), naming which process when it was not the first.
+    """
+    outs = [out] if isinstance(out, dict) else list(out)
+    if not outs:
+        raise ValueError("no worker result to make a row of")
+    for k, o in enumerate(outs):
+        status = o.get("status", "error")
+        if status != "ok":
+            where = f"process {k + 1}: " if k else ""   # the later ones did not run
+            return BackendRow(backend, label, artifact, status=status,
+                              reason=where + str(o.get("reason") or "no reason given"))
+    per_run = [[int(s) for s in o["samples_ns"]] for o in outs]
+    samples = [s for run in per_run for s in run]
     lat = latency_stats(samples)
-    dev = out.get("device_samples_ns")
+    dev = [int(s) for o in outs for s in (o.get("device_samples_ns") or ())]
+    first = outs[0]
+
+    def median_of(key: str) -> float | None:
+        values = [o[key] for o in outs if isinstance(o.get(key), (int, float))]
+        return float(np.median(values)) if values else None
+
+    memories = [o["memory"] for o in outs if o.get("memory")]
+    memory = max(memories, key=lambda m: m.get("peak_above_baseline_bytes") or 0) \
+        if memories else None
+    notes = list(dict.fromkeys(n for o in outs for n in (o.get("notes") or ())))
     return BackendRow(
-        backend, out.get("label") or label, artifact, threads=out.get("threads"),
-        model_size_bytes=out.get("model_size_bytes"), model_file=out.get("model_file"),
-        load_ms=out.get("load_ms"), first_run_ms=out.get("first_run_ms"), latency=lat,
+        backend, first.get("label") or label, artifact, threads=first.get("threads"),
+        model_size_bytes=first.get("model_size_bytes"), model_file=first.get("model_file"),
+        load_ms=median_of("load_ms"), first_run_ms=median_of("first_run_ms"), latency=lat,
         device_latency=latency_stats(dev) if dev else None,
         throughput_sps=batch_size / (lat.mean / 1e3) if lat.mean > 0 else None,
-        memory=out.get("memory"), notes=list(out.get("notes") or []), samples_ns=samples)
+        memory=memory, notes=notes, samples_ns=samples,
+        repeat_p50s=[latency_stats(run).p50 for run in per_run] if len(outs) > 1 else None)
 
 
 # -- the bench ------------------------------------------------------------------------------------
@@ -629,7 +700,7 @@ def parse_cpus(cpus: str | Sequence[int] | None) -> tuple[int, ...] | None:
 
 def _check_numbers(batch_size: int | None, warmup: int, iterations: int | None,
                    duration: float | None, threads: int | None, timeout: float,
-                   max_regression: float | None, device: str) -> None:
+                   max_regression: float | None, device: str, repeat: int = 1) -> None:
     if batch_size is not None and batch_size < 1:
         raise BadInputError(f"--batch-size must be at least 1; got {batch_size}")
     if warmup < 0:
@@ -648,6 +719,8 @@ def _check_numbers(batch_size: int | None, warmup: int, iterations: int | None,
         raise BadInputError(f"--max-regression must be a percentage >= 0; got {max_regression}")
     if device not in DEVICES:
         raise BadInputError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise BadInputError(f"--repeat must be at least 1; got {repeat}")
 
 
 def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool
@@ -687,7 +760,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
           backends: str | Sequence[str] = "all", batch_size: int | None = None,
           warmup: int = DEFAULT_WARMUP, iterations: int | None = None,
           duration: float | None = None, threads: int | None = None, device: str = "cpu",
-          cpus: str | Sequence[int] | None = None,
+          cpus: str | Sequence[int] | None = None, repeat: int = 1,
           baseline: str | Path | None = None, max_regression: float | None = None,
           timeout: float = DEFAULT_TIMEOUT, reference: bool = True,
           on_progress: ProgressCallback | None = None,
@@ -703,12 +776,14 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     ``reference=False`` leaves the torch row out (the harness benchmark times one backend).
     ``cpus`` ("0", "0,2", "0-3"; Linux) pins every worker to those CPUs before it imports a
     backend: on a shared machine a worker that migrates between CPUs times the machine too.
+    ``repeat`` measures every backend in that many fresh processes, interleaved, pooling their
+    runs; a p50 that moves more than 5 % between them flags the row unsteady (module docstring).
 
     >>> result = bench(unit="GoLU", backends="torch,ort", iterations=50)
     >>> result.row("ort").relative["p50"]    # ort's p50 / torch's p50
     """
     _check_numbers(batch_size, warmup, iterations, duration, threads, timeout, max_regression,
-                   device)
+                   device, repeat)
     pinned = parse_cpus(cpus)
     chosen, named = parse_backends(backends)
     if isinstance(artifacts, (str, Path)):
@@ -822,16 +897,25 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
                    for t in targets]
         if on_plan is not None:
             on_plan(planned)
-        rows: list[BackendRow] = []
-        for i, t in enumerate(targets):
-            job = {"backend": t.backend, "source": t.source,
-                   "inputs": str(workdir / "inputs.npz"), "warmup": warmup,
-                   "iterations": iterations, "duration_s": duration, "threads": threads,
-                   "device": device, "cpus": list(pinned) if pinned else None}
-            out = run_worker(job, workdir, timeout=timeout, tag=f"{i}-{t.backend}",
-                             on_progress=on_progress, row_id=planned[i].id)
-            row = row_from_worker(t.backend, t.artifact, t.label, out, batch_size)
-            rows.append(row)
+        outs: list[list[dict[str, Any]]] = [[] for _ in targets]
+        for r in range(repeat):   # interleaved: every backend once, then again
+            progress = on_progress
+            if repeat > 1 and on_progress is not None:
+                def progress(row_id: str, phase: str, done: int, total: int,
+                             _r: int = r, _cb: ProgressCallback = on_progress) -> None:
+                    _cb(row_id, f"{phase} {_r + 1}/{repeat}", done, total)
+            for i, t in enumerate(targets):
+                if outs[i] and outs[i][-1].get("status") != "ok":
+                    continue   # a failed backend is not run again
+                job = {"backend": t.backend, "source": t.source,
+                       "inputs": str(workdir / "inputs.npz"), "warmup": warmup,
+                       "iterations": iterations, "duration_s": duration, "threads": threads,
+                       "device": device, "cpus": list(pinned) if pinned else None}
+                tag = f"{i}-{t.backend}" if repeat == 1 else f"{i}-{t.backend}-{r}"
+                outs[i].append(run_worker(job, workdir, timeout=timeout, tag=tag,
+                                          on_progress=progress, row_id=planned[i].id))
+        rows = [row_from_worker(t.backend, t.artifact, t.label, outs[i], batch_size)
+                for i, t in enumerate(targets)]
     order = {b: i for i, b in enumerate(BACKENDS)}
     rows.extend(rows_unavailable.values())
     rows.sort(key=lambda r: order[r.backend])
@@ -839,7 +923,8 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     machine = machine_info()
     settings = {"batch_size": batch_size, "warmup": warmup, "iterations": iterations,
                 "duration_s": duration, "threads": threads, "device": device,
-                "cpus": list(pinned) if pinned else None, "timeout_s": float(timeout), "cv_warn_threshold": CV_WARN_THRESHOLD,
+                "cpus": list(pinned) if pinned else None, "repeat": repeat,
+                "timeout_s": float(timeout), "cv_warn_threshold": CV_WARN_THRESHOLD,
                 "reference": "torch" if reference else None, "unit": unit, "model": model,
                 "artifacts": [str(p) for p in paths], "inputs": what}
     comparison = None
@@ -868,7 +953,7 @@ def _export_for(backend: str, unit: str | None, torch_model: Any, inputs: list[n
     return Path(result.path)
 
 
-__all__ = ["ALIASES", "BACKENDS", "CV_WARN_THRESHOLD", "SCHEMA", "BackendRow",
+__all__ = ["ALIASES", "BACKENDS", "CV_WARN_THRESHOLD", "REPEAT_SPREAD_WARN", "SCHEMA", "BackendRow",
            "BaselineComparison", "BenchResult", "LatencyStats", "Regression", "add_relative",
            "bench", "compare_baseline", "latency_stats", "machine_info", "parse_backends",
            "read_baseline", "run_worker", "unavailable_reason"]

@@ -53,6 +53,9 @@ def _title(result: BenchResult) -> str:
     what = s.get("unit") or s.get("model") or ", ".join(Path(a).name for a in s["artifacts"])
     runs = (f"{s['iterations']} runs" if s.get("iterations") is not None
             else f"{s['duration_s']:g} s of runs")
+    repeat = s.get("repeat") or 1
+    if repeat > 1:
+        runs += f" in each of {repeat} processes, interleaved"
     return f"gatex bench: {what} (batch {s['batch_size']}, {s['warmup']} warm-up, {runs})"
 
 
@@ -62,26 +65,43 @@ COLUMNS = ("backend", "artifact", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms"
            "samples/s", "p50 / torch", "load ms", "peak RSS MiB", "size KiB")
 
 
-def _cells(row: BackendRow) -> list[str]:
+SPREAD_COLUMN = "p50 spread"   # with --repeat: (max - min) / min of the per-process p50s
+
+
+def _columns(result: BenchResult) -> tuple[str, ...]:
+    if (result.settings.get("repeat") or 1) > 1:
+        return (*COLUMNS[:7], SPREAD_COLUMN, *COLUMNS[7:])
+    return COLUMNS
+
+
+def _cells(row: BackendRow, spread: bool = False) -> list[str]:
     lat = row.latency
     peak = (row.memory or {}).get("peak_above_baseline_bytes")
-    return [row.label, row.artifact or "-", ms(lat and lat.p50), ms(lat and lat.p90),
-            ms(lat and lat.p99), f"{ms(lat.mean)} ± {ms(lat.std)}" if lat else "-",
-            f"{lat.cv:.1%}" if lat else "-",
-            f"{row.throughput_sps:,.0f}" if row.throughput_sps else "-", ratio(row),
-            ms(row.load_ms), mib(peak), kib(row.model_size_bytes)]
+    cells = [row.label, row.artifact or "-", ms(lat and lat.p50), ms(lat and lat.p90),
+             ms(lat and lat.p99), f"{ms(lat.mean)} ± {ms(lat.std)}" if lat else "-",
+             f"{lat.cv:.1%}" if lat else "-",
+             f"{row.throughput_sps:,.0f}" if row.throughput_sps else "-", ratio(row),
+             ms(row.load_ms), mib(peak), kib(row.model_size_bytes)]
+    if spread:
+        value = row.repeat_spread
+        cells.insert(7, "-" if value is None else f"{value:.1%}")
+    return cells
 
 
 def table(result: BenchResult) -> Table:
     t = Table(title=_title(result))
-    for c in COLUMNS:
+    columns = _columns(result)
+    spread = SPREAD_COLUMN in columns
+    for c in columns:
         t.add_column(c, justify="left" if c in ("backend", "artifact") else "right",
                      overflow="fold")
     t.add_column("status", overflow="fold")
     for row in result.rows:
-        cells: list[Any] = list(_cells(row))
+        cells: list[Any] = list(_cells(row, spread))
         if row.unstable:
             cells[6] = Text(cells[6] + " !", style="yellow")
+        if spread and row.unsteady:
+            cells[7] = Text(cells[7] + " !", style="yellow")
         style = {"ok": "green", "error": "red"}.get(row.status, "yellow")
         t.add_row(*cells, Text(row.status, style=style))
     return t
@@ -123,11 +143,12 @@ def print_result(result: BenchResult, console: Console) -> None:
 
 def markdown(result: BenchResult) -> str:
     """A CI step summary: the table, what did not run and why, warnings, the baseline verdict."""
+    columns = _columns(result)
     lines = [f"## {_title(result)}", "",
-             "| " + " | ".join(COLUMNS) + " | status |",
-             "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2) + ["---"]) + "|"]
+             "| " + " | ".join(columns) + " | status |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(columns) - 2) + ["---"]) + "|"]
     for row in result.rows:
-        cells = [c.replace("|", "\\|") for c in _cells(row)]
+        cells = [c.replace("|", "\\|") for c in _cells(row, SPREAD_COLUMN in columns)]
         lines.append("| " + " | ".join([*cells, row.status]) + " |")
     lines.append("")
     not_run = [r for r in result.rows if not r.ok]
@@ -281,7 +302,7 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
 
     def on_progress(row_id: str, phase: str, done: int, total: int) -> None:
         if row_id in tasks:
-            unit = " ms" if phase == "timed" and options.get("duration") else ""
+            unit = " ms" if phase.startswith("timed") and options.get("duration") else ""
             bars.update(tasks[row_id], description=f"{row_id}: {phase}", completed=done,
                         total=total, done=f"{done}/{total}{unit}")
 

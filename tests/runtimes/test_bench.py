@@ -18,6 +18,7 @@ from gatex.runtimes import bench_report
 from gatex.runtimes.bench import (
     BACKENDS,
     CV_WARN_THRESHOLD,
+    REPEAT_SPREAD_WARN,
     SCHEMA,
     BackendRow,
     BenchResult,
@@ -39,17 +40,18 @@ MACHINE_KEYS = {"cpu", "cores_logical", "cores_physical", "cores_usable", "os", 
 VERSION_KEYS = {"gatex", "python", "numpy", "torch", "onnxruntime", "onnx", "coremltools",
                 "tensorrt"}
 SETTINGS_KEYS = {"batch_size", "warmup", "iterations", "duration_s", "threads", "device",
-                 "cpus", "timeout_s", "cv_warn_threshold", "reference", "unit", "model", "artifacts",
+                 "cpus", "repeat", "timeout_s", "cv_warn_threshold", "reference", "unit", "model", "artifacts",
                  "inputs"}
 ROW_KEYS = {"id", "backend", "label", "artifact", "status", "reason", "emulated", "threads",
             "model_size_bytes", "model_file", "load_ms", "first_run_ms", "iterations",
-            "latency_ms", "cv", "unstable", "throughput_sps", "device_latency_ms", "memory",
+            "latency_ms", "cv", "unstable", "repeats", "unsteady", "throughput_sps", "device_latency_ms", "memory",
             "relative_to_reference", "notes"}
 LATENCY_KEYS = {"min", "mean", "p50", "p90", "p99", "max", "std"}
 MEMORY_KEYS = {"method", "baseline_rss_bytes", "peak_rss_bytes", "peak_above_baseline_bytes",
                "timed_growth_bytes", "peak_device_bytes"}
 BASELINE_KEYS = {"file", "max_regression_pct", "compared", "missing", "regressions", "notes"}
 REGRESSION_KEYS = {"id", "p50_ms", "baseline_p50_ms", "change_pct"}
+REPEATS_KEYS = {"count", "p50_ms", "spread"}
 
 
 def measured(backend: str, samples_ms: list[float], *, artifact: str | None = None,
@@ -118,6 +120,119 @@ def test_throughput_and_ratios_to_the_torch_row():
     alone = measured("ort", [1.0], artifact="m.onnx")
     add_relative([alone])                       # no torch row: nothing to be relative to
     assert alone.relative is None
+
+
+# -- --repeat: several processes per backend, pooled, their p50 spread flagged ---------------
+
+def worker_out(samples_ms: list[float], **extra) -> dict:
+    return {"status": "ok", "label": "ort", "samples_ns": [int(round(s * 1e6))
+                                                          for s in samples_ms], **extra}
+
+
+def test_repeats_pool_their_runs_and_keep_each_process_p50():
+    outs = [worker_out([1.0, 1.0, 1.2], load_ms=10.0, first_run_ms=2.0,
+                       memory={"peak_above_baseline_bytes": 5}, notes=["emulated"]),
+            worker_out([1.02, 1.02, 1.4], load_ms=30.0, first_run_ms=4.0,
+                       memory={"peak_above_baseline_bytes": 9}, notes=["emulated"]),
+            worker_out([1.04, 1.04, 0.9], load_ms=20.0, first_run_ms=3.0,
+                       memory={"peak_above_baseline_bytes": 7}, notes=["emulated"])]
+    row = row_from_worker("ort", "m.onnx", "ort", outs, 4)
+    assert row.latency == latency_stats([s for o in outs for s in o["samples_ns"]])
+    assert row.latency.count == 9 and len(row.samples_ns) == 9
+    assert row.repeat_p50s == pytest.approx([1.0, 1.02, 1.04])
+    assert row.repeat_spread == pytest.approx(0.04)    # (1.04 - 1.0) / 1.0: under 5 %
+    assert not row.unsteady
+    assert (row.load_ms, row.first_run_ms) == (20.0, 3.0)      # medians over the processes
+    assert row.memory == {"peak_above_baseline_bytes": 9}     # the largest peak
+    assert row.notes == ["emulated"]                           # once, not once a process
+    assert row.throughput_sps == pytest.approx(4 / (row.latency.mean / 1e3))
+    doc = row.as_dict()
+    assert set(doc["repeats"]) == REPEATS_KEYS and doc["repeats"]["count"] == 3
+    assert doc["repeats"]["p50_ms"] == pytest.approx([1.0, 1.02, 1.04])
+    assert doc["unsteady"] is False
+    single = row_from_worker("ort", "m.onnx", "ort", outs[0], 4)   # one process: no repeats
+    assert single.repeat_p50s is None and single.repeat_spread is None
+    assert single.as_dict()["repeats"] is None and not single.unsteady
+
+
+def test_a_p50_that_moves_more_than_5_percent_between_processes_is_flagged():
+    assert REPEAT_SPREAD_WARN == 0.05
+    steady = row_from_worker("torch", None, "torch",
+                             [worker_out([2.0] * 3), worker_out([2.09] * 3)], 1)  # 4.5 %
+    moved = row_from_worker("ort", "m.onnx", "ort",
+                            [worker_out([1.0] * 3), worker_out([2.0] * 3),
+                             worker_out([1.1] * 3)], 1)                           # 100 %
+    assert steady.repeat_spread == pytest.approx(0.045) and not steady.unsteady
+    assert moved.repeat_spread == pytest.approx(1.0) and moved.unsteady
+    warnings = [w for w in result_of([steady, moved]).warnings if "processes" in w]
+    assert moved.unstable and not steady.unstable     # the pooled runs' cv says so too
+    assert len(warnings) == 1 and warnings[0].startswith("ort:m.onnx: p50 differs by 100% "
+                                                         "between its 3 processes (1 to 2 ms")
+    # a regression on an unsteady row says the machine may be part of it
+    verdict = compare_baseline([steady, moved], baseline_doc({"torch": 2.0, "ort:m.onnx": 1.0}),
+                               10.0)
+    assert [r.id for r in verdict.regressions] == ["ort:m.onnx"]
+    assert any("moved 100% between its own processes" in n for n in verdict.notes)
+
+
+def test_a_failed_repeat_fails_the_row_naming_the_process():
+    outs = [worker_out([1.0]), {"status": "error", "reason": "killed by SIGABRT"}]
+    row = row_from_worker("ort", "m.onnx", "ort", outs, 1)
+    assert row.status == "error" and row.reason == "process 2: killed by SIGABRT"
+    assert row.latency is None and row.as_dict()["repeats"] is None
+
+
+def test_repeat_table_and_markdown_show_the_spread_column():
+    rows = [row_from_worker("torch", None, "torch", [worker_out([2.0]), worker_out([2.0])], 1),
+            row_from_worker("ort", "m.onnx", "ort", [worker_out([1.0]), worker_out([1.5])], 1)]
+    result = result_of(rows)
+    assert bench_report.SPREAD_COLUMN not in bench_report.markdown(result)   # repeat 1
+    result.settings["repeat"] = 2
+    text = bench_report.markdown(result)
+    assert "| cv | p50 spread | samples/s |" in text
+    assert "| 0.0% |" in text and "| 50.0% |" in text
+    assert "in each of 2 processes, interleaved" in text
+    assert bench_report.SPREAD_COLUMN in [c.header for c in bench_report.table(result).columns]
+
+
+def test_repeat_runs_every_backend_once_per_round_interleaved():
+    """--repeat 2: torch, ort, torch, ort (each a fresh worker), pooled into one row each."""
+    seen: list[tuple[str, str]] = []
+
+    def on_progress(row_id: str, phase: str, done: int, total: int) -> None:
+        if phase.startswith("warmup") and (row_id, phase) not in seen:
+            seen.append((row_id, phase))
+
+    result = gatex.bench(unit="GoLU", backends="torch,ort", iterations=15, warmup=1,
+                         repeat=2, on_progress=on_progress)
+    ort_id = result.row("ort").id
+    assert seen == [("torch", "warmup 1/2"), (ort_id, "warmup 1/2"),
+                    ("torch", "warmup 2/2"), (ort_id, "warmup 2/2")]
+    assert result.settings["repeat"] == 2
+    for row in (result.row("torch"), result.row("ort")):
+        assert row.ok, row.reason
+        assert row.latency.count == 30 and len(row.repeat_p50s) == 2
+        assert row.as_dict()["repeats"]["count"] == 2
+
+
+def test_repeat_with_a_crashing_backend_measures_the_others_every_round(tiny, tmp_path,
+                                                                       monkeypatch):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    first.write_bytes(tiny.onnx.read_bytes())
+    second.write_bytes(tiny.onnx.read_bytes())
+    monkeypatch.setenv("GATEX_BENCH_TEST_CRASH", "ort:a.onnx")
+    result = gatex.bench([first, second], backends="ort", iterations=5, warmup=1,
+                         batch_size=4, repeat=3)
+    crashed, fine = result.row("ort:a.onnx"), result.row("ort:b.onnx")
+    assert crashed.status == "error" and "SIGABRT" in crashed.reason
+    assert not crashed.reason.startswith("process")          # the first process crashed
+    assert fine.ok and len(fine.repeat_p50s) == 3 and fine.latency.count == 15
+
+
+def test_repeat_below_one_is_bad_input():
+    for bad in (0, -1):
+        with pytest.raises(BadInputError, match="--repeat must be at least 1"):
+            gatex.bench(unit="GoLU", backends="torch", repeat=bad)
 
 
 # -- baseline -------------------------------------------------------------------------------------
