@@ -65,6 +65,7 @@ COLUMNS = ("backend", "artifact", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms"
            "samples/s", "p50 / torch", "load ms", "peak RSS MiB", "size KiB")
 
 
+LOG_WIDTH = 220   # the table's width when stdout is not a terminal (it needs about 200)
 SPREAD_COLUMN = "p50 spread"   # with --repeat: (max - min) / min of the per-process p50s
 
 
@@ -290,7 +291,11 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
             check_writable(out)
     if plot_path is not None:
         check_plot_available()
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            # a CI log or a file: the table at its natural width, not folded into 80 columns
+            console.width = max(console.width, LOG_WIDTH)
     bars = Progress(TextColumn("{task.description}"), BarColumn(),
                     TextColumn("{task.fields[done]}"), TimeElapsedColumn(),
                     console=progress_console or Console(stderr=True), transient=True)
