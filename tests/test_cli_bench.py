@@ -156,6 +156,9 @@ def test_within_the_allowed_regression_exits_0(monkeypatch):
     result = invoke("bench", "--unit", "GoLU")
     assert result.exit_code == 0, result.output
     assert "no backend slower than 10 %" in result.stdout
+    # not a terminal (a CI log): the table is not folded into 80 columns, a header is one line
+    header = next(line for line in result.stdout.splitlines() if "p50 ms" in line)
+    assert "peak RSS MiB" in header and len(header) > 80
 
 
 def test_failed_backend_exits_1_naming_it(monkeypatch):
