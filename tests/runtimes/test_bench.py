@@ -215,13 +215,18 @@ def test_repeat_runs_every_backend_once_per_round_interleaved():
         assert row.as_dict()["repeats"]["count"] == 2
 
 
-def test_repeat_with_a_crashing_backend_measures_the_others_every_round(tiny, tmp_path,
-                                                                       monkeypatch):
+@pytest.fixture
+def crashing_pair(tiny, tmp_path, monkeypatch):
+    """Two copies of one ONNX model, a.onnx and b.onnx; a.onnx's worker aborts after loading."""
     first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
     first.write_bytes(tiny.onnx.read_bytes())
     second.write_bytes(tiny.onnx.read_bytes())
     monkeypatch.setenv("GATEX_BENCH_TEST_CRASH", "ort:a.onnx")
-    result = gatex.bench([first, second], backends="ort", iterations=5, warmup=1,
+    return first, second
+
+
+def test_repeat_with_a_crashing_backend_measures_the_others_every_round(crashing_pair):
+    result = gatex.bench(list(crashing_pair), backends="ort", iterations=5, warmup=1,
                          batch_size=4, repeat=3)
     crashed, fine = result.row("ort:a.onnx"), result.row("ort:b.onnx")
     assert crashed.status == "error" and "SIGABRT" in crashed.reason
@@ -389,13 +394,8 @@ def test_real_run_plot(real, tmp_path):
 
 # -- a crash stays in its worker ------------------------------------------------------------------
 
-def test_crashing_backend_is_an_error_row_and_the_rest_is_measured(tiny, tmp_path,
-                                                                    monkeypatch):
-    # two copies of one ONNX model; the first one's worker aborts right after loading
-    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    first.write_bytes(tiny.onnx.read_bytes())
-    second.write_bytes(tiny.onnx.read_bytes())
-    monkeypatch.setenv("GATEX_BENCH_TEST_CRASH", "ort:a.onnx")
+def test_crashing_backend_is_an_error_row_and_the_rest_is_measured(crashing_pair):
+    first, second = crashing_pair
     result = gatex.bench([first, second], backends="all", duration=0.3, warmup=1,
                          batch_size=4)
     crashed, ort_row = result.row("ort:a.onnx"), result.row("ort:b.onnx")
