@@ -168,17 +168,19 @@ ZILU_APPROX = _spec(
 # GELU_s(x) = x * Phi(sigma x) = GELU(sigma x) / sigma (the Erf pattern ORT fuses): 3 passes.
 # ArcTan uses 0.5 + atan(z)/pi, the affine part as one HardSigmoid (the gate lies in [0, 1]):
 # 3 passes. In the far left tail (z < -1e3) its absolute error is about eps/2, relative error
-# grows as 1/|z| (fine for a gate; ZiLU multiplies it by x, so ZiLU has its own form below). ArcTan_Approx is 0.5 (1 + softsign(z)) (Softsign +
-# HardSigmoid, 3 passes, upstream's form takes 6), the same math as upstream's
-# (0.5 + relu(z)) / (1 + |z|), with the same eps/2 absolute error in the far left tail as ArcTan.
-# ZiLU_Approx uses x (0.5 + relu(z)) / (1 + |z|) = R(x) - (0.5 / sigma) |softsign(z)| with
-# R(x) = relu(x) (sigma > 0) or min(x, 0) (sigma < 0): exact, no cancellation (the second term
-# is at most half the first where both are non-zero), 6 passes where upstream's form takes 7.
-# z is clipped to the dtype's range in fp16/bf16 so inf / inf cannot occur.
+# grows as 1/|z| (fine for a gate; ZiLU multiplies it by x, so ZiLU has its own form below).
+# ArcTan_Approx is 0.5 (1 + softsign(z)) (Clip + Softsign + HardSigmoid, 4 passes, upstream's
+# form takes 6), the same math as upstream's (0.5 + relu(z)) / (1 + |z|), with the same eps/2
+# absolute error in the far left tail as ArcTan. ZiLU_Approx uses x (0.5 + relu(z)) / (1 + |z|)
+# = R(x) - (0.5 / sigma) |softsign(z)| with R(x) = relu(x) (sigma > 0) or min(x, 0)
+# (sigma < 0): exact, no cancellation (the second term is at most half the first where both are
+# non-zero), 7 passes as upstream's form, which cancels and is NaN at +-inf. z is clipped to
+# the dtype's finite range so inf / inf cannot occur: where sigma x overflows fp16, and at
+# x = +-inf in any dtype (Softsign(+-inf) is NaN; torch's impl gives the limits).
 def _sigma_x(b, x: str, sigma: float, clip: bool = False) -> str:
     z = b.mul(x, sigma)
-    limit = b.low_precision_max()
-    if clip and limit is not None:
+    if clip:
+        limit = b.low_precision_max() or float(torch.finfo(torch.float32).max)
         z = b.op("Clip", z, b.const(-limit), b.const(limit))
     return z
 
@@ -234,11 +236,26 @@ def _zilu_onnx(b, x: str, *, sigma: float = 1.0) -> str:
     # 0.5 + atan(z)/pi = [z > 0] + atan(-1/z)/pi. No cancellation anywhere: as z -> -inf the
     # second term tends to -1/(pi sigma) and is computed from w ~ 1/|z| (the HardSigmoid form
     # lost it: ZiLU(-65504, sigma 5) was 1.2 % off, ZiLU(-1e30) was -0); w cannot overflow
-    # (x = 0 gives +-inf, atan +-pi/2, times x: 0). 6 passes instead of 4.
-    w = b.op("Div", b.const(-1.0 / sigma), x)
-    tail = b.mul(b.op("Mul", x, b.op("Atan", w)), 1.0 / math.pi)
+    # (x = 0 gives +-inf, atan +-pi/2, times x: 0). The tail takes x clipped to [-L, L], so
+    # x = +-inf gives the tail's limit -1/(pi sigma) (plus R(x) = +-inf on the near side), not
+    # inf * atan(-0) = NaN. Past L the tail differs from that limit by 1/(3 pi |sigma|^3 x^2),
+    # under fp32 rounding when |sigma| L >= 1e4: L = max(1e30, 1e10/|sigma|) up to the dtype's
+    # max (fp16: 65504, which moves only +-inf). 7 passes instead of 4.
+    limit = _zilu_tail_clip(b.low_precision_max(), sigma)
+    clipped = b.op("Clip", x, b.const(-limit), b.const(limit))
+    w = b.op("Div", b.const(-1.0 / sigma), clipped)
+    tail = b.mul(b.op("Mul", clipped, b.op("Atan", w)), 1.0 / math.pi)
     kept = b.op("Relu", x) if sigma > 0 else b.op("Min", x, b.const(0.0))
     return b.op("Add", kept, tail)
+
+
+def _zilu_tail_clip(low_precision_max: float | None, sigma: float) -> float:
+    """Where ZiLU's ONNX tail clips x (see `_zilu_onnx`): 65504 in fp16, else
+    max(1e30, 1e10/|sigma|) up to the dtype's largest finite value."""
+    if low_precision_max is not None and low_precision_max < 1e30:   # fp16
+        return low_precision_max
+    top = low_precision_max or float(torch.finfo(torch.float32).max)
+    return min(top, max(1e30, 1e10 / abs(sigma)))
 
 
 @ZILU_APPROX.lowering("onnx")
@@ -309,7 +326,12 @@ def _arctan_approx_coreml(m, x, *, sigma=1.0):
 
 @ZILU.lowering("coreml")
 def _zilu_coreml(m, x, *, sigma=1.0):
-    return m.mul(x, _arctan_gate_coreml(m, x, sigma))
+    y = m.mul(x, _arctan_gate_coreml(m, x, sigma))
+    # x = -inf (+inf for sigma < 0) is -inf * 0 = NaN above; torch's impl gives the limit
+    # -1/(pi sigma) there. The far side's infinity, found without any constant past fp16's range
+    far_inf = m.logical_and(x=m.less(m.mul(x, sigma), -1.0),
+                            y=m.equal(x=m.abs(x=x), y=m.const(math.inf, x)))
+    return m.select(far_inf, m.div(-1.0 / math.pi, sigma), y)
 
 
 @ZILU_APPROX.lowering("coreml")

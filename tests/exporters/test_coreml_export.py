@@ -217,6 +217,27 @@ def test_lowering_matches_impl_in_fp32_at_extreme_inputs(name, params):
         np.nanmax(np.abs(got - expected.numpy()))
 
 
+@pytest.mark.parametrize(("name", "params"), VALUE_INFERRED,
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items())}"
+                              for n, p in VALUE_INFERRED])
+def test_lowering_gives_what_torch_gives_at_infinity(name, params):
+    """x = +-inf (and a gate input of +-inf): the value torch's impl gives, its limit where it
+    has one (ZiLU -1/(pi sigma)), NaN exactly where torch's is NaN too (GELU(-inf) = -inf * 0
+    in torch itself). paGELU's native gelu gate is NaN at u = -inf, like the ONNX lowering's
+    (test_onnx_hazards.GELU_GATE_NAN_AT_MINUS_INF), where the torch impl gives 1 - alpha."""
+    spec = REGISTRY.get(name)
+    x = np.array([-np.inf, np.inf], np.float32)
+    inputs = [x] if len(spec.inputs) == 1 else [np.ones_like(x), x]
+    with np.errstate(all="ignore"):
+        got = np.asarray(_lower_constant(name, inputs, params), np.float64)
+    expected = _truth(spec, inputs, params, torch.float32).double().numpy()
+    if name == "paGELU":
+        assert np.isnan(got[0]) and not np.isnan(expected[0])
+        got, expected = got[1:], expected[1:]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+
+
 def test_zilu_keeps_its_left_limits_where_sigma_x_overflows_fp16():
     # x = -30000, sigma = 5: sigma x = -inf in fp16. ZiLU_Approx -> -0.5/sigma = -0.1, ZiLU ->
     # -1/(pi sigma) = -0.0637 (1/(sigma x) is an fp16 subnormal there: 2 % off, within atol)
