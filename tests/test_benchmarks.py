@@ -150,3 +150,23 @@ def test_conv_gates_tiny_run_checks_outputs_and_reports_paired_ratios(tmp_path) 
     kernels = data["conv_kernels"]
     assert kernels["CG"]["conv"] > kernels["plain-CG"]["conv"]
     assert kernels["PG"]["nodes"] > kernels["plain-PG"]["nodes"]
+
+
+# -- benchmarks/zilu_sigma_forms.py: ZiLU's exact forms against the 4-pass form they replaced ----
+
+def test_zilu_sigma_forms_tiny_run_prints_the_three_ratios() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    script = REPO_ROOT / "benchmarks" / "zilu_sigma_forms.py"
+    proc = subprocess.run([sys.executable, str(script), "--size", "4096", "--repeats", "3",
+                           "--warmup", "1"], cwd=REPO_ROOT, env=env, text=True,
+                          capture_output=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 0, proc.stderr      # every form agreed with torch before timing
+    for pair in ("portable/inline", "portable/hardsigmoid", "inline/hardsigmoid"):
+        match = re.search(rf"{pair}: ([\d.]+)x \[([\d.]+)-([\d.]+)\]", proc.stdout)
+        assert match, proc.stdout
+        median, lo, hi = map(float, match.groups())
+        assert 0 < lo <= median <= hi
+    bad = subprocess.run([sys.executable, str(script), "--size", "0"], cwd=REPO_ROOT, env=env,
+                         text=True, capture_output=True, timeout=120, check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

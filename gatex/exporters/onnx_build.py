@@ -8,9 +8,10 @@ constant is folded (alpha = 1 is no Mul, beta = 1 no Add of log(beta)) and typed
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,16 @@ class Body:
     def fresh(self, hint: str) -> str:
         self._count += 1
         return f"{self.prefix}{hint}_{self._count}"
+
+    @contextlib.contextmanager
+    def computing_in(self, dtype: int) -> Iterator[None]:
+        """Constants (and `low_precision_max`) for ``dtype`` inside the block: for a lowering
+        that casts its inputs to ``dtype``, computes, and casts the result back."""
+        saved, self.dtype = self.dtype, dtype
+        try:
+            yield
+        finally:
+            self.dtype = saved
 
     def op(self, op_type: str, *inputs: str, n_out: int = 1, **attrs: Any) -> Any:
         outs = [self.fresh(op_type.lower()) for _ in range(n_out)]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -267,3 +268,50 @@ def test_zilu_at_infinity_is_its_limit_not_nan(tmp_path: Path, flavor: str, dtyp
     assert out[1] == np.inf * side
     rtol = 2e-3 if dtype == "fp16" else 1e-5
     np.testing.assert_allclose(out, want, rtol=rtol, atol=1e-6)
+
+
+class TwoZiLUs(nn.Module):
+    """Two ZiLU layers with different sigmas: the portable flavor's one ZiLU function reads
+    sigma at run time (its sign unknown when the function is written)."""
+
+    def __init__(self, first: float, second: float) -> None:
+        super().__init__()
+        from gatex.models import ZiLU
+
+        self.first, self.second = ZiLU(sigma=first), ZiLU(sigma=second)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.first(x), self.second(x)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+@pytest.mark.parametrize("sigmas", [(5.0, -2.0), (0.0, 0.3), (1.0, 100.0)])
+def test_zilu_with_sigma_read_at_run_time_is_exact(tmp_path: Path, dtype: str,
+                                                   sigmas: tuple[float, float]) -> None:
+    """The run-time-sigma form (R(x) + tail in fp32, either sign, sigma 0 as x / 2) keeps the
+    far tails and +-inf as the constant-sigma form does. It used x * HardSigmoid(atan(sigma
+    x)): ZiLU(-1000, sigma 5) 4e-4 off, ZiLU(-inf) NaN, in the default (portable) export of
+    any model with two ZiLU layers, such as the zoo's."""
+    tdtype = TORCH_DTYPES[dtype]
+    inf = float("inf")
+    top = 3e38 if dtype == "fp32" else 65504.0
+    values = [-inf, -top, -1e4, -1000.0, -5.0, -0.5, 0.0, 0.5, 5.0, 1000.0, 1e4, top, inf]
+    x = torch.tensor([values, values], dtype=tdtype)
+    model = TwoZiLUs(*sigmas).to(tdtype).eval()
+    with torch.no_grad():
+        want = [o.double().numpy()[0] for o in model(x)]
+    path = write_onnx(trace_onnx(model, (x,), dtype=dtype), tmp_path / "two.onnx",
+                      flavor="portable").path
+    body = [n.op_type for f in onnx.load(path).functions for n in f.node]
+    assert "Sign" in body and "HardSigmoid" not in body         # the run-time-sigma form
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    for sigma, got, expected in zip(sigmas, outs, want):
+        got = got.astype(np.float64)[0]
+        assert not np.isnan(got).any(), (sigma, got)
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(expected))
+        finite = np.isfinite(expected)
+        # fp32: a few ulp; fp16: computed in fp32 and rounded once, as the torch impl does
+        np.testing.assert_allclose(got[finite], expected[finite],
+                                   rtol=1e-6 if dtype == "fp32" else 1e-3, atol=0,
+                                   err_msg=f"sigma {sigma}")
