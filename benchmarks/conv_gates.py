@@ -2,8 +2,9 @@
 exported by gatex against the same CNN with plain convolutions, on onnxruntime CPU.
 
 No standard runtime skips the work a gate switches off: without a custom kernel, CGConv2d
-computes two full-size convolutions (W*M and W*(1-M)) and selects, PGConv2d quantises the
-activation, computes two full-size convolutions (high bits, low bits) and selects. So the
+computes two full-size convolutions (W*M and W*(1-M)) and adds the second where the gate is
+open, PGConv2d quantises the activation, computes two full-size convolutions (high bits, low
+bits) and does the same. So the
 ratio measured here is the price of the dense lowering, never a saving.
 
 Models (the zoo's GatedConvNet, trained weights; any H x W works, the head pools globally):
@@ -24,7 +25,7 @@ fresh random order, each run timed as the mean of ``--inner`` calls; a ratio is 
 the per-round ratios gated / plain, printed with its 25th-75th percentile. The Conv kernels
 and all nodes onnxruntime runs after its optimizations are counted from its optimized graph
 (the plain twin fuses BatchNorm and ReLU into its convolutions; the gated models cannot, the
-gate's select sits between, and they add layout reorders around the non-NCHWc ops).
+gate sits between, and they add layout reorders around the non-NCHWc ops).
 
     python benchmarks/conv_gates.py                        # about 1 minute on 2 cores
     python benchmarks/conv_gates.py --batches 1 --sizes 8 --repeats 5 --json -

@@ -182,10 +182,13 @@ def _conv_attrs(stride, padding, dilation, groups) -> dict:
             "group": groups}
 
 
-def _where_gated(b, base: str, threshold: str, extra: str) -> str:
-    """base + 1[base > threshold] * extra, threshold per output channel."""
+def _gated_sum(b, base: str, threshold: str, extra: str) -> str:
+    """base + 1[base > threshold] * extra, threshold per output channel: the torch impl's own
+    arithmetic (a 0/1 gate times extra), not a Where, which onnxruntime's CPU EP runs at about
+    16x the time of an elementwise pass (benchmarks/README.md, zilu_sigma_forms)."""
     t = b.op("Reshape", threshold, b.ints([1, -1, 1, 1]))
-    return b.op("Where", b.op("Greater", base, t), b.op("Add", base, extra), base)
+    gate = b.op("Cast", b.op("Greater", base, t), to=b.dtype)
+    return b.op("Add", base, b.op("Mul", gate, extra))
 
 
 @CG_CONV2D.lowering("onnx")
@@ -194,7 +197,7 @@ def _cg_conv2d_onnx(b, x: str, weight: str, mask: str, threshold: str, *, stride
     attrs = _conv_attrs(stride, padding, dilation, groups)
     partial = b.op("Conv", x, b.op("Mul", weight, mask), **attrs)
     rest = b.op("Conv", x, b.op("Mul", weight, b.op("Sub", b.const(1.0), mask)), **attrs)
-    return _where_gated(b, partial, threshold, rest)
+    return _gated_sum(b, partial, threshold, rest)
 
 
 def _pg_scale(b, x: str, act_scale: float | None) -> str:
@@ -240,7 +243,7 @@ def _pg_conv2d_onnx(b, x: str, weight: str, threshold: str, *, wbits: int = 8, a
     msb = _pg_from_levels(b, x, s, msb_levels, abits)
     lsb = b.op("Sub", _pg_from_levels(b, x, s, levels, abits), msb)
     out_msb = b.op("Conv", msb, w, **attrs)
-    return _where_gated(b, out_msb, threshold, b.op("Conv", lsb, w, **attrs))
+    return _gated_sum(b, out_msb, threshold, b.op("Conv", lsb, w, **attrs))
 
 
 # CoreML: two dense convolutions and a select, as ONNX. Constant weights are folded here with
