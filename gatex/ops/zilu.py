@@ -200,14 +200,10 @@ def _zilu_approx_tail_safe(b, x: str, sigma) -> str:
     # 100x off at x = -60000, sigma = 100), and at x = +-inf; x = 0 gives 0, sigma = 0 x / 2.
     # For a run-time sigma (its sign unknown) or a huge 0.5/sigma. 8 cheap passes (it selected
     # with Greater + Where, which measured 16x a Relu pass on onnxruntime CPU).
-    import onnx
-
     from gatex.exporters.onnx_build import Sym
 
     if isinstance(sigma, Sym):
-        fp32 = onnx.TensorProto.FLOAT
-        zero = b.op("Equal", sigma.name, b.const(0.0, fp32))
-        sign = Sym(b, b.op("Where", zero, b.const(1.0, fp32), b.op("Sign", sigma.name)))
+        sign = Sym(b, b.op("Sign", _nonzero(b, sigma, 1.0).name))
         abs_sigma = Sym(b, b.op("Abs", sigma.name))
     else:
         sign, abs_sigma = (1.0 if sigma >= 0 else -1.0), abs(float(sigma))
@@ -274,24 +270,32 @@ def _zilu_runtime_sigma(b, x: str, sigma) -> str:
     """
     import onnx
 
-    from gatex.exporters.onnx_build import Sym
-
     fp32 = onnx.TensorProto.FLOAT
     cast = b.dtype != fp32
     xs = b.op("Cast", x, to=fp32) if cast else x
     with b.computing_in(fp32):
-        zero = b.op("Equal", sigma.name, b.const(0.0))
-        nonzero = Sym(b, b.op("Where", zero, b.const(1e-30), sigma.name))
+        nonzero = _nonzero(b, sigma, 1e-30)
         z = b.mul(xs, nonzero)
         zc = b.op("Clip", z, b.const(-1e30), b.const(1e30))
         a = b.op("Atan", b.op("Div", b.const(-1.0), zc))
         tail = b.mul(b.op("Mul", zc, a), 1.0 / (nonzero * math.pi))
         # R(x) = s relu(s x), s = sign(sigma): relu(x), or min(x, 0) for sigma < 0 (Greater +
         # Where measured 16x a Relu pass on onnxruntime CPU)
-        sign = b.op("Sign", b.op("Cast", nonzero.name, to=fp32))
+        sign = b.op("Sign", nonzero.name)
         kept = b.op("Mul", b.op("Relu", b.op("Mul", xs, sign)), sign)
         y = b.op("Add", kept, tail)
     return b.op("Cast", y, to=b.dtype) if cast else y
+
+
+def _nonzero(b, sigma, stand_in: float):
+    """A run-time sigma (a float32 scalar) with 0 replaced by ``stand_in``: a scalar Where."""
+    import onnx
+
+    from gatex.exporters.onnx_build import Sym
+
+    fp32 = onnx.TensorProto.FLOAT
+    zero = b.op("Equal", sigma.name, b.const(0.0, fp32))
+    return Sym(b, b.op("Where", zero, b.const(stand_in, fp32), sigma.name))
 
 
 def _zilu_tail_clip(low_precision_max: float | None, sigma: float) -> float:

@@ -86,7 +86,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -208,8 +208,8 @@ class BackendRow:
             "iterations": lat.count if lat else None,
             "latency_ms": lat.as_dict() if lat else None,
             "cv": lat.cv if lat else None, "unstable": self.unstable,
-            "repeats": None if self.repeat_spread is None else {
-                "count": len(self.repeat_p50s or ()), "p50_ms": list(self.repeat_p50s or ()),
+            "repeats": None if not self.repeat_p50s else {
+                "count": len(self.repeat_p50s), "p50_ms": list(self.repeat_p50s),
                 "spread": self.repeat_spread},
             "unsteady": self.unsteady,
             "throughput_sps": self.throughput_sps,
@@ -287,7 +287,7 @@ class BenchResult:
                "the machine is busy or the run too short, so its percentiles are not stable"
                for r in self.rows if r.unstable and r.latency]
         for r in self.rows:
-            if r.unsteady and r.repeat_p50s and r.repeat_spread is not None:
+            if r.unsteady and r.repeat_p50s:
                 out.append(f"{r.id}: p50 differs by {r.repeat_spread:.0%} between its "
                            f"{len(r.repeat_p50s)} processes ({min(r.repeat_p50s):.4g} to "
                            f"{max(r.repeat_p50s):.4g} ms; > {REPEAT_SPREAD_WARN:.0%}): the "
@@ -366,7 +366,7 @@ def compare_baseline(rows: Sequence[BackendRow], doc: dict[str, Any], max_regres
     by_id = {r.id: r for r in rows}
     for reg in regressions:
         row = by_id[reg.id]
-        if row.unsteady and row.repeat_spread is not None:
+        if row.unsteady:
             notes.append(f"{reg.id}'s p50 moved {row.repeat_spread:.0%} between its own "
                          "processes in this run: part of the regression may be the machine")
     old_cpu = (doc.get("machine") or {}).get("cpu")
@@ -508,14 +508,22 @@ def backend_for(path: Path) -> str:
 
 # -- inputs ---------------------------------------------------------------------------------------
 
-def _onnx_inputs(path: Path) -> tuple[list[tuple[str, str, tuple[Any, ...]]], dict[str, str]]:
-    """(name, dtype, shape) of each graph input, and the metadata, without a session."""
+class _OnnxHeader(NamedTuple):
+    inputs: list[tuple[str, str, tuple[Any, ...]]]   # (name, dtype, shape) of each graph input
+    metadata: dict[str, str]
+    plugins: bool                                     # holds TensorRT plugin nodes
+
+
+def _onnx_header(path: Path) -> _OnnxHeader:
+    """What the bench needs of an ONNX file, from one read and without a session."""
     try:
         import onnx
         from onnx import helper
     except ImportError:
         raise BackendUnavailableError("reading an .onnx artifact needs onnx: "
                                       "pip install 'gatex[onnx]'") from None
+    from gatex.exporters.onnx import plugin_nodes
+
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001  (protobuf DecodeError, OSError, ...)
@@ -531,7 +539,8 @@ def _onnx_inputs(path: Path) -> tuple[list[tuple[str, str, tuple[Any, ...]]], di
         shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                       for d in t.shape.dim)
         specs.append((i.name, dtype, shape))
-    return specs, {p.key: p.value for p in proto.metadata_props}
+    return _OnnxHeader(specs, {p.key: p.value for p in proto.metadata_props},
+                       bool(plugin_nodes(proto)))
 
 
 def zoo_batch(unit: str, batch: int) -> np.ndarray:
@@ -723,9 +732,11 @@ def _check_numbers(batch_size: int | None, warmup: int, iterations: int | None,
         raise BadInputError(f"--repeat must be at least 1; got {repeat}")
 
 
-def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool
-                     ) -> list[tuple[str, Path]]:
-    """(backend, artifact) pairs to measure; a named backend that can run none is bad input.
+def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool,
+                     headers: dict[Path, _OnnxHeader]) -> list[tuple[str, Path]]:
+    """(backend, artifact) pairs to measure; a named backend that can run none is bad input,
+    and so is an ONNX file holding TensorRT plugin nodes. ``headers`` receives each readable
+    ONNX file's header (one read per file).
 
     Without artifacts there is nothing to match: each backend gets an export of the model."""
     if not paths:
@@ -734,10 +745,14 @@ def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool
     for p in paths:
         if not p.exists():
             raise BadInputError(f"artifact {p} does not exist")
-    from gatex.runtimes.onnxruntime_runtime import has_plugin_nodes
-
     for k, p in kinds:
-        if k == "ort" and has_plugin_nodes(p):   # parity can decompose them; timing cannot
+        if k != "ort":
+            continue
+        try:
+            headers[p] = _onnx_header(p)
+        except CheckpointError:   # unreadable: the first one is refused below, others error rows
+            continue
+        if headers[p].plugins:   # parity can decompose them; timing cannot
             raise BadInputError(f"{p.name} holds TensorRT plugin nodes, which onnxruntime "
                                 "cannot time; bench its engine with --backend trt on a TensorRT "
                                 "machine, or the portable export with --backend ort")
@@ -795,7 +810,8 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
         raise BadInputError("give --unit or --model, not both")
     if model is None and (weights is not None or input_shape is not None):
         raise BadInputError("--weights and --input-shape go with --model")
-    pairs = _match_artifacts(paths, chosen, named)
+    headers: dict[Path, _OnnxHeader] = {}
+    pairs = _match_artifacts(paths, chosen, named, headers)
     if max_regression is not None and baseline is None:
         raise BadInputError("--max-regression needs --baseline F (a previous gatex bench --json)")
     baseline_doc = read_baseline(baseline) if baseline is not None else None
@@ -814,10 +830,10 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     if unit is None and model is None:
         onnx_paths = [p for k, p in pairs if k == "ort"]
         if onnx_paths:
-            onnx_specs, meta = _onnx_inputs(onnx_paths[0])
-            unit = meta.get(UNIT_METADATA_KEY)
+            header = headers.get(onnx_paths[0]) or _onnx_header(onnx_paths[0])
+            onnx_specs, unit = header.inputs, header.metadata.get(UNIT_METADATA_KEY)
     elif pairs and pairs[0][0] == "ort":
-        onnx_specs, _ = _onnx_inputs(pairs[0][1])
+        onnx_specs = (headers.get(pairs[0][1]) or _onnx_header(pairs[0][1])).inputs
     if onnx_specs:
         static = onnx_specs[0][2][0] if onnx_specs[0][2] else None
         if isinstance(static, int) and static > 0:
@@ -897,6 +913,10 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
                    for t in targets]
         if on_plan is not None:
             on_plan(planned)
+        jobs = [{"backend": t.backend, "source": t.source,
+                 "inputs": str(workdir / "inputs.npz"), "warmup": warmup,
+                 "iterations": iterations, "duration_s": duration, "threads": threads,
+                 "device": device, "cpus": list(pinned) if pinned else None} for t in targets]
         outs: list[list[dict[str, Any]]] = [[] for _ in targets]
         for r in range(repeat):   # interleaved: every backend once, then again
             progress = on_progress
@@ -907,12 +927,8 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
             for i, t in enumerate(targets):
                 if outs[i] and outs[i][-1].get("status") != "ok":
                     continue   # a failed backend is not run again
-                job = {"backend": t.backend, "source": t.source,
-                       "inputs": str(workdir / "inputs.npz"), "warmup": warmup,
-                       "iterations": iterations, "duration_s": duration, "threads": threads,
-                       "device": device, "cpus": list(pinned) if pinned else None}
                 tag = f"{i}-{t.backend}" if repeat == 1 else f"{i}-{t.backend}-{r}"
-                outs[i].append(run_worker(job, workdir, timeout=timeout, tag=tag,
+                outs[i].append(run_worker(jobs[i], workdir, timeout=timeout, tag=tag,
                                           on_progress=progress, row_id=planned[i].id))
         rows = [row_from_worker(t.backend, t.artifact, t.label, outs[i], batch_size)
                 for i, t in enumerate(targets)]
@@ -953,7 +969,7 @@ def _export_for(backend: str, unit: str | None, torch_model: Any, inputs: list[n
     return Path(result.path)
 
 
-__all__ = ["ALIASES", "BACKENDS", "CV_WARN_THRESHOLD", "REPEAT_SPREAD_WARN", "SCHEMA", "BackendRow",
-           "BaselineComparison", "BenchResult", "LatencyStats", "Regression", "add_relative",
-           "bench", "compare_baseline", "latency_stats", "machine_info", "parse_backends",
-           "read_baseline", "run_worker", "unavailable_reason"]
+__all__ = ["ALIASES", "BACKENDS", "CV_WARN_THRESHOLD", "REPEAT_SPREAD_WARN", "SCHEMA",
+           "BackendRow", "BaselineComparison", "BenchResult", "LatencyStats", "Regression",
+           "add_relative", "bench", "compare_baseline", "latency_stats", "machine_info",
+           "parse_backends", "read_baseline", "run_worker", "unavailable_reason"]

@@ -8,7 +8,6 @@ for; `check_plot_available` says so up front (exit 3) before anything is measure
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from rich.text import Text
 
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.runtimes.bench import BackendRow, BenchResult
-from gatex.runtimes.report import check_writable, write_atomic
+from gatex.runtimes.report import check_writable, json_safe, write_atomic
 
 PLOT_EXTRA = "pip install 'gatex[plot]'"
 
@@ -67,11 +66,13 @@ COLUMNS = ("backend", "artifact", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms"
 
 LOG_WIDTH = 220   # the table's width when stdout is not a terminal (it needs about 200)
 SPREAD_COLUMN = "p50 spread"   # with --repeat: (max - min) / min of the per-process p50s
+CV_AT = COLUMNS.index("cv")
+SPREAD_AT = CV_AT + 1          # the spread column sits right after cv
 
 
 def _columns(result: BenchResult) -> tuple[str, ...]:
     if (result.settings.get("repeat") or 1) > 1:
-        return (*COLUMNS[:7], SPREAD_COLUMN, *COLUMNS[7:])
+        return (*COLUMNS[:SPREAD_AT], SPREAD_COLUMN, *COLUMNS[SPREAD_AT:])
     return COLUMNS
 
 
@@ -85,7 +86,7 @@ def _cells(row: BackendRow, spread: bool = False) -> list[str]:
              ms(row.load_ms), mib(peak), kib(row.model_size_bytes)]
     if spread:
         value = row.repeat_spread
-        cells.insert(7, "-" if value is None else f"{value:.1%}")
+        cells.insert(SPREAD_AT, "-" if value is None else f"{value:.1%}")
     return cells
 
 
@@ -100,9 +101,9 @@ def table(result: BenchResult) -> Table:
     for row in result.rows:
         cells: list[Any] = list(_cells(row, spread))
         if row.unstable:
-            cells[6] = Text(cells[6] + " !", style="yellow")
+            cells[CV_AT] = Text(cells[CV_AT] + " !", style="yellow")
         if spread and row.unsteady:
-            cells[7] = Text(cells[7] + " !", style="yellow")
+            cells[SPREAD_AT] = Text(cells[SPREAD_AT] + " !", style="yellow")
         style = {"ok": "green", "error": "red"}.get(row.status, "yellow")
         t.add_row(*cells, Text(row.status, style=style))
     return t
@@ -184,18 +185,9 @@ def markdown(result: BenchResult) -> str:
 
 # -- JSON -----------------------------------------------------------------------------------------
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def to_json(result: BenchResult) -> str:
-    return json.dumps(_finite(result.as_dict()), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(result.as_dict(), lambda _: None), indent=2,
+                      allow_nan=False) + "\n"
 
 
 # -- plot -----------------------------------------------------------------------------------------

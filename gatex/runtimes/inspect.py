@@ -16,10 +16,11 @@ missing or unreadable file is one `BadInputError` line (exit 2).
 - ``ops`` ({op: count}: every node of the main graph or MIL program by type)
 - ``functions`` ([str]: ONNX model-local functions as "domain::name")
 - ``weights``: one entry per initializer (ONNX, dense and sparse) or MIL ``const`` (CoreML)
-  holding at least 2 elements, a CoreML ``constexpr_*`` weight counted once, expanded: ``name``, ``shape`` ([int]), ``dtype``, ``elements``, ``zeros``
-  (exact zeros), ``sparsity`` (zeros / elements), ``bytes`` (as stored: values plus indices for
-  a sparse initializer or a CoreML sparse weight's mask), ``storage`` (``"dense"``,
-  ``"sparse"``, ``"external"``, or ``"compressed"`` for other CoreML constexpr weights)
+  holding at least 2 elements, a CoreML ``constexpr_*`` weight counted once, expanded:
+  ``name``, ``shape`` ([int]), ``dtype``, ``elements``, ``zeros`` (exact zeros), ``sparsity``
+  (zeros / elements), ``bytes`` (as stored: values plus indices for a sparse initializer or a
+  CoreML sparse weight's mask), ``storage`` (``"dense"``, ``"sparse"``, ``"external"``, or
+  ``"compressed"`` for other CoreML constexpr weights)
 - ``layers``: the weights grouped by layer (the name up to its last ``.``): ``name``,
   ``elements``, ``zeros``, ``sparsity``, ``bytes``
 - ``parameters``, ``zeros`` (ints, over ``weights``), ``sparsity`` (float)

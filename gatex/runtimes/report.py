@@ -60,7 +60,7 @@ import math
 import os
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,18 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 
 # -- JSON -----------------------------------------------------------------------------------------
+
+def json_safe(value: Any, nonfinite: Callable[[float], Any]) -> Any:
+    """``value`` (dicts, lists and tuples walked) with every non-finite float replaced by
+    ``nonfinite(x)``: strict JSON has no Infinity or NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return nonfinite(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v, nonfinite) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, nonfinite) for v in value]
+    return value
+
 
 def _num(x: float | int | None) -> float | int | None:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):

@@ -88,19 +88,16 @@ class PluginDecision:
     def as_json(self) -> dict[str, Any]:
         """Strict JSON: a non-finite number (a decomposition that gave inf or NaN) is written
         as the string "inf", "-inf" or "nan", not as JSON's missing Infinity / NaN."""
+        from gatex.runtimes.report import json_safe
+
         return {"op": self.op, "precision": self.precision, "choice": self.choice,
                 "reason": self.reason,
-                "measured": [_finite_json(asdict(c) | {"safe": c.safe}) for c in self.checks]}
+                "measured": [json_safe(asdict(c) | {"safe": c.safe}, _nonfinite_text)
+                             for c in self.checks]}
 
 
-def _finite_json(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
-    return value
+def _nonfinite_text(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 def check_choice(precision: str, policy: str) -> None:
