@@ -2,16 +2,34 @@
 
 Public API: `load_model` (zoo unit, user model or .pt2), `export` (ONNX, checked against torch),
 `parity` (an artifact against its reference), the op registry (`gatex.ops`), the modules
-(`gatex.models`), `bench` (latency and memory per backend). CoreML and TensorRT arrive with
-their issues.
+(`gatex.models`), `bench` (latency and memory per backend); `export` reaches ONNX, CoreML and
+TensorRT.
+
+``import gatex`` is light: torch and the backends are imported when an attribute that needs
+them is first used (PEP 562), so the command line can install its signal handlers first.
 """
 
 from __future__ import annotations
 
-from gatex import ops
+from typing import Any
+
 from gatex.errors import GatexError
-from gatex.exporters import export
-from gatex.loading import load_model, read_checkpoint
+
+_LAZY = {"ops": ("gatex.ops", None), "export": ("gatex.exporters", "export"),
+         "load_model": ("gatex.loading", "load_model"),
+         "read_checkpoint": ("gatex.loading", "read_checkpoint")}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gatex' has no attribute {name!r}")
+    import importlib
+
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
 
 
 def parity(artifact: str, **options: object) -> object:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gatex.cli import main
+from gatex._entry import main
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gatex import _io
 from gatex.errors import (
     BadInputError,
     CheckpointError,
@@ -44,17 +45,19 @@ def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> dict
         except Exception as exc:  # safetensors raises SafetensorError for bad headers
             raise CheckpointError(f"checkpoint {path} is not a valid safetensors file ({exc})") \
                 from None
+    _io.check_size(path.stat().st_size, f"checkpoint {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" not in str(exc) and "Unsupported global" not in str(exc):
-            raise CheckpointError(f"checkpoint {path} is corrupt: {_first_line(exc)}") from None
+        if "Unsupported global" not in str(exc):  # not code it needs: a file that is not a pickle
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file "
+                                  f"({_weights_only_reason(exc)})") from None
         if not trust_checkpoint:
             raise UntrustedCheckpointError(
                 f"checkpoint {path} needs code to load ({_unsupported_global(exc)}); refusing. "
                 "Convert it to safetensors, or pass --trust-checkpoint (trust_checkpoint=True) "
                 "only if you trust its source") from None
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = _load_trusted(path)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: "
                               f"{_first_line(exc)}") from None
@@ -77,6 +80,30 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                           f"possibly under {', '.join(STATE_DICT_KEYS)})")
 
 
+def _load_trusted(path: Path) -> Any:
+    """torch.load with the full unpickler (the user passed the trust flag): its failures are
+    still bad input, named, never a traceback."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path} needs code that is not importable here "
+                              f"({type(exc).__name__}: {_first_line(exc)}); install the package "
+                              "that defines it, or save a plain state_dict") from None
+    except Exception as exc:  # noqa: BLE001  (whatever the pickle raised: the file is the cause)
+        raise CheckpointError(f"checkpoint {path} is corrupt or cannot be loaded "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _weights_only_reason(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Weights only load failed", "Please file", "Check the",
+                                         "(1)", "(2)", "WeightsUnpickler error: ")) \
+                and "weights_only" not in line:
+            return line
+    return "its pickle stream cannot be read"
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -85,7 +112,8 @@ def _first_line(exc: BaseException) -> str:
 def _unsupported_global(exc: BaseException) -> str:
     for line in str(exc).splitlines():
         if "Unsupported global" in line:
-            return line.strip().removeprefix("WeightsUnpickler error: ")
+            text = line.strip().removeprefix("WeightsUnpickler error: ")
+            return text.split(" was not an allowed global")[0]
     return "a pickled object that is not plain tensors"
 
 
@@ -136,7 +164,7 @@ def load_model(source: str | Path | nn.Module, *, weights: str | Path | None = N
     elif str(source).endswith(".pt2"):
         if weights is not None:
             raise BadInputError("a .pt2 program carries its weights; drop --weights")
-        return _load_exported(Path(source))
+        return _load_exported(Path(source), trust_checkpoint=trust_checkpoint)
     elif ":" in str(source) and not Path(str(source)).exists():
         obj = import_object(str(source))
         model = obj if isinstance(obj, nn.Module) else _call_factory(obj, str(source))
@@ -185,17 +213,29 @@ def _call_factory(factory: Any, ref: str) -> nn.Module:
     return model
 
 
-def _load_exported(path: Path) -> nn.Module:
-    if not path.is_file():
-        raise CheckpointError(f"exported program {path} does not exist")
-    import gatex.ops  # noqa: F401  (the program's gatex:: ops must be registered first)
+class ExportedModule(nn.Module):
+    """A loaded ``torch.export`` program as a module gatex can export again.
 
-    from gatex.torch_logs import held_torch_logs
+    ``ExportedProgram.module()`` refuses ``eval()``/``train()`` (its mode is fixed at export
+    time); this wrapper keeps that mode and makes both calls no-ops, so the program goes through
+    every exporter like any other module.
+    """
 
-    try:
-        with held_torch_logs():  # torch logs the whole traceback of a bad file as a warning
-            program = torch.export.load(str(path))
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a loadable torch.export program: "
-                              f"{_first_line(exc)}") from None
-    return program.module()
+    def __init__(self, program_module: nn.Module, name: str) -> None:
+        super().__init__()
+        self.program = program_module
+        self.gatex_name = name
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.program(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode  # the program's own mode was fixed when it was exported
+        return self
+
+
+def _load_exported(path: Path, *, trust_checkpoint: bool = False) -> nn.Module:
+    from gatex.artifacts.pt2 import load_exported_program
+
+    program = load_exported_program(path, trust_checkpoint=trust_checkpoint)
+    return ExportedModule(program.module(), path.stem)

@@ -45,7 +45,15 @@ def _one_line(text: str) -> str:
 
 
 def report_error(err: BaseException, *, bug: bool = False) -> None:
-    """Print ``err`` as one stderr line (traceback first when debugging); the caller exits."""
+    """Print ``err`` as one stderr line (traceback first when debugging); the caller exits.
+
+    After an interrupt nothing is printed here: the entry point (`gatex._entry`) says
+    ``error: interrupted`` once, whatever a library made of the KeyboardInterrupt.
+    """
+    from gatex import _io
+
+    if _io.interrupted():
+        return
     if _debugging():
         traceback.print_exception(err, file=sys.stderr)
     if bug:

@@ -161,7 +161,7 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         from gatex.exporters.onnx import check_flavor
 
         check_flavor(flavor)
-    stem = name or unit or type(model).__name__
+    stem = name or unit or getattr(model, "gatex_name", None) or type(model).__name__
     source, compaction, metadata = model, None, {}
     if compact or sparse_weights:
         from gatex.exporters.compact import COMPACTION_KEY, compact_model, fold_gates

@@ -294,7 +294,12 @@ def _explain(exc: BaseException, model: nn.Module, inputs: tuple[torch.Tensor, .
     shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
     step = ("torch.export cannot trace the model" if type(exc).__name__ == "TorchExportError"
             else "ONNX export failed")
-    return f"{step} on inputs of shape {shapes}: {type(root).__name__}: {_first_line(str(root))}"
+    hint = ""
+    if "Constraints violated" in str(root) and hasattr(model, "gatex_name"):
+        hint = ("; the .pt2 program was exported with a fixed batch size, so export it with "
+                "--static (dynamic_batch=False)")
+    return (f"{step} on inputs of shape {shapes}: {type(root).__name__}: "
+            f"{_first_line(str(root))}{hint}")
 
 
 def _op_label(target: str) -> str:
