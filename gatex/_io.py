@@ -90,16 +90,20 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def registered(path: Path) -> Iterator[Path]:
-    """Keep ``path`` registered for removal on interrupt while the block runs; remove it after."""
+def registered(path: Path, *, keep_on_success: bool = False) -> Iterator[Path]:
+    """Keep ``path`` registered for removal on interrupt while the block runs; remove it after
+    (after a failure only, with ``keep_on_success``)."""
     with _lock:
         _staging.add(path)
+    ok = False
     try:
         yield path
+        ok = True
     finally:
         with _lock:
             _staging.discard(path)
-        _remove(path)
+        if not (ok and keep_on_success):
+            _remove(path)
 
 
 def _refuse_if_interrupted() -> None:
@@ -183,6 +187,20 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
             raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+@contextmanager
+def private_tempdir(prefix: str) -> Iterator[Path]:
+    """A fresh directory that `tempfile` uses while the block runs, removed after (interrupts
+    included): a library's own temporary files (coremltools' ``tmpXXXX.mlpackage``) go with it."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(work)
+    try:
+        with registered(work):
+            yield work
+    finally:
+        tempfile.tempdir = saved
+
+
 def _fix_modes(root: Path) -> None:
     """mkdtemp makes 0700 directories: give the tree the modes the umask allows."""
     mask = _umask()
@@ -231,5 +249,5 @@ def contained(root: str | Path, relative: str, what: str) -> Path:
 
 
 __all__ = ["DEFAULT_MAX_BYTES", "MAX_BYTES_ENV", "check_size", "contained", "interrupted",
-           "max_bytes", "note_interrupt", "registered", "remove_staging", "staged_dir",
+           "max_bytes", "note_interrupt", "private_tempdir", "registered", "remove_staging", "staged_dir",
            "staged_file", "write_bytes_atomic", "write_text_atomic"]

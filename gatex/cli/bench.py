@@ -7,17 +7,11 @@ from typing import Annotated
 
 import typer
 
-from gatex.errors import BadInputError
+from gatex.cli.options import parse_shape
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        dims = ()
-    if not dims or any(d <= 0 for d in dims):
-        raise BadInputError(f"--input-shape {text!r} is not a list of positive sizes such as 1,64")
-    return dims
+    return parse_shape(text, example="1,64")
 
 
 def bench(

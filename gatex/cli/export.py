@@ -8,18 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gatex.cli.options import parse_shape
 from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    pieces = text.replace("x", ",").split(",")
-    try:
-        dims = tuple(int(d) for d in pieces)
-    except ValueError:  # also an empty piece: "4,", "4,,64"
-        dims = ()
-    if not dims or any(d <= 0 for d in dims):
-        raise BadInputError(f"--input-shape {text!r} is not a list of positive sizes such as 4,64")
-    return dims
+    return parse_shape(text, example="4,64")
 
 
 def export(

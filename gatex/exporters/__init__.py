@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from gatex.errors import BackendUnavailableError, BadInputError, GatexError, require_choice
+from gatex.ops.param_check import check_op_params
 
 TARGETS = ("onnx", "coreml", "trt")
 NOT_YET: dict[str, str] = {}   # targets named but not implemented: target -> why
@@ -147,6 +148,7 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
         raise BadInputError("example inputs are needed to export a model that is not a zoo unit "
                             "(--input-shape on the command line)")
     model = model.eval()
+    check_op_params(model, example_inputs)  # values set or loaded after construction included
     calibrated = None
     if pg_scale == "calibrated":
         from gatex.models.calibrate import calibrate_pg_scales

@@ -21,10 +21,8 @@ metadata including that verdict, saved again, and only then renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gatex import _io
 from gatex.errors import BadInputError, GatexError, require_choice
 from gatex.runtimes.coreml_emulator.executor import constexpr_values
 # one quiet, lazy coremltools import for the exporter, the emulator and the runtime
@@ -357,6 +356,17 @@ def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path
                                 "adapted), so no op spec gives the parity tolerance; export it "
                                 "with --no-check (check=False), or check it with gatex parity "
                                 "--rtol/--atol")
+    with _io.private_tempdir("gatex-coreml-"):  # coremltools' own temporary packages go here
+        return _convert_and_save(ct, program, path, ops, precision=precision, target=target,
+                                 compute_units=compute_units, unit=unit,
+                                 sparse_weights=sparse_weights, extra_metadata=extra_metadata,
+                                 check=check)
+
+
+def _convert_and_save(ct: Any, program: Any, path: Path, ops: tuple[str, ...], *,
+                      precision: str, target: str, compute_units: str, unit: str | None,
+                      sparse_weights: bool, extra_metadata: dict[str, str] | None,
+                      check: Callable[[Path, str], Any] | None) -> tuple[CoremlArtifact, Any]:
     mlmodel = _convert(ct, program, precision, target, compute_units)
     if sparse_weights:
         mlmodel, _ = sparsify_weights(mlmodel)
@@ -573,15 +583,9 @@ def parity_json(verdict: Any) -> str:
 
 def _save_atomic(mlmodel: Any, path: Path, metadata: dict[str, str],
                  check: Callable[[Path, str], Any] | None, precision: str) -> Any:
-    """Save into a temporary directory beside ``path``, check, stamp, save again, rename."""
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory))
-    except OSError as exc:
-        raise BadInputError(f"cannot write to {directory}: {exc.strerror or exc}") from None
-    staged = work / path.name
-    try:
+    """Save into a staging directory beside ``path``, check, stamp, save again, rename
+    (`gatex._io.staged_dir`: the old package stays until the new one replaces it)."""
+    with _io.staged_dir(path) as staged:
         for key, value in metadata.items():
             mlmodel.user_defined_metadata[key] = value
         with quiet():
@@ -593,28 +597,7 @@ def _save_atomic(mlmodel: Any, path: Path, metadata: dict[str, str],
             shutil.rmtree(staged)
             with quiet():
                 mlmodel.save(str(staged))
-        _replace_dir(staged, path, work)
-        return verdict
-    except OSError as exc:
-        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _replace_dir(staged: Path, path: Path, work: Path) -> None:
-    """Rename ``staged`` to ``path``; an existing package is moved aside first and removed
-    after, so ``path`` is at every moment either the old package or the new one (or, for an
-    instant between two renames, absent) and never half-written."""
-    if path.exists():
-        old = work / (path.name + ".old")
-        os.replace(path, old)
-        try:
-            os.replace(staged, path)
-        except OSError:
-            os.replace(old, path)
-            raise
-    else:
-        os.replace(staged, path)
+    return verdict
 
 
 # -- reading a package back -----------------------------------------------------------------------

@@ -25,9 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 import gatex
+from gatex import _io
 from gatex.errors import BadInputError, GatexError
 from gatex.exporters import onnx_build
 from gatex.ops import REGISTRY, OpSpec
@@ -556,33 +555,18 @@ def remove_artifact(path: Path) -> None:
 
 
 def _save_atomic(proto: onnx.ModelProto, path: Path, *, external: bool, flavor: str) -> None:
-    """Write to a temporary file beside ``path``, then rename; external data over 2 GB."""
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-    except FileExistsError:
-        raise BadInputError(f"cannot write to {directory}: it is a file, not a directory") \
-            from None
-    except OSError as exc:
-        raise BadInputError(f"cannot write to {directory}: {exc.strerror or exc}") from None
-    data = directory / (path.name + ".data")
-    try:
-        if external:
-            # the data file's name is recorded in the model, so it is written under its final
-            # name; the model itself still appears only by rename, after the check
-            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data.name, size_threshold=1024)
-            _check(tmp, flavor)
-        else:
+    """Write to a temporary file beside ``path``, then rename; external data over 2 GB.
+
+    The external data file's name is recorded in the model, so it is written under its final
+    name; it is removed again if anything fails (interrupts included) before the model, checked,
+    is renamed into place.
+    """
+    if not external:
+        with _io.staged_file(path) as tmp:
             onnx.save_model(proto, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        data.unlink(missing_ok=True)
-        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        data.unlink(missing_ok=True)
-        raise
+        return
+    with _io.registered(path.parent / (path.name + ".data"), keep_on_success=True) as data, \
+            _io.staged_file(path) as tmp:
+        onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+        _check(tmp, flavor)

@@ -30,9 +30,6 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +39,7 @@ import torch
 from torch import nn
 
 import gatex
+from gatex import _io
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.ops.kernels.policy import POLICIES, PRECISIONS, PluginDecision, check_choice
 
@@ -374,16 +372,6 @@ def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, polic
     from gatex.ops.kernels import trt_bundle
 
     final = out_dir / stem
-    if final.exists() and not final.is_dir():
-        raise BadInputError(f"cannot write the bundle {final}: a file of that name exists")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
-    except FileExistsError:
-        raise BadInputError(f"cannot write to {out_dir}: it is a file, not a directory") \
-            from None
-    except OSError as exc:
-        raise BadInputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     onnx_name = f"{stem}.onnx"
     plan = plan_document(unit=unit, precision=precision, policy=policy, opset=opset, ops=ops,
                          decisions=decisions, onnx_name=onnx_name)
@@ -395,24 +383,12 @@ def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, polic
     if kernels is not None:
         files["kernels.json"] = json.dumps({"schema": "gatex.trt-kernels/1", "kernels": kernels},
                                            indent=1) + "\n"
-    try:
+    with _io.staged_dir(final) as tmp:  # an older bundle is replaced only once this is whole
+        tmp.mkdir()
         onnx.save_model(proto, str(tmp / onnx_name))
         for fname, text in files.items():
             (tmp / fname).write_text(text)
         (tmp / "build_engine.py").chmod(0o755)
-        if final.exists():  # replace an older bundle only once the new one is complete
-            old = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".old", dir=out_dir))
-            os.replace(final, old / stem)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise BadInputError(f"cannot write the bundle {final}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return TensorrtArtifact(final, final / onnx_name, None, precision, policy, opset, ops,
                             tuple(d.op for d in decisions if d.plugin), tuple(decisions),
                             kernels is not None, tuple(sorted([onnx_name, *files])))

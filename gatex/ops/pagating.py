@@ -42,9 +42,12 @@ def _gelu_erfc(u: torch.Tensor) -> torch.Tensor:
     # exact GELU u Phi(u). For u < 0 as 0.5 u erfc(-u / sqrt 2): F.gelu's 1 + erf(u / sqrt 2)
     # cancels there (at u = -5.5 in fp32 it is 57 % off, visible once alpha = 1 and |v| is
     # large). Clamping at -40 (u Phi(u) is 0 there even in fp64) keeps the backward from
-    # multiplying an overflowing grad * u by erfc' = 0; F.gelu's fused backward is safe for u >= 0.
+    # multiplying an overflowing grad * u by erfc' = 0. For u >= 0 the same u erfc(-u / sqrt 2) / 2
+    # rather than F.gelu: torch 2.13's vectorised CPU kernel gives NaN for u = +inf (and inf for
+    # u = 3e38) on AVX-512 machines, while erfc(-inf) = 2 gives GELU(inf) = inf exactly.
     left = torch.clamp(u, min=-40.0, max=0.0)
-    return torch.where(u < 0, 0.5 * left * torch.erfc(-left * INV_SQRT2), F.gelu(u))
+    return torch.where(u < 0, 0.5 * left * torch.erfc(-left * INV_SQRT2),
+                       0.5 * u * torch.erfc(-u * INV_SQRT2))
 
 
 GATES: Mapping[str, Gate] = MappingProxyType({

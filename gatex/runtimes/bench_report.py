@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gatex import _io
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.runtimes.bench import BackendRow, BenchResult
 from gatex.runtimes.report import check_writable, json_safe, write_atomic
@@ -235,15 +235,8 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
             if r.latency is not None:
                 ax.annotate(f"p50 {r.latency.p50:.3g} ms", (r.latency.p50, i + 0.3), fontsize=7)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        os.close(fd)
-        try:
+        with _io.staged_file(path, suffix=".png") as tmp:
             fig.savefig(tmp, format="png", dpi=120)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     finally:
         plt.close(fig)
     return path

@@ -31,6 +31,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -391,7 +392,26 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this worker SIGKILL when its parent (the bench) dies, however it
+    dies (SIGKILL included), so a worker never runs on alone. Elsewhere the parent's own
+    interrupt handling ends its workers."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    _die_with_parent()
     if len(argv) != 2:
         print("usage: python -m gatex.runtimes.bench_worker JOB.json RESULT.json", file=sys.stderr)
         return 2

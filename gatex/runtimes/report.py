@@ -58,7 +58,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,6 +68,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gatex import _io
 from gatex.errors import BadInputError
 from gatex.runtimes.parity import LocateResult, OutputParity, ParityResult
 
@@ -106,26 +106,10 @@ def check_writable(path: str | Path) -> Path:
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place.
 
-    A reader sees the old file or the new one, never half of one; on any failure nothing is left.
+    A reader sees the old file or the new one, never half of one; on any failure or interrupt
+    nothing is left (`gatex._io.staged_file`).
     """
-    path = check_writable(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    return path
+    return _io.write_text_atomic(check_writable(path), text)
 
 
 # -- JSON -----------------------------------------------------------------------------------------
