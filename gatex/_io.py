@@ -22,30 +22,36 @@ from gatex.errors import BadInputError
 
 # -- limits on what an untrusted file may make gatex allocate -------------------------------------
 
-MAX_BYTES_ENV = "GATEX_MAX_BYTES"
-DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: one input array, one declared weight, one decompressed file
+LIMITS = {  # kind: (environment variable, default)
+    # one input array: an .npz member as stored and as declared, an --input-shape tensor
+    "input": ("GATEX_MAX_INPUT_BYTES", 1 << 30),
+    # a model file: a checkpoint, a .pt2 archive unpacked, one declared weight
+    "model": ("GATEX_MAX_MODEL_BYTES", 16 << 30),
+}
 
 
-def max_bytes() -> int:
-    """The largest single allocation an input file or option may ask for (`GATEX_MAX_BYTES`)."""
-    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+def max_bytes(kind: str = "input") -> int:
+    """The most bytes one ``kind`` of thing read from a file or an option may make gatex
+    allocate (`LIMITS`; each overridable through its environment variable)."""
+    env, default = LIMITS[kind]
+    raw = os.environ.get(env, "").strip()
     if not raw:
-        return DEFAULT_MAX_BYTES
+        return default
     try:
         value = int(float(raw))
     except ValueError:
-        raise BadInputError(f"{MAX_BYTES_ENV}={raw!r} is not a number of bytes") from None
+        raise BadInputError(f"{env}={raw!r} is not a number of bytes") from None
     if value <= 0:
-        raise BadInputError(f"{MAX_BYTES_ENV} must be positive; got {raw}")
+        raise BadInputError(f"{env} must be positive; got {raw}")
     return value
 
 
-def check_size(nbytes: int, what: str) -> None:
+def check_size(nbytes: int, what: str, kind: str = "input") -> None:
     """BadInputError before allocating ``nbytes`` for ``what`` when that is over `max_bytes`."""
-    limit = max_bytes()
+    limit = max_bytes(kind)
     if nbytes > limit:
         raise BadInputError(f"{what} needs {_human(nbytes)}, over gatex's limit of "
-                            f"{_human(limit)}; set {MAX_BYTES_ENV}=BYTES to allow more")
+                            f"{_human(limit)}; set {LIMITS[kind][0]}=BYTES to allow more")
 
 
 def _human(n: int) -> str:
@@ -153,15 +159,16 @@ def staged_file(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
 
 
 @contextmanager
-def staged_dir(path: str | Path) -> Iterator[Path]:
+def staged_dir(path: str | Path, what: str = "") -> Iterator[Path]:
     """A staging directory; the path ``staging / path.name`` yielded becomes ``path`` on success.
 
     An existing ``path`` is moved aside and removed only once the new one is in place, so
     ``path`` is always the old tree or the new one, never half of one.
     """
     path = Path(path)
+    label = f"{what} {path}" if what else str(path)
     if path.exists() and not path.is_dir():
-        raise BadInputError(f"cannot write {path}: a file of that name exists")
+        raise BadInputError(f"cannot write {label}: a file of that name exists")
     _make_dir(path.parent)
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -184,7 +191,7 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
             else:
                 os.replace(staged, path)
         except OSError as exc:
-            raise BadInputError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise BadInputError(f"cannot write {label}: {exc.strerror or exc}") from None
 
 
 @contextmanager
@@ -248,6 +255,6 @@ def contained(root: str | Path, relative: str, what: str) -> Path:
     return target
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "MAX_BYTES_ENV", "check_size", "contained", "interrupted",
+__all__ = ["LIMITS", "check_size", "contained", "interrupted",
            "max_bytes", "note_interrupt", "private_tempdir", "registered", "remove_staging", "staged_dir",
            "staged_file", "write_bytes_atomic", "write_text_atomic"]

@@ -45,7 +45,7 @@ def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> dict
         except Exception as exc:  # safetensors raises SafetensorError for bad headers
             raise CheckpointError(f"checkpoint {path} is not a valid safetensors file ({exc})") \
                 from None
-    _io.check_size(path.stat().st_size, f"checkpoint {path}")
+    _io.check_size(path.stat().st_size, f"checkpoint {path}", "model")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

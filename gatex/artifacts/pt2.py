@@ -67,7 +67,7 @@ def inspect_archive(path: Path) -> None:
     with archive:
         infos = archive.infolist()
         total = sum(info.file_size for info in infos)
-        _io.check_size(total, f"{path} (its archive, unpacked)")
+        _io.check_size(total, f"{path} (its archive, unpacked)", "model")
         names = {_strip_root(info.filename): info for info in infos}
         for name in names:
             if name.startswith(_CODE_DIRS):

@@ -441,12 +441,10 @@ def check_pruned_weights(model: nn.Module, artifact: str | Path, *,
 def onnx_layer_weights(path: Path, names: list[str]) -> dict[str, np.ndarray | str]:
     """{layer: effective weight (in, out), ``<layer>.kernel * <layer>.gates`` in fp32, or why
     there is none} from an ONNX file."""
-    import onnx
 
-    try:
-        proto = onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # noqa: BLE001
-        raise BadInputError(f"cannot read {path} as ONNX: {type(exc).__name__}") from None
+    from gatex.artifacts.onnx_file import read_onnx
+
+    proto = read_onnx(path, external_data=True)
     weights = onnx_weights(proto)
     found: dict[str, np.ndarray | str] = {}
     for name in names:

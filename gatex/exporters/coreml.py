@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from gatex import _io
+from gatex.artifacts.mlpackage import check_blob_paths, check_package
 from gatex.errors import BadInputError, GatexError, require_choice
 from gatex.runtimes.coreml_emulator.executor import constexpr_values
 # one quiet, lazy coremltools import for the exporter, the emulator and the runtime
@@ -604,6 +605,7 @@ def _save_atomic(mlmodel: Any, path: Path, metadata: dict[str, str],
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The user-defined metadata of a saved ``.mlpackage`` (no model load; works on Linux)."""
+    check_package(path)
     ct = import_coremltools()
     with quiet():
         model = ct.models.MLModel(str(path), skip_model_load=True)
@@ -612,12 +614,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 def load_program(path: str | Path) -> Any:
     """The MIL program of a saved ``.mlpackage``, through coremltools' milproto frontend."""
+    check_package(path)
     ct = import_coremltools()
     from coremltools.converters.mil.frontend.milproto.load import load
 
     with quiet():
         model = ct.models.MLModel(str(path), skip_model_load=True)
         spec = model.get_spec()
+        check_blob_paths(path, spec, model.weights_dir)
         return load(spec, spec.specificationVersion, model.weights_dir)
 
 

@@ -383,7 +383,7 @@ def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, polic
     if kernels is not None:
         files["kernels.json"] = json.dumps({"schema": "gatex.trt-kernels/1", "kernels": kernels},
                                            indent=1) + "\n"
-    with _io.staged_dir(final) as tmp:  # an older bundle is replaced only once this is whole
+    with _io.staged_dir(final, "the bundle") as tmp:  # an older bundle is replaced only once this is whole
         tmp.mkdir()
         onnx.save_model(proto, str(tmp / onnx_name))
         for fname, text in files.items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -137,24 +138,24 @@ def load_calibration(path, sample_shape: tuple[int, ...]) -> torch.Tensor:
     The samples must have ``sample_shape`` (the model input without the batch dimension); a
     flat (N, prod(sample_shape)) array is reshaped. Bad files are a one-line `BadInputError`.
     """
-    import zipfile
-
     import numpy as np
 
+    from gatex.artifacts.npz import read_npz
+
+    if not Path(path).is_file():
+        raise BadInputError(f"--calibration {path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = list(data.keys())
-            if "x" in keys:
-                x = data["x"]
-            elif len(keys) == 1:
-                x = data[keys[0]]
-            else:
-                raise BadInputError(f"--calibration {path}: no array named 'x' among "
-                                    f"{', '.join(keys) or 'no arrays'}")
-    except FileNotFoundError:
-        raise BadInputError(f"--calibration {path}: no such file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise BadInputError(f"--calibration {path}: not a readable .npz file ({exc})") from None
+        data = read_npz(path, "--calibration file")
+    except BadInputError as exc:
+        raise BadInputError(f"--calibration {path}: {exc}") from None
+    keys = list(data)
+    if "x" in keys:
+        x = data["x"]
+    elif len(keys) == 1:
+        x = data[keys[0]]
+    else:
+        raise BadInputError(f"--calibration {path}: no array named 'x' among "
+                            f"{', '.join(keys) or 'no arrays'}")
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu" or x.ndim < 1 or not len(x):
         raise BadInputError(f"--calibration {path}: 'x' must be a non-empty numeric array")
     n_sample = int(np.prod(sample_shape)) if sample_shape else 1

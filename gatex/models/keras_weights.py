@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gatex import _io
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.models.gated_bert import SIZES, GatedBert, GatedBertConfig, _check_attention
 from gatex.models.gated_dense import GatedDense
@@ -129,6 +130,53 @@ def _read_keras3(root: Any) -> dict[str, list[np.ndarray]]:
     return found
 
 
+def check_hdf5_tree(f: Any, path: str) -> None:
+    """Bad input unless every node of the file lives in the file and declares no more than it
+    stores: no external links, no external raw storage, no virtual datasets (all three make
+    HDF5 read other files), and no dataset whose declared size is out of proportion to what
+    the file holds (an unwritten 10^7 x 256 dataset in a 40 KB file reads as gigabytes of fill
+    values). Runs before any dataset is read."""
+    h5py = _h5py()
+    seen: set[Any] = set()
+    stack = [("", f)]
+    while stack:
+        prefix, group = stack.pop()
+        if group.id in seen:
+            continue
+        seen.add(group.id)
+        for key in group:
+            name = f"{prefix}/{key}"
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise BadInputError(f"{path}: {name} is an external link to "
+                                    f"{link.filename}:{link.path}; refusing to read another file")
+            if isinstance(link, h5py.SoftLink):
+                continue  # an alias of a node inside the file: reached through its own path
+            node = group[key]
+            if isinstance(node, h5py.Group):
+                stack.append((name, node))
+            elif isinstance(node, h5py.Dataset):
+                _check_dataset(node, name, path)
+
+
+def _check_dataset(ds: Any, name: str, path: str) -> None:
+    if ds.external:
+        raise BadInputError(f"{path}: dataset {name} keeps its data in external file(s) "
+                            f"{', '.join(str(e[0]) for e in ds.external)}; refusing to read "
+                            "another file")
+    if ds.is_virtual:
+        raise BadInputError(f"{path}: dataset {name} is a virtual dataset (its data lives in "
+                            "other files); refusing to read it")
+    declared = int(ds.size) * ds.dtype.itemsize
+    where = f"{path}: dataset {name} ({'x'.join(map(str, ds.shape)) or 'scalar'} {ds.dtype})"
+    _io.check_size(declared, where, "model")
+    stored = ds.id.get_storage_size()
+    compressed = ds.id.get_create_plist().get_nfilters() > 0
+    if declared > 4096 and not compressed and stored < declared:
+        raise BadInputError(f"{where} declares {declared} bytes but the file stores {stored}: "
+                            "not a weight file gatex can trust")
+
+
 class _Source:
     """Tensors by gatex module path, from either layout, plus what was dropped."""
 
@@ -150,6 +198,7 @@ class _Source:
                                 f"({type(exc).__name__}: {exc})") from None
 
     def _read(self, f: Any) -> None:
+        check_hdf5_tree(f, self.path)
         if "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f:
             self.layout = "keras3"
             self._map_keras3(_read_keras3(f["layers"]))
@@ -252,15 +301,27 @@ def _array(src: _Source, module: str, var: str, shape: tuple[int, ...]) -> torch
     return torch.from_numpy(np.array(array, dtype=np.float32))
 
 
+def _shape(src: _Source, module: str, var: str, ndim: int) -> tuple[int, ...]:
+    """The shape of ``module``'s ``var`` in the file ((0,) * ndim when absent: the shape check
+    of the load then names what is missing); bad input when it has another rank."""
+    array = src.get(module).get(var)
+    if array is None:
+        return (0,) * ndim
+    if array.ndim != ndim:
+        raise BadInputError(f"{src.path}: layer {module!r} {var} has shape {tuple(array.shape)} "
+                            f"in the file; a {ndim}-D array is expected")
+    return tuple(int(d) for d in array.shape)
+
+
 def _infer_config(src: _Source, num_heads: int | None) -> GatedBertConfig:
-    vocab, d_model = src.get("token_embedding").get("embeddings", np.zeros((0, 0))).shape
-    max_len = src.get("position_embedding").get("embeddings", np.zeros((0, 0))).shape[0]
+    vocab, d_model = _shape(src, "token_embedding", "embeddings", 2)
+    max_len = _shape(src, "position_embedding", "embeddings", 2)[0]
     layers = sum(1 for k in src.tensors if k.startswith("blocks.") and k.endswith(".mha.wq"))
     if layers == 0:
         raise BadInputError(f"{src.path}: no transformer blocks found; is this an upstream "
                             "Gated BERT file?")
-    dff = src.get("blocks.0.ffn_layer1").get("kernel", np.zeros((0, 0))).shape[-1]
-    classes = src.get("classifier").get("kernel", np.zeros((0, 0))).shape[-1]
+    dff = _shape(src, "blocks.0.ffn_layer1", "kernel", 2)[-1]
+    classes = _shape(src, "classifier", "kernel", 2)[-1]
     if num_heads is None:
         by_width = {hidden: heads for _, hidden, heads, _ in SIZES.values()}
         if d_model not in by_width:

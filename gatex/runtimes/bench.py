@@ -90,7 +90,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gatex.errors import BackendUnavailableError, BadInputError, CheckpointError
+from gatex.errors import BackendUnavailableError, BadInputError, CheckpointError, GatexError
 
 SCHEMA = "gatex.bench/1"
 BACKENDS = ("torch", "ort", "coreml", "trt")
@@ -517,18 +517,14 @@ class _OnnxHeader(NamedTuple):
 def _onnx_header(path: Path) -> _OnnxHeader:
     """What the bench needs of an ONNX file, from one read and without a session."""
     try:
-        import onnx
         from onnx import helper
     except ImportError:
         raise BackendUnavailableError("reading an .onnx artifact needs onnx: "
                                       "pip install 'gatex[onnx]'") from None
+    from gatex.artifacts.onnx_file import read_onnx
     from gatex.exporters.onnx import plugin_nodes
 
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001  (protobuf DecodeError, OSError, ...)
-        raise CheckpointError(f"{path} is not a readable ONNX model ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:200]})") from None
+    proto = read_onnx(path, external_data=False)  # external locations checked, none read
     inits = {i.name for i in proto.graph.initializer}
     specs = []
     for i in proto.graph.input:
@@ -561,6 +557,32 @@ def random_batch(shape: Sequence[Any], batch: int, name: str) -> np.ndarray:
                             f"({list(shape)}); pass --unit NAME or --model with --input-shape")
     rng = np.random.default_rng(0)
     return rng.standard_normal((batch, *per_sample), dtype=np.float32)
+
+
+def _check_model_fits(torch_model: Any, inputs: list[np.ndarray],
+                      onnx_specs: Sequence[tuple[str, str, Sequence[Any]]] | None,
+                      pairs: Sequence[tuple[str, Path]]) -> None:
+    """Bad input, before any worker starts: --input-shape that the artifact's inputs cannot take,
+    or a torch model that cannot run on them (both shapes named, one line)."""
+    import torch
+
+    from gatex.runtimes.torch_runtime import describe_model_failure
+
+    for (name, dtype, shape), array in zip(onnx_specs or (), inputs):
+        declared = list(shape)[1:]
+        fixed = [(i, d) for i, d in enumerate(declared) if isinstance(d, int)]
+        if len(declared) != array.ndim - 1 or any(array.shape[1 + i] != d for i, d in fixed):
+            dims = ",".join(str(d) for d in shape)
+            raise BadInputError(f"--input-shape gives {list(array.shape)}, but {pairs[0][1].name} "
+                                f"takes input {name!r} {dtype}[{dims}]")
+    feeds = {f"input_{i}": a for i, a in enumerate(inputs)}
+    try:
+        with torch.no_grad():
+            torch_model(*(torch.from_numpy(a) for a in inputs))
+    except GatexError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise BadInputError(describe_model_failure(feeds, exc)) from None
 
 
 # -- running a backend in its own process ---------------------------------------------------------
@@ -868,6 +890,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
         shape = (batch_size, *tuple(input_shape)[1:])
         inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)).numpy()]
         what = f"random normal {list(shape)} (seed 0)"
+        _check_model_fits(torch_model, inputs, onnx_specs, pairs)
     else:
         if not onnx_specs:
             raise BadInputError("give --unit NAME or --model REF (with --input-shape) so gatex "

@@ -178,10 +178,12 @@ def read_onnx(model: Any, *, external_data: bool = True) -> Any:
     onnx = import_onnx()
     if isinstance(model, onnx.ModelProto):
         return model
+    if not isinstance(model, bytes):
+        from gatex.artifacts.onnx_file import read_onnx as read_onnx_file
+
+        return read_onnx_file(model, external_data=external_data)
     try:
-        if isinstance(model, bytes):
-            return onnx.load_from_string(model)
-        return onnx.load(str(model), load_external_data=external_data)
+        return onnx.load_from_string(model)
     except Exception as exc:  # noqa: BLE001  (protobuf DecodeError, OSError, ...)
         raise CheckpointError(f"{model} is not a readable ONNX model: {type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]}") from None
@@ -343,15 +345,10 @@ def check_suffix(path: Path) -> None:
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Arrays by input name from ``path`` (.npz, no pickles)."""
-    if not path.is_file():
-        raise BadInputError(f"inputs file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as exc:  # noqa: BLE001  (zipfile/pickle/ValueError on a bad file)
-        raise BadInputError(f"{path} is not a readable .npz of arrays ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]})") from None
+    """Arrays by input name from ``path`` (.npz, no pickles, sizes checked before loading)."""
+    from gatex.artifacts.npz import read_npz
+
+    return read_npz(path)
 
 
 def zoo_inputs(unit: str | None, specs: tuple[TensorSpec, ...]
@@ -456,6 +453,11 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
         specs = artifact.input_specs or ()
         if inputs is not None:
             feeds, what = load_npz(Path(inputs)), f"{inputs}"
+            empty = [k for k, v in feeds.items() if v.size == 0]
+            if not feeds or empty:
+                raise BadInputError(f"--inputs {inputs} holds no samples"
+                                    f"{' for ' + ', '.join(map(repr, empty)) if empty else ''}: "
+                                    "an empty check would pass without comparing anything")
         else:
             feeds, what = zoo_inputs(unit, specs)
         with TorchRuntime(ref_model) as reference:

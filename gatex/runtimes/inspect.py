@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from gatex.artifacts.onnx_file import check_external_data
 from gatex.errors import BadInputError, GatexError
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
@@ -135,6 +136,7 @@ def _inspect_onnx(path: Path) -> ArtifactInfo:
     except (DecodeError, ValueError, OSError, RuntimeError) as exc:
         raise BadInputError(f"{path} is not a readable ONNX model ({type(exc).__name__})") \
             from None
+    check_external_data(proto, path)  # every location inside the model's folder, in bounds
     if not proto.opset_import or not proto.HasField("graph"):
         raise BadInputError(f"{path} is not an ONNX model: it has no graph or no opset_import")
     external = [t for t in external_data_helper._get_all_tensors(proto)

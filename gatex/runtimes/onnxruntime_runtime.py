@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from gatex.artifacts.onnx_file import read_onnx
 from gatex.errors import (
     BackendUnavailableError,
     BadInputError,
@@ -109,6 +110,7 @@ class OrtRuntime(Runtime):
         if isinstance(source, str):
             if not Path(source).is_file():
                 raise BadInputError(f"ONNX model {source} does not exist or is not a file")
+            read_onnx(source, external_data=False)  # no external data outside its folder
         elif not isinstance(source, bytes):
             if not hasattr(source, "SerializeToString"):
                 raise BadInputError(f"OrtRuntime needs a path, bytes or onnx.ModelProto; got "
@@ -170,11 +172,7 @@ class PluginStandInRuntime(OrtRuntime):
         from gatex.exporters.onnx import decompose_plugin_nodes
 
         path = Path(path)
-        try:
-            proto = onnx.load(str(path), load_external_data=True)
-        except Exception as exc:  # noqa: BLE001  (protobuf DecodeError, OSError, ...)
-            raise CheckpointError(f"{path} is not a readable ONNX model: "
-                                  f"{type(exc).__name__}") from None
+        proto = read_onnx(path, external_data=True)
         self.path = path
         self.replaced = decompose_plugin_nodes(proto)
         self._bf16 = any(v.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16
@@ -210,12 +208,11 @@ class PluginStandInRuntime(OrtRuntime):
 def has_plugin_nodes(path: str | Path) -> bool:
     """Whether the ONNX file at ``path`` holds TensorRT plugin nodes (False if unreadable: the
     caller's runtime then reports the file)."""
-    import onnx
 
     from gatex.exporters.onnx import plugin_nodes
 
     try:
-        return bool(plugin_nodes(onnx.load(str(path), load_external_data=False)))
+        return bool(plugin_nodes(read_onnx(path, external_data=False)))
     except Exception:  # noqa: BLE001
         return False
 

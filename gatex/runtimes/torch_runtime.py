@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from gatex.errors import BackendUnavailableError, BadInputError
+from gatex.errors import BackendUnavailableError, BadInputError, GatexError
 from gatex.runtimes.base import Runtime, TensorSpec
 
 
@@ -165,7 +165,12 @@ class TorchRuntime(Runtime):
         args = [from_numpy(a).to(self.device) for a in feeds.values()]
         self._stack.clear()
         with torch.no_grad(), GatexOpRecorder(self._stack, record_values=self.record_values) as rec:
-            out = self.model(*args)
+            try:
+                out = self.model(*args)
+            except GatexError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                raise BadInputError(describe_model_failure(feeds, exc)) from None
         self.last_op_calls = tuple(rec.calls)
         self.last_reductions = tuple(sorted(rec.reductions))
         pairs = flatten_outputs(out)
@@ -184,3 +189,12 @@ class TorchRuntime(Runtime):
         if len(pairs) == 1:
             return ("output",)
         return tuple(f"output_{i}" for i in range(len(pairs)))
+
+
+def describe_model_failure(feeds: dict[str, np.ndarray], exc: BaseException) -> str:
+    """One line: the torch model cannot take these inputs (each named with dtype and shape)."""
+    shown = ", ".join(f"{name} {a.dtype}[{','.join(map(str, a.shape))}]"
+                      for name, a in feeds.items())
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return (f"the torch model cannot run on the inputs ({shown}): {type(exc).__name__}: "
+            f"{text[:300]}; the model and the artifact (or the --inputs file) disagree")

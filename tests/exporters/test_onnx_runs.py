@@ -26,6 +26,8 @@ from export_cases import (
 )
 from torch import nn
 
+from decision_flips import xfail_on_decision_flips
+
 from gatex.exporters import check_onnx
 from gatex.exporters.onnx import export_onnx
 from gatex.models import GoLU
@@ -118,6 +120,7 @@ def test_fp32_runs_without_gatex_within_spec_tolerance(request, zoo_exports: Zoo
     expected = zoo_exports.torch_output(unit, dtype, len(out))
     assert out.dtype == np.float32 and out.shape == expected.shape
     bad, max_abs = violations(out, expected, spec_tolerance((unit,), dtype))
+    xfail_on_decision_flips(unit, bad, out.size, f"max_abs {max_abs:.3g}")
     assert bad == 0, f"{bad} values off, max_abs {max_abs:.3g}"
     assert (out.argmax(1) == expected.argmax(1)).all()
 

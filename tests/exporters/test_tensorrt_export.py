@@ -29,6 +29,8 @@ import torch
 from onnx import helper
 from typer.testing import CliRunner
 
+from decision_flips import xfail_on_decision_flips
+
 from gatex.cli import app
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.exporters.tensorrt import EngineNotBuilt, export_tensorrt
@@ -532,6 +534,9 @@ def test_bundle_graph_with_plugins_decomposed_passes_parity(tmp_path, unit, prec
     path = tmp_path / f"{unit}-{precision}.onnx"
     onnx.save(proto, path)
     result = check_artifact(path, unit=unit)
+    if not result:
+        verdict = result.outputs[0]
+        xfail_on_decision_flips(unit, verdict.outside, math.prod(verdict.shape), result.summary())
     assert result, result.summary()
     plugged = sorted({n.op_type for n in plugin_nodes(proto)})
     assert result.emulated is bool(plugged)      # PaGRUCell, CG/PG: no plugin, ORT runs it all

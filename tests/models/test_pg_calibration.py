@@ -77,7 +77,11 @@ def test_dynamic_output_depends_on_the_batch_calibrated_does_not(zoo_pg) -> None
     cal_gap = float((cal_batch - cal_alone).abs().max())
     assert dyn_gap > 0.1                                          # 0.40 measured
     assert int((dyn_batch.argmax(-1) != dyn_alone.argmax(-1)).sum()) >= 1   # 3 measured
-    assert cal_gap <= 1e-5                                        # 1.4e-6: conv summation order
+    # 1.4e-6 on AMD EPYC (conv summation order); on Intel AVX-512 one quantiser level flips
+    # (max 2.9e-3 there): a flip, not a batch dependence, so count the values it moves
+    off = int(((cal_batch - cal_alone).abs() > 1e-5).sum())
+    assert cal_gap <= 1e-5 or (off <= 0.01 * cal_batch.numel() and cal_gap < 0.01 < dyn_gap), \
+        (off, cal_gap)
     assert torch.equal(cal_batch.argmax(-1), cal_alone.argmax(-1))
     # accuracy on the held-out digits: calibrated at any batch = dynamic as one batch (0.9889);
     # dynamic one by one loses (0.9867 measured)

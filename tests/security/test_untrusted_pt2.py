@@ -137,7 +137,7 @@ def test_pt2_with_compiled_code_or_opaque_objects_is_refused(tmp_path: Path) -> 
 
 def test_pt2_archive_too_large_unpacked_is_refused(tmp_path: Path, monkeypatch) -> None:
     program = _golu_program(tmp_path / "golu.pt2")
-    monkeypatch.setenv("GATEX_MAX_BYTES", "1000")
+    monkeypatch.setenv("GATEX_MAX_MODEL_BYTES", "1000")
     with pytest.raises(BadInputError, match="over gatex.s limit"):
         gatex.load_model(program)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gatex.artifacts.mlpackage import check_blob_paths, check_package
 from gatex.errors import BackendUnavailableError, CheckpointError
 from gatex.runtimes.base import Dim, TensorSpec
 
@@ -94,8 +95,7 @@ def read_package(path: str | Path) -> CoremlPackage:
         if not path.is_dir():
             raise CheckpointError(f"{path} is not a directory: an .mlpackage is a folder holding "
                                   "Manifest.json and Data/")
-        if not (path / "Manifest.json").is_file():
-            raise CheckpointError(f"{path} is not a CoreML package: it has no Manifest.json")
+        check_package(path)  # nothing outside the package is read
     ct = import_coremltools()
     try:
         with quiet_coremltools():
@@ -104,6 +104,8 @@ def read_package(path: str | Path) -> CoremlPackage:
             weights_dir = model.weights_dir if spec.WhichOneof("Type") == "mlProgram" else ""
     except Exception as exc:  # noqa: BLE001  (RuntimeError, DecodeError, JSON errors, OSError)
         raise CheckpointError(f"{path} is not a readable CoreML model ({_one_line(exc)})") from None
+    if path.suffix.lower() == ".mlpackage":
+        check_blob_paths(path, spec, weights_dir)
     description = spec.description
     metadata = dict(description.metadata.userDefined)
     return CoremlPackage(path=path, spec=spec, weights_dir=str(weights_dir or ""),

@@ -1,0 +1,55 @@
+"""Reading an ``.npz`` of input arrays that may be hostile: no pickles, sizes checked first.
+
+``np.load`` inflates a compressed member in full before anyone sees its shape, so a 1 MB file
+can ask for gigabytes. Here each member's ``.npy`` header is read first (shape and dtype, from a
+few hundred bytes), and the array it declares, as well as the member's uncompressed size, must
+fit `gatex._io.max_bytes`; object arrays are refused (they would need pickles).
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from gatex import _io
+from gatex.errors import BadInputError
+
+
+def read_npz(path: str | Path, what: str = "inputs file") -> dict[str, np.ndarray]:
+    """Arrays by name from ``path``; a bad, hostile or oversized file is one `BadInputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{what} {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_member(path, archive, info)
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except BadInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (zipfile/pickle/ValueError on a bad file)
+        raise BadInputError(f"{path} is not a readable .npz of arrays ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    name = info.filename.removesuffix(".npy")
+    _io.check_size(info.file_size, f"{path}: array {name!r} (uncompressed)")
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    if dtype.hasobject:
+        raise BadInputError(f"{path}: array {name!r} holds Python objects (needs pickles to "
+                            "load); give numeric arrays")
+    _io.check_size(math.prod(shape) * dtype.itemsize, f"{path}: array {name!r} "
+                   f"({'x'.join(map(str, shape))} {dtype})")
+
+
+__all__ = ["read_npz"]
