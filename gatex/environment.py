@@ -20,6 +20,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gatex import _optional
+
 
 @dataclass(frozen=True)
 class Component:
@@ -146,8 +148,8 @@ def _coreml_can_predict(system: str, coremltools_installed: bool) -> bool:
         return False
 
 
-ONNX_EXTRA = "pip install 'gatex[onnx]'"
-COREML_EXTRA = "pip install 'gatex[coreml]'"
+ONNX_EXTRA = "pip install --force-reinstall gatex (onnx, onnxruntime and onnxscript are core)"
+COREML_EXTRA = _optional.install_hint("coremltools")
 
 
 def _cuda_note(t: _TorchFacts) -> str:

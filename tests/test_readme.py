@@ -53,8 +53,21 @@ def test_commands_set_up_a_fresh_venv_with_cpu_torch_before_the_project(marker):
     assert torch_step < project_step
 
 
-def test_both_commands_share_one_setup():
-    assert steps("<!-- main-command -->")[:-1] == steps("<!-- test-command -->")[:-1]
+def test_main_command_installs_the_core_only_and_tests_install_the_extras():
+    """The main job needs the core install and nothing more (triton alone is 1 GB); the test
+    command sets up the same way and adds every extra the tests exercise."""
+    main, test = steps("<!-- main-command -->")[:-1], steps("<!-- test-command -->")[:-1]
+    assert main[:-1] == test[:-1]                      # venv, then CPU torch, the same way
+    assert main[-1] == ".venv/bin/pip install -e ."
+    extras = re.fullmatch(r"\.venv/bin/pip install -e '\.\[([\w,]+)\]'", test[-1])
+    assert extras, test[-1]
+    import tomllib
+
+    declared = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]
+    optional = {k for k, v in declared["optional-dependencies"].items() if v}
+    assert set(extras.group(1).split(",")) == optional   # every non-empty extra, tested
+    core = " ".join(declared["dependencies"])
+    assert all(name in core for name in ("onnx>=", "onnxruntime>=", "onnxscript>="))
 
 
 def test_ci_runs_exactly_the_readme_test_command(repo_root):

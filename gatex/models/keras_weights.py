@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gatex import _io
-from gatex.errors import BackendUnavailableError, BadInputError
+from gatex import _io, _optional
+from gatex.errors import BadInputError
 from gatex.models.gated_bert import SIZES, GatedBert, GatedBertConfig, _check_attention
 from gatex.models.gated_dense import GatedDense
 
@@ -79,12 +79,7 @@ class KerasLoadReport:
 
 
 def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise BackendUnavailableError("reading Keras weight files needs h5py: "
-                                      "pip install 'gatex[keras]'") from exc
-    return h5py
+    return _optional.require("h5py")
 
 
 def _name(raw: Any) -> str:

@@ -454,7 +454,7 @@ def unavailable_reason(backend: str, device: str = "cpu") -> str | None:
         return None
     if backend == "ort":
         if not _has_module("onnxruntime"):
-            return "onnxruntime is not installed: pip install 'gatex[onnx]'"
+            return "onnxruntime is not installed: reinstall gatex (onnx, onnxruntime and onnxscript are core dependencies)"
         if device == "cuda":
             import onnxruntime
 
@@ -520,7 +520,7 @@ def _onnx_header(path: Path) -> _OnnxHeader:
         from onnx import helper
     except ImportError:
         raise BackendUnavailableError("reading an .onnx artifact needs onnx: "
-                                      "pip install 'gatex[onnx]'") from None
+                                      "reinstall gatex (onnx, onnxruntime and onnxscript are core dependencies)") from None
     from gatex.artifacts.onnx_file import read_onnx
     from gatex.exporters.onnx import plugin_nodes
 

@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gatex import _io
+from gatex import _io, _optional
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.runtimes.bench import BackendRow, BenchResult
 from gatex.runtimes.report import check_writable, json_safe, write_atomic
 
-PLOT_EXTRA = "pip install 'gatex[plot]'"
+PLOT_EXTRA = _optional.install_hint("matplotlib")
 
 
 # -- numbers as text ------------------------------------------------------------------------------

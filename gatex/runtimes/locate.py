@@ -38,7 +38,7 @@ def import_onnx() -> Any:
         import onnx
     except ImportError as exc:
         raise BackendUnavailableError(f"onnx is not available ({exc}); install it with "
-                                      "pip install 'gatex[onnx]'") from None
+                                      "reinstall gatex (onnx, onnxruntime and onnxscript are core dependencies)") from None
     return onnx
 
 

@@ -40,7 +40,7 @@ def import_onnxruntime() -> Any:
         import onnxruntime
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"onnxruntime is not available ({exc}); install it with pip install 'gatex[onnx]'"
+            f"onnxruntime is not available ({exc}); install it with reinstall gatex (onnx, onnxruntime and onnxscript are core dependencies)"
         ) from None
     return onnxruntime
 

@@ -22,10 +22,12 @@ impls propagate NaN.
 
 from __future__ import annotations
 
-import triton
-import triton.language as tl
+from gatex import _optional
 
-from gatex.ops.kernels.plans import Gate, Mix, Value
+triton = _optional.require("triton", "the Triton gate kernels")  # exit 3 naming the extra
+import triton.language as tl  # noqa: E402
+
+from gatex.ops.kernels.plans import Gate, Mix, Value  # noqa: E402
 
 V_V = tl.constexpr(int(Value.V))
 V_TANH = tl.constexpr(int(Value.TANH))

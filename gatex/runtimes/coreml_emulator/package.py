@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gatex import _optional
 from gatex.artifacts.mlpackage import check_blob_paths, check_package
-from gatex.errors import BackendUnavailableError, CheckpointError
+from gatex.errors import CheckpointError
 from gatex.runtimes.base import Dim, TensorSpec
 
 # Core ML's MultiArray data types (FeatureTypes.proto) -> NumPy dtype names
@@ -44,14 +45,8 @@ def quiet_coremltools() -> Iterator[None]:
 
 def import_coremltools() -> Any:
     """The ``coremltools`` module, imported quietly; absent: `BackendUnavailableError` (exit 3)."""
-    try:
-        with quiet_coremltools():
-            import coremltools
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            f"coremltools is not installed ({exc}); install gatex's coreml extra: "
-            "pip install 'gatex[coreml]'") from None
-    return coremltools
+    with quiet_coremltools():
+        return _optional.require("coremltools")
 
 
 @dataclass(frozen=True)

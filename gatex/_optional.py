@@ -1,0 +1,47 @@
+"""Optional third-party packages: which extra brings each, and one way to import them.
+
+The core install (torch, numpy, safetensors, typer, rich, onnx, onnxruntime, onnxscript) runs
+the main job. Everything below is optional; `require` imports it or raises
+`BackendUnavailableError` (exit 3) with one line naming the extra that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from gatex.errors import BackendUnavailableError
+
+EXTRAS = {  # import name: (extra, what it gives gatex)
+    "coremltools": ("coreml", "CoreML export, the MIL emulator and CoreML parity"),
+    "h5py": ("keras", "reading upstream Gated BERT Keras weight files"),
+    "matplotlib": ("plot", "gatex bench --plot"),
+    "triton": ("triton", "the gate kernels (CUDA fast path, TensorRT plugin PTX)"),
+    "sklearn": ("train", "retraining the reference zoo"),
+}
+
+
+def install_hint(module: str) -> str:
+    """``pip install 'gatex[coreml]'`` for ``coremltools``, and so on."""
+    extra, _ = EXTRAS[module]
+    return f"pip install 'gatex[{extra}]'"
+
+
+def available(module: str) -> bool:
+    """Whether ``module`` can be imported here (without importing it)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def require(module: str, purpose: str | None = None) -> ModuleType:
+    """``module`` imported, or BackendUnavailableError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra, gives = EXTRAS[module]
+        raise BackendUnavailableError(
+            f"{purpose or gives} needs {module}, which is not installed ({exc}); install "
+            f"gatex's {extra} extra: {install_hint(module)}") from None
+
+
+__all__ = ["EXTRAS", "available", "install_hint", "require"]
