@@ -604,6 +604,11 @@ def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    # what the backends leave in TMPDIR (onnxruntime's .ses session file, torch inductor's
+    # cache folder) goes into the bench's own folder, removed with it
+    scratch = workdir / f"{tag}.tmp"
+    scratch.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(scratch)
     with open(workdir / f"{tag}.stderr", "w+", encoding="utf-8", errors="replace") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gatex.runtimes.bench_worker", str(job_path),

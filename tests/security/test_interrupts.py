@@ -83,3 +83,18 @@ def test_coreml_export_interrupted_leaves_no_staging(tmp_path: Path) -> None:
     pytest.importorskip("coremltools")
     _interrupt(["export", "--unit", "GoLU", "--to", "coreml", "-o", "out"], tmp_path,
                signal.SIGTERM, 6.0)
+
+
+def test_bench_leaves_nothing_of_its_own_in_tmpdir(tmp_path: Path) -> None:
+    """onnxruntime writes a ``.ses`` session file into TMPDIR; the bench's workers get the
+    bench's own folder as TMPDIR, so it goes with that folder (torch's shared inductor cache
+    folder is torch's, and may stay)."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = _start(["bench", "--unit", "GoLU", "--backend", "torch,ort", "--iterations", "5"],
+                  tmp_path, tmpdir)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert sorted(p.name for p in tmpdir.iterdir()
+                  if p.name != f"torchinductor_{os.environ.get('USER', 'root')}"
+                  and not p.name.startswith("torchinductor_")) == []
