@@ -45,6 +45,14 @@ def _exit_interrupted() -> NoReturn:
     sys.exit(EXIT_CODES.get(name, 130))
 
 
+def _work_is_done() -> None:
+    """From here on a signal changes nothing: the command's outcome (its files, its exit code)
+    stands, and a KeyboardInterrupt raised during interpreter shutdown would only turn it into
+    Python's own death-by-SIGINT."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run ``gatex``; an interrupt anywhere is one line and exit 130 (SIGINT) or 143 (SIGTERM)."""
     install_handlers()
@@ -53,12 +61,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         cli.main(argv)
     except KeyboardInterrupt:
-        _io.note_interrupt("SIGINT") if _io.interrupted() is None else None
+        _work_is_done()
+        if _io.interrupted() is None:
+            _io.note_interrupt("SIGINT")
         _exit_interrupted()
     except SystemExit:
+        _work_is_done()
         if _io.interrupted():
             _exit_interrupted()
         raise
+    _work_is_done()
     if _io.interrupted():
         _exit_interrupted()
 

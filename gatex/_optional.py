@@ -40,8 +40,8 @@ def require(module: str, purpose: str | None = None) -> ModuleType:
     except ImportError as exc:
         extra, gives = EXTRAS[module]
         raise BackendUnavailableError(
-            f"{purpose or gives} needs {module}, which is not installed ({exc}); install "
-            f"gatex's {extra} extra: {install_hint(module)}") from None
+            f"{module} is not installed ({exc}); {purpose or gives} needs it: install gatex's "
+            f"{extra} extra: {install_hint(module)}") from None
 
 
 __all__ = ["EXTRAS", "available", "install_hint", "require"]

@@ -36,7 +36,8 @@ def check_package(path: str | Path) -> None:
     try:
         entries = json.loads(manifest.read_text(encoding="utf-8")).get("itemInfoEntries", {})
     except (ValueError, AttributeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: Manifest.json is not valid JSON ({exc})") from None
+        raise CheckpointError(f"{path} is not a readable CoreML model (Manifest.json is not "
+                              f"valid JSON: {exc})") from None
     if not isinstance(entries, dict):
         raise CheckpointError(f"{path}: Manifest.json has no itemInfoEntries table")
     data = path / "Data"

@@ -46,8 +46,8 @@ def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -
         else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
     if dtype.hasobject:
-        raise BadInputError(f"{path}: array {name!r} holds Python objects (needs pickles to "
-                            "load); give numeric arrays")
+        raise BadInputError(f"{path} is not a readable .npz of arrays: {name!r} holds Python "
+                            "objects (they need pickles to load); give numeric arrays")
     _io.check_size(math.prod(shape) * dtype.itemsize, f"{path}: array {name!r} "
                    f"({'x'.join(map(str, shape))} {dtype})")
 

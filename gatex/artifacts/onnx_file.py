@@ -41,6 +41,19 @@ def read_onnx(path: str | Path, *, external_data: bool = True) -> Any:
     return proto
 
 
+def check_file(path: str | Path) -> None:
+    """`check_external_data` for the model at ``path`` before a library opens it; a file that
+    does not parse is left to that library, which names what is wrong with it."""
+    import onnx
+
+    path = Path(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001,S110  (the library's own load reports it)
+        return
+    check_external_data(proto, path)
+
+
 def check_external_data(proto: Any, path: Path) -> None:
     """CheckpointError unless every external tensor of ``proto`` (the model at ``path``) reads a
     file inside ``path``'s folder, within that file's length; declared sizes are limited."""
@@ -56,8 +69,8 @@ def check_external_data(proto: Any, path: Path) -> None:
         target = _io.contained(path.parent, info.get("location", ""), what)
         if target not in sizes:
             if not target.is_file():
-                raise CheckpointError(f"{what}: {info.get('location')!r} does not exist beside "
-                                      "the model")
+                raise CheckpointError(f"{path}: its external data file {info.get('location')} "
+                                      f"is missing (tensor {tensor.name!r})")
             sizes[target] = target.stat().st_size
         try:
             offset = int(info.get("offset", 0))
@@ -78,4 +91,4 @@ def _all_tensors(proto: Any) -> Iterator[Any]:
     return chain(external_data_helper._get_all_tensors(proto), sparse)
 
 
-__all__ = ["check_external_data", "read_onnx"]
+__all__ = ["check_external_data", "check_file", "read_onnx"]

@@ -292,7 +292,8 @@ def measure_torch_error(reference: Runtime, batches: Sequence[dict[str, np.ndarr
                           device=reference.device) as low:
             outputs, _ = _run_batches(low, [_lower(b, dtype) for b in batches])
         outputs = _pair_names(dict(expected), outputs)
-    except Exception as exc:  # noqa: BLE001  (a kernel without fp16 on this device, deepcopy)
+    except Exception as err:  # noqa: BLE001  (a kernel without fp16 on this device, deepcopy)
+        exc = err.__cause__ if isinstance(err, BadInputError) and err.__cause__ else err
         reason = " ".join(str(exc).split())[:200]
         return {}, [f"no {short} precision floor: torch cannot run this model in {dtype} on "
                     f"{reference.device.upper()} ({type(exc).__name__}: {reason}); the spec "
@@ -454,9 +455,9 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
         if inputs is not None:
             feeds, what = load_npz(Path(inputs)), f"{inputs}"
             empty = [k for k, v in feeds.items() if v.size == 0]
-            if not feeds or empty:
-                raise BadInputError(f"--inputs {inputs} holds no samples"
-                                    f"{' for ' + ', '.join(map(repr, empty)) if empty else ''}: "
+            if empty:
+                raise BadInputError(f"--inputs {inputs} holds no samples for "
+                                    f"{', '.join(map(repr, empty))}: "
                                     "an empty check would pass without comparing anything")
         else:
             feeds, what = zoo_inputs(unit, specs)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from gatex.artifacts.onnx_file import read_onnx
+from gatex.artifacts.onnx_file import check_file, read_onnx
 from gatex.errors import (
     BackendUnavailableError,
     BadInputError,
@@ -110,7 +110,7 @@ class OrtRuntime(Runtime):
         if isinstance(source, str):
             if not Path(source).is_file():
                 raise BadInputError(f"ONNX model {source} does not exist or is not a file")
-            read_onnx(source, external_data=False)  # no external data outside its folder
+            check_file(source)  # no external data outside its folder
         elif not isinstance(source, bytes):
             if not hasattr(source, "SerializeToString"):
                 raise BadInputError(f"OrtRuntime needs a path, bytes or onnx.ModelProto; got "

@@ -170,7 +170,7 @@ class TorchRuntime(Runtime):
             except GatexError:
                 raise
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                raise BadInputError(describe_model_failure(feeds, exc)) from None
+                raise BadInputError(describe_model_failure(feeds, exc)) from exc
         self.last_op_calls = tuple(rec.calls)
         self.last_reductions = tuple(sorted(rec.reductions))
         pairs = flatten_outputs(out)
