@@ -18,10 +18,9 @@ import torch
 from onnx import external_data_helper
 from typer.testing import CliRunner
 
-import gatex
 from cli_checks import one_error_line
 from gatex.cli import app
-from gatex.errors import BadInputError, ParameterRangeError
+from gatex.errors import BadInputError
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = '''
