@@ -414,3 +414,18 @@ def test_staged_dir_gets_umask_modes(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "bundle" / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "bundle" / "run.sh").stat().st_mode) == 0o755
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_no_commit_after_an_interrupt_a_library_swallowed(tmp_path: Path, monkeypatch) -> None:
+    """coremltools' import can swallow a KeyboardInterrupt; the interrupt is still recorded,
+    so the artifact is not renamed into place afterwards and its staging file goes."""
+    from gatex import _io
+
+    monkeypatch.setattr(_io, "_interrupted", [])
+    target = tmp_path / "m.onnx"
+    with pytest.raises(KeyboardInterrupt):
+        with _io.staged_file(target) as tmp:
+            tmp.write_bytes(b"model")
+            _io.note_interrupt("SIGINT")     # the handler ran; the library ate its exception
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
