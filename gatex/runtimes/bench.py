@@ -77,6 +77,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -597,7 +598,6 @@ def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
     A worker that crashes, hangs past ``timeout`` or writes no result yields
     ``{"status": "error", "reason": ...}`` naming what happened; nothing escapes this process.
     """
-    from gatex.runtimes.bench_worker import PROGRESS_PREFIX
 
     job_path, result_path = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
     job_path.write_text(json.dumps(job), encoding="utf-8")
@@ -605,10 +605,22 @@ def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     # what the backends leave in TMPDIR (onnxruntime's .ses session file, torch inductor's
-    # cache folder) goes into the bench's own folder, removed with it
-    scratch = workdir / f"{tag}.tmp"
+    # cache folder) goes into a folder of this worker's own, removed when it ends
+    scratch = workdir / f"{tag}-tmpdir"
     scratch.mkdir(exist_ok=True)
     env["TMPDIR"] = str(scratch)
+    try:
+        return _run_worker_process(job_path, result_path, workdir, env, timeout=timeout,
+                                   tag=tag, on_progress=on_progress, row_id=row_id)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_worker_process(job_path: Path, result_path: Path, workdir: Path,
+                        env: dict[str, str], *, timeout: float, tag: str,
+                        on_progress: ProgressCallback | None, row_id: str) -> dict[str, Any]:
+    from gatex.runtimes.bench_worker import PROGRESS_PREFIX
+
     with open(workdir / f"{tag}.stderr", "w+", encoding="utf-8", errors="replace") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gatex.runtimes.bench_worker", str(job_path),
