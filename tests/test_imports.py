@@ -28,3 +28,12 @@ def test_import_gatex_and_help_load_no_optional_backend(run_python):
     assert result == {"help_exit": 0, "heavy": []}
     assert any("Usage" in line for line in help_lines)
     assert "Traceback" not in proc.stderr
+
+
+def test_import_gatex_alone_imports_no_torch(run_python):
+    """``import gatex`` is light (PEP 562 attributes), so the console entry point installs its
+    signal handlers before torch loads; the first use of an attribute brings the rest."""
+    proc = run_python("-c", "import sys, gatex; light = 'torch' not in sys.modules; "
+                            "gatex.export; print(light, 'torch' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
