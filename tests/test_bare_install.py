@@ -9,6 +9,7 @@ so it takes a minute or two; it needs the package index that CI and the README u
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -50,8 +51,12 @@ def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
 def bare(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ folder of a venv holding the gatex wheel and its core dependencies only."""
     root = tmp_path_factory.mktemp("bare")
+    # built from a copy: setuptools writes build/ (and egg-info) into the tree it builds
+    source = root / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", ".pytest_cache", ".hypothesis", "__pycache__"))
     built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                  "-q", "-w", str(root / "dist"), str(REPO)], cwd=root)
+                  "-q", "-w", str(root / "dist"), str(source)], cwd=root)
     assert built.returncode == 0, built.stderr
     wheel = next((root / "dist").glob("gatex-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
