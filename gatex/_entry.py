@@ -10,6 +10,7 @@ this way, and no artifact is committed after it.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,11 +39,17 @@ def _exit_interrupted() -> NoReturn:
     name = _io.interrupted() or "SIGINT"
     _io.remove_staging()
     try:
+        sys.stdout.flush()
         sys.stderr.write(f"error: interrupted ({name})\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-    sys.exit(EXIT_CODES.get(name, 130))
+    # os._exit, not sys.exit: under load, an interrupt during the first 0.2 s (torch
+    # importing) ended with CPython killing itself by SIGINT (exit -2) after this line was
+    # printed, whatever code sys.exit gave (most likely CPython's "unhandled
+    # KeyboardInterrupt" flag, set by an inner run of code during the import). Staging paths
+    # are removed above; nothing else needs the interpreter's shutdown.
+    os._exit(EXIT_CODES.get(name, 130))
 
 
 def _work_is_done() -> None:
