@@ -20,6 +20,14 @@ from gatex import _io
 from gatex.errors import CheckpointError
 
 
+_CHECKED: set[tuple[str, int, int]] = set()   # (resolved path, mtime_ns, size) already checked
+
+
+def _key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
 def read_onnx(path: str | Path, *, external_data: bool = True) -> Any:
     """The ``onnx.ModelProto`` in ``path``; its external data loaded (when asked) only after
     every location was checked to lie inside the model's folder."""
@@ -36,6 +44,7 @@ def read_onnx(path: str | Path, *, external_data: bool = True) -> Any:
         raise CheckpointError(f"{path} is not a readable ONNX model ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:200]})") from None
     check_external_data(proto, path)
+    _CHECKED.add(_key(path))
     if external_data:
         external_data_helper.load_external_data_for_model(proto, str(path.parent))
     return proto
@@ -43,15 +52,19 @@ def read_onnx(path: str | Path, *, external_data: bool = True) -> Any:
 
 def check_file(path: str | Path) -> None:
     """`check_external_data` for the model at ``path`` before a library opens it; a file that
-    does not parse is left to that library, which names what is wrong with it."""
+    does not parse is left to that library, which names what is wrong with it. A file this
+    process already checked, unchanged since (same mtime and size), is not parsed again."""
     import onnx
 
     path = Path(path)
+    if _key(path) in _CHECKED:  # read_onnx checked this very file in this process already
+        return
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001,S110  (the library's own load reports it)
         return
     check_external_data(proto, path)
+    _CHECKED.add(_key(path))
 
 
 def check_external_data(proto: Any, path: Path) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ def load_exported_program(path: str | Path, *, trust_checkpoint: bool = False) -
     import gatex.ops  # noqa: F401  (the program's gatex:: ops must be registered first)
     from gatex.torch_logs import held_torch_logs
 
-    guard = _weights_only_unpickling() if not trust_checkpoint else _nothing()
+    guard = _weights_only_unpickling() if not trust_checkpoint else nullcontext()
     try:
         with held_torch_logs(), guard:  # torch logs a bad file's traceback as a warning
             return torch.export.load(str(path))
@@ -145,11 +145,6 @@ def _weights_only_unpickling() -> Iterator[None]:
         torch.load, torch._C._pickle_load_obj = saved[0], saved[1]
         if saved[2] is not None:
             _package.pickle = saved[2]
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _first_line(exc: BaseException) -> str:

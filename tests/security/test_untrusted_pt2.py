@@ -96,7 +96,7 @@ def test_pickled_weight_in_pt2_runs_no_code(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_second_layer_catches_what_inspection_misses(tmp_path: Path) -> None:
+def test_second_layer_catches_what_inspection_misses(tmp_path: Path, monkeypatch) -> None:
     """With the archive check bypassed, the weights-only unpickling still refuses the payload."""
     from gatex.artifacts import pt2
 
@@ -104,13 +104,9 @@ def test_second_layer_catches_what_inspection_misses(tmp_path: Path) -> None:
     evil = _pickled_weight_program(tmp_path, marker)
     with pytest.raises(UntrustedCheckpointError):
         pt2.inspect_archive(evil)
-    original = pt2.inspect_archive
-    pt2.inspect_archive = lambda path: None
-    try:
-        with pytest.raises(UntrustedCheckpointError, match="needs code to load"):
-            pt2.load_exported_program(evil)
-    finally:
-        pt2.inspect_archive = original
+    monkeypatch.setattr(pt2, "inspect_archive", lambda path: None)
+    with pytest.raises(UntrustedCheckpointError, match="needs code to load"):
+        pt2.load_exported_program(evil)
     assert not marker.exists(), "the payload ran"
     assert torch.load is not None and torch.load.__module__ == "torch.serialization"
 
