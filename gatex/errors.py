@@ -57,6 +57,11 @@ class BackendUnavailableError(GatexError, RuntimeError):
     exit_code = EXIT_BACKEND_UNAVAILABLE
 
 
+class CoremlExportError(BadInputError):
+    """The model cannot be converted to CoreML as asked (an op CoreML cannot take, a target too
+    old, ...)."""
+
+
 class CheckFailedError(GatexError):
     """A parity or regression check ran and failed."""
 

@@ -41,7 +41,7 @@ from torch import nn
 import gatex
 from gatex import _io
 from gatex.errors import BadInputError, GatexError
-from gatex.exporters import onnx_build
+from gatex.ops.lowering import onnx as onnx_build
 from gatex.ops import REGISTRY, OpSpec
 from gatex.torch_logs import held_torch_logs
 

@@ -208,7 +208,7 @@ def engine_plan(plan: dict[str, Any]) -> dict[str, Any]:
 # -- the ONNX ----------------------------------------------------------------------------------
 
 def _variants(proto: Any) -> dict[str, list[dict[str, Any]]]:
-    from gatex.exporters import onnx_build
+    from gatex.ops.lowering import onnx as onnx_build
     from gatex.exporters.onnx import node_params
 
     out: dict[str, list[dict[str, Any]]] = {}
@@ -235,7 +235,7 @@ def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecisi
     import onnx
     from onnx import helper
 
-    from gatex.exporters import onnx_build
+    from gatex.ops.lowering import onnx as onnx_build
     from gatex.exporters.onnx import IR_VERSION, PLUGIN_VERSION, node_params
     from gatex.ops import REGISTRY
 

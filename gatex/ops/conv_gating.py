@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gatex.errors import CoremlExportError
 from gatex.ops._torch import compute_in_fp32, publish
-from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param
+from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param, TensorrtLowering
 
 SOURCE = "https://github.com/cornell-zhang/dnn-gating utils/"
 BN_EPS = 1e-5
@@ -294,7 +295,6 @@ def _pg_conv2d_coreml(m, x, weight, threshold, *, wbits: int = 8, abits: int = 8
                       dilation=(1, 1), groups: int = 1):
     w = m.value(weight)
     if w is None:  # torch.export lifts parameters to constants; a computed weight is refused
-        from gatex.exporters.coreml import CoremlExportError
 
         raise CoremlExportError("PGConv2d: the weight is computed from the input; CoreML export "
                                 "quantises it once at export and needs it constant")
@@ -309,3 +309,8 @@ def _pg_conv2d_coreml(m, x, weight, threshold, *, wbits: int = 8, abits: int = 8
     conv = (stride, padding, dilation, groups)
     out_msb = _conv_coreml(m, msb, w, *conv)
     return _where_gated_coreml(m, out_msb, threshold, _conv_coreml(m, lsb, w, *conv))
+
+
+# TensorRT: the ONNX decomposition (a matmul/convolution TensorRT runs natively; no plugin)
+CG_CONV2D.lowering("tensorrt")(TensorrtLowering(note="not elementwise: no Triton kernel"))
+PG_CONV2D.lowering("tensorrt")(TensorrtLowering(note="not elementwise: no Triton kernel"))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from gatex.ops._torch import compute_in_fp32, publish
-from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param
+from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param, TensorrtLowering
 
 # the CoreML lowering's folded weight W.T = (K * G).T is the const "<kernel var>_folded"
 COREML_WEIGHT_SUFFIX = "_folded"
@@ -89,3 +89,7 @@ def _gated_dense_coreml(m, x, kernel, gates, bias=None, *, activation: str = "li
     if activation in ("relu", "tanh", "sigmoid"):
         return getattr(m, activation)(x=y)
     return y
+
+
+# TensorRT: the ONNX decomposition (a matmul/convolution TensorRT runs natively; no plugin)
+GATED_DENSE.lowering("tensorrt")(TensorrtLowering(note="not elementwise: no Triton kernel"))

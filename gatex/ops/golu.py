@@ -7,7 +7,9 @@ import math
 import torch
 
 from gatex.ops._torch import compute_in_fp32, publish
-from gatex.ops.spec import OpSpec, Param
+from gatex.ops.kernels.plans import Gate as KernelGate, GatePlan, Mix, Value, log_beta
+from gatex.ops.lowering.gates import Gate, register_gate
+from gatex.ops.spec import OpSpec, Param, TensorrtLowering
 
 # The gate is exp(-beta e^{-gamma x}) = exp(-e^t), t = log(beta) - gamma x. Clamping t keeps
 # e^t finite (an inf there is NaN once multiplied by 0, also in the backward) for every beta;
@@ -90,3 +92,14 @@ def _golu_coreml(m, x, *, alpha: float = 1.0, beta: float = 1.0, gamma: float = 
     t = m.minimum(m.add(m.mul(x, -gamma), math.log(beta)), COREML_INNER_EXP_CLAMP)
     gate = m.exp(x=m.mul(m.exp(x=t), -1.0))
     return m.mul(m.mul(x, gate), alpha)
+
+
+GOLU.lowering("tensorrt")(TensorrtLowering(lambda params: GatePlan(
+    "GoLU", Value.ONE, KernelGate.GOLU, Mix.SCALE, two_inputs=False, p_param=None,
+    sigma_from_p=False, clamp_z=False, c0=log_beta(float(params.get("beta", 1.0))),
+    c1=float(params.get("gamma", 1.0)), c2=float(params.get("alpha", 1.0)))))
+
+register_gate(Gate("golu", lambda u: golu_impl(u), lambda b, u: _golu_onnx(b, u),
+                   lambda m, u: _golu_coreml(m, u), reference=lambda u: golu_reference(u),
+                   kernel="GOLU", kernel_constants=(0.0, 1.0, False),
+                   doc="u exp(-exp(-u)): GoLU with its defaults"))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from gatex.ops._torch import compute_in_fp32, publish
-from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param
+from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param, TensorrtLowering
 
 
 def pagru_cell_reference(x: torch.Tensor, h: torch.Tensor, weight_ih: torch.Tensor,
@@ -89,3 +89,7 @@ def _pagru_cell_coreml(m, x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None
     z = m.sigmoid(x=m.mul(m.add(gi_z, gh_z), alpha_z))
     n = m.tanh(x=m.mul(m.add(gi_n, m.mul(r, gh_n)), alpha_h))
     return m.add(n, m.mul(z, m.sub(h, n)))   # (1 - z) n + z h
+
+
+# TensorRT: the ONNX decomposition (a matmul/convolution TensorRT runs natively; no plugin)
+PAGRU_CELL.lowering("tensorrt")(TensorrtLowering(note="not elementwise: no Triton kernel"))

@@ -120,6 +120,28 @@ class Param:
 
 
 @dataclass(frozen=True)
+class TensorrtLowering:
+    """How TensorRT carries an op (``SPEC.lowering("tensorrt")``).
+
+    Every op reaches TensorRT through its ONNX decomposition (the ``onnx`` lowering, inlined
+    into the bundle's graph; TensorRT fuses the pointwise chain). ``plan``, where given, maps
+    the op's scalar parameters to the Triton kernel plan (`gatex.ops.kernels.plans.GatePlan`)
+    that the op's TensorRT plugin runs, and which ``--plugins auto`` chooses where the
+    decomposition is unsafe in the engine's precision (`gatex.ops.kernels.policy`)."""
+
+    plan: Callable[[Mapping[str, Any]], Any] | None = None
+    note: str = ""
+
+    @property
+    def plugin(self) -> bool:
+        return self.plan is not None
+
+    def describe(self) -> str:
+        how = "plugin (Triton kernel) or decomposition" if self.plugin else "decomposition"
+        return how + (f"; {self.note}" if self.note else "")
+
+
+@dataclass(frozen=True)
 class OpSpec:
     """One gated op.
 

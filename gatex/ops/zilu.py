@@ -11,7 +11,9 @@ import math
 import torch
 
 from gatex.ops._torch import compute_in_fp32, publish
-from gatex.ops.spec import OpSpec, Param
+from gatex.ops.kernels.plans import Gate as KernelGate, Value, sigma_plan
+from gatex.ops.lowering.gates import Gate, register_gate
+from gatex.ops.spec import OpSpec, Param, TensorrtLowering
 
 SOURCE = "https://github.com/mingikang31/ZiLU-Activation Models/activation.py"
 SIGMA = Param("sigma", 1.0, "sharpness of the gate (upstream modules learn it, init 5.0)",
@@ -125,42 +127,51 @@ def zilu_approx_impl(x: torch.Tensor, *, sigma: torch.Tensor | float = 1.0) -> t
 
 
 def _spec(name: str, torch_name: str, summary: str, formula: str, reference, impl,
-          hazards: str = "") -> OpSpec:
-    return publish(OpSpec(
+          hazards: str = "", *, kernel: tuple[KernelGate, Value]) -> OpSpec:
+    """One ZiLU-family op; ``kernel`` is (gate, value) of its Triton plan (TensorRT plugin)."""
+    spec = publish(OpSpec(
         name=name, torch_name=torch_name, family="zilu", summary=summary, formula=formula,
         source=f"{SOURCE} ({name})", inputs=("x",), params=(SIGMA,), reference=reference,
         impl=impl, hazards=hazards,
     ), "(Tensor x, Tensor sigma) -> Tensor")
+    spec.lowering("tensorrt")(TensorrtLowering(sigma_plan(name, *kernel)))
+    return spec
 
 
 GELU_S = _spec("GELU_s", "gelu_s", "GELU with a sharpness parameter.",
                "x * 0.5 * (1 + erf(sigma * x / sqrt(2)))", gelu_s_reference, gelu_s_impl,
-               hazards="1 + erf(w) cancels for w << 0: impl uses erfc(-w).")
+               hazards="1 + erf(w) cancels for w << 0: impl uses erfc(-w).",
+    kernel=(KernelGate.PHI, Value.V))
 SILU_S = _spec("SiLU_s", "silu_s", "SiLU with a sharpness parameter.",
-               "x * sigmoid(sigma * x)", silu_s_reference, silu_s_impl)
+               "x * sigmoid(sigma * x)", silu_s_reference, silu_s_impl,
+    kernel=(KernelGate.SIGMOID, Value.V))
 ARCTAN = _spec("ArcTan", "arctan", "The arctan gate alone (values in (0, 1)).",
                "0.5 + atan(sigma * x) / pi", arctan_reference, arctan_impl,
                hazards="0.5 + atan(sigma x)/pi loses its relative accuracy for sigma x << 0: "
-                       "impl uses -atan(1/(sigma x))/pi for sigma x < -1.")
+                       "impl uses -atan(1/(sigma x))/pi for sigma x < -1.",
+    kernel=(KernelGate.ARCTAN, Value.ONE))
 ARCTAN_APPROX = _spec(
     "ArcTan_Approx", "arctan_approx", "Rational approximation of the arctan gate.",
     "(0.5 + max(sigma * x, 0)) / (1 + |sigma * x|) = 0.5 * (1 + softsign(sigma * x))",
     arctan_approx_reference, arctan_approx_impl,
-    hazards="sigma x overflowing to inf gives inf / inf: impl clamps sigma x.")
+    hazards="sigma x overflowing to inf gives inf / inf: impl clamps sigma x.",
+    kernel=(KernelGate.ARCTAN_APPROX, Value.ONE))
 ZILU = _spec("ZiLU", "zilu", "x gated by the arctan gate.",
              "x * (0.5 + atan(sigma * x) / pi)", zilu_reference, zilu_impl,
              hazards="0.5 + atan(sigma x)/pi cancels for sigma x << 0 (ZiLU tends to "
                      "-1/(pi sigma) there): for sigma x < -1 impl computes "
                      "-(1/(pi sigma)) atan(w)/w with w = 1/(sigma x), never forming x times a "
                      "vanishing gate, so the limit holds even where sigma x overflows (and at "
-                     "x = -inf, where the formula gives NaN).")
+                     "x = -inf, where the formula gives NaN).",
+    kernel=(KernelGate.ARCTAN, Value.V))
 ZILU_APPROX = _spec(
     "ZiLU_Approx", "zilu_approx", "x gated by the rational arctan approximation.",
     "x * (0.5 + max(sigma * x, 0)) / (1 + |sigma * x|)", zilu_approx_reference, zilu_approx_impl,
     hazards="sigma x overflowing to inf gives inf / inf = NaN upstream: impl clamps sigma x "
             "(computing in fp32); the softsign form would cancel to 0 for sigma x << 0. For "
             "sigma x < -1 impl computes (0.5/sigma) / (1/(sigma x) - 1): the limit -0.5/sigma "
-            "holds where sigma x overflows and at x = -inf.")
+            "holds where sigma x overflows and at x = -inf.",
+    kernel=(KernelGate.ARCTAN_APPROX, Value.V))
 
 
 # ONNX lowerings: the fewest native ops (onnxruntime runs one memory pass per op; pass counts
@@ -200,7 +211,7 @@ def _zilu_approx_tail_safe(b, x: str, sigma) -> str:
     # 100x off at x = -60000, sigma = 100), and at x = +-inf; x = 0 gives 0, sigma = 0 x / 2.
     # For a run-time sigma (its sign unknown) or a huge 0.5/sigma. 8 cheap passes (it selected
     # with Greater + Where, which measured 16x a Relu pass on onnxruntime CPU).
-    from gatex.exporters.onnx_build import Sym
+    from gatex.ops.lowering.onnx import Sym
 
     if isinstance(sigma, Sym):
         sign = Sym(b, b.op("Sign", _nonzero(b, sigma, 1.0).name))
@@ -233,7 +244,7 @@ def _arctan_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
 
 @ZILU.lowering("onnx")
 def _zilu_onnx(b, x: str, *, sigma: float = 1.0) -> str:
-    from gatex.exporters.onnx_build import Sym
+    from gatex.ops.lowering.onnx import Sym
 
     if isinstance(sigma, Sym):                # read at run time: its sign unknown here
         return _zilu_runtime_sigma(b, x, sigma)
@@ -291,7 +302,7 @@ def _nonzero(b, sigma, stand_in: float):
     """A run-time sigma (a float32 scalar) with 0 replaced by ``stand_in``: a scalar Where."""
     import onnx
 
-    from gatex.exporters.onnx_build import Sym
+    from gatex.ops.lowering.onnx import Sym
 
     fp32 = onnx.TensorProto.FLOAT
     zero = b.op("Equal", sigma.name, b.const(0.0, fp32))
@@ -387,3 +398,14 @@ def _zilu_coreml(m, x, *, sigma=1.0):
 def _zilu_approx_coreml(m, x, *, sigma=1.0):
     q = m.div(m.mul(m.sign(x=x), 0.5), m.add(m.div(1.0, m.abs(x=x)), _abs(m, sigma)))
     return m.select(m.greater(m.mul(x, sigma), 0.0), m.sub(x, q), q)
+
+
+register_gate(Gate("arctan", lambda u: arctan_impl(u), lambda b, u: _arctan_onnx(b, u),
+                   lambda m, u: _arctan_coreml(m, u), reference=lambda u: arctan_reference(u),
+                   kernel="ARCTAN", kernel_constants=(1.0, 1.0, True), lo=0.0, hi=1.0,
+                   doc="0.5 + atan(u) / pi: ArcTan with sigma 1"))
+register_gate(Gate("arctan_approx", lambda u: arctan_approx_impl(u),
+                   lambda b, u: _arctan_approx_onnx(b, u), lambda m, u: _arctan_approx_coreml(m, u),
+                   reference=lambda u: arctan_approx_reference(u), kernel="ARCTAN_APPROX",
+                   kernel_constants=(1.0, 1.0, True), lo=0.0, hi=1.0,
+                   doc="(0.5 + relu(u)) / (1 + |u|): ArcTan_Approx with sigma 1"))

@@ -17,6 +17,7 @@ import torch
 
 import gatex.ops  # noqa: F401  (registers every op)
 from gatex.ops import REGISTRY, OpSpec
+from gatex.ops.lowering.gates import CATALOGUE
 from gatex.ops.spec import Tolerance
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
@@ -129,8 +130,15 @@ CASES: list[Case] = [
     *(Case(n, {"alpha": a}) for n in ("paGLU", "paGTU", "paReGLU", "paGELU", "paMishU", "paSiLU")
       for a in (0.0, 0.5, 1.0, 0.3)),
     Case("paSwishU", {"alpha": 0.5, "beta": 1.0}), Case("paSwishU", {"alpha": 0.8, "beta": 2.5}),
-    *(Case("paUnit", {"alpha": 0.6, "gate": g}) for g in PAUNIT_GATES),
+    *(Case("paUnit", {"alpha": a, "gate": g}) for g in PAUNIT_GATES for a in (0.6, 1.0)),
 ]
+# Every op at its defaults and paUnit with every gate at its default alpha, derived from the
+# registry and the gate catalogue, so a new op or gate is covered without an edit here (paUnit
+# at 0.5 with tanh or softsign is where alpha g + 1 - alpha cancels, gatex.ops.lowering.gates).
+CASES += [Case(name) for name in ELEMENTWISE]
+CASES += [Case("paUnit", {"gate": g}) for g in CATALOGUE]
+CASES = list({(c.name, tuple(sorted((c.spec.defaults() | c.params).items()))): c
+              for c in CASES}.values())  # a default case that repeats an explicit one goes
 assert {c.name for c in CASES} == set(ELEMENTWISE), "every elementwise op needs a case"
 
 

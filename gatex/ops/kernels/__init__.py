@@ -20,7 +20,7 @@ import importlib.util
 from collections.abc import Callable
 from typing import Any
 
-from gatex.ops.kernels.plans import KERNEL_OPS, GatePlan, has_kernel, plan_for
+from gatex.ops.kernels.plans import GatePlan, has_kernel, kernel_ops, plan_for
 
 _REGISTERED: dict[str, set[str]] = {}
 
@@ -88,7 +88,7 @@ def register_cuda_kernels(*, device_type: str = "cuda", force: bool = False) -> 
     from gatex.ops import REGISTRY
 
     new = []
-    for op in KERNEL_OPS:
+    for op in kernel_ops():
         if op in done:
             continue
         torch.library.register_kernel(REGISTRY.get(op).torch_qualname, device_type, cuda_kernel(op))
@@ -97,5 +97,12 @@ def register_cuda_kernels(*, device_type: str = "cuda", force: bool = False) -> 
     return tuple(new)
 
 
-__all__ = ["KERNEL_OPS", "GatePlan", "cuda_kernel", "has_kernel", "kernel_status", "plan_for",
+def __getattr__(name: str) -> Any:
+    if name == "KERNEL_OPS":  # derived from the specs when asked (`plans.kernel_ops`)
+        return kernel_ops()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["KERNEL_OPS", "GatePlan", "cuda_kernel", "has_kernel", "kernel_ops", "kernel_status",
+           "plan_for",
            "register_cuda_kernels", "triton_installed"]

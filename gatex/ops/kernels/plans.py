@@ -10,17 +10,23 @@ The plan names V, g and M and the scalars; the kernels (`triton_gates`) switch o
 compile time, so each op compiles to its own straight-line code with no branch left. This module
 imports neither triton nor torch's CUDA: it is the part of the kernels that CPU tests can check.
 The math of each gate follows the op's torch ``impl`` in ``gatex/ops/<family>.py`` (the truth).
+
+No op is named here: each elementwise op file registers its plan maker as its ``tensorrt``
+lowering (`gatex.ops.spec.TensorrtLowering`, built with `alpha_plan` / `sigma_plan`), and a
+catalogued gate names its kernel gate (`gatex.ops.lowering.gates.Gate.kernel`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from gatex.errors import BadInputError
+from gatex.errors import BadInputError, GatexError
+from gatex.ops.lowering.gates import CATALOGUE
+from gatex.ops.registry import REGISTRY
 
 
 class Value(IntEnum):
@@ -53,7 +59,8 @@ class Mix(IntEnum):
     """M(g): how the gate enters the product."""
 
     NONE = 0     # g
-    ALPHA = 1    # p g + (1 - p), p = alpha (a tensor: scalar or per channel)
+    ALPHA = 1    # p g + (1 - p), p = alpha (a tensor: scalar or per channel); with LIFT, for
+                 # p <= 0.5: p (g + 1) + (1 - 2p), g + 1 computed without cancellation
     SCALE = 2    # c2 g (GoLU's alpha)
 
 
@@ -72,55 +79,71 @@ class GatePlan:
     c0: float = 1.0
     c1: float = 1.0
     c2: float = 1.0
+    lift: bool = False       # Mix.ALPHA with the lifted gate g + 1 where p <= 0.5 (gates.py)
 
     def constexprs(self) -> dict[str, Any]:
         """The compile-time switches every kernel of the family takes."""
         return {"VALUE": int(self.value), "GATE": int(self.gate), "MIX": int(self.mix),
-                "SIGMA_FROM_P": self.sigma_from_p, "CLAMP_Z": self.clamp_z}
+                "SIGMA_FROM_P": self.sigma_from_p, "CLAMP_Z": self.clamp_z, "LIFT": self.lift}
 
 
-# paUnit's gate names (gatex.ops.pagating.GATES) -> (gate, c0, c1, clamp_z); golu with its
-# defaults (log beta = 0, gamma = 1), the arctan gates with sigma = 1 (clamped like impl's _z)
-NAMED_GATES: Mapping[str, tuple[Gate, float, float, bool]] = {
-    "sigmoid": (Gate.SIGMOID, 1.0, 1.0, False),
-    "tanh": (Gate.TANH, 1.0, 1.0, False),
-    "relu": (Gate.RELU, 1.0, 1.0, False),
-    "gelu": (Gate.GELU, 1.0, 1.0, False),
-    "gelu_tanh": (Gate.GELU_TANH, 1.0, 1.0, False),
-    "mish": (Gate.MISH, 1.0, 1.0, False),
-    "silu": (Gate.SWISH, 1.0, 1.0, False),
-    "softsign": (Gate.SOFTSIGN, 1.0, 1.0, False),
-    "golu": (Gate.GOLU, 0.0, 1.0, False),
-    "arctan": (Gate.ARCTAN, 1.0, 1.0, True),
-    "arctan_approx": (Gate.ARCTAN_APPROX, 1.0, 1.0, True),
-}
+def named_gate(name: str) -> tuple[Gate, float, float, bool, bool]:
+    """(kernel gate, c0, c1, clamp_z, lift) of the catalogued gate ``name``
+    (`gatex.ops.lowering.gates`); `BadInputError` for a gate the kernel lacks."""
+    try:
+        gate = CATALOGUE[name]
+    except GatexError as exc:
+        raise BadInputError(str(exc)) from None
+    if gate.kernel is None:
+        raise BadInputError(f"gate {name!r} has no Triton kernel; the gates that do: "
+                            f"{', '.join(n for n, g in CATALOGUE.items() if g.kernel)}")
+    if gate.lifted and gate.lo != -1.0:
+        raise BadInputError(f"gate {name!r}: the kernel lifts only gates bounded below by -1")
+    c0, c1, clamp = gate.kernel_constants
+    return Gate[gate.kernel], c0, c1, clamp, gate.lifted
 
-# paGating units -> (gate name, value transform)
-PAGATING_UNITS: Mapping[str, tuple[str, Value]] = {
-    "paGLU": ("sigmoid", Value.V),
-    "paGTU": ("tanh", Value.TANH),
-    "paReGLU": ("relu", Value.V),
-    "paGELU": ("gelu", Value.V),
-    "paMishU": ("mish", Value.V),
-    "paSiLU": ("silu", Value.V),
-}
 
-# ZiLU family -> (gate, value transform): all gate clamp(sigma x)
-ZILU_OPS: Mapping[str, tuple[Gate, Value]] = {
-    "GELU_s": (Gate.PHI, Value.V),
-    "SiLU_s": (Gate.SIGMOID, Value.V),
-    "ArcTan": (Gate.ARCTAN, Value.ONE),
-    "ArcTan_Approx": (Gate.ARCTAN_APPROX, Value.ONE),
-    "ZiLU": (Gate.ARCTAN, Value.V),
-    "ZiLU_Approx": (Gate.ARCTAN_APPROX, Value.V),
-}
+def kernel_gates() -> dict[str, tuple[Gate, float, float, bool, bool]]:
+    """Every catalogued gate the kernel computes, by name (derived from the catalogue)."""
+    return {name: named_gate(name) for name, g in CATALOGUE.items() if g.kernel}
 
-KERNEL_OPS: tuple[str, ...] = ("GoLU", *ZILU_OPS, *PAGATING_UNITS, "paSwishU", "paUnit")
-"""Every elementwise gatex op: each has a Triton kernel (and a TensorRT plugin)."""
+
+def alpha_plan(op: str, gate: str | None = None, value: Value = Value.V
+               ) -> Callable[[Mapping[str, Any]], GatePlan]:
+    """The plan maker of a paGating op: ``value`` times the alpha mix of ``gate`` (None: the
+    ``gate`` parameter names it, as paUnit's does)."""
+    def plan(params: Mapping[str, Any]) -> GatePlan:
+        kernel_gate, c0, c1, clamp, lift = named_gate(gate or params.get("gate", "sigmoid"))
+        return GatePlan(op, value, kernel_gate, Mix.ALPHA, two_inputs=True, p_param="alpha",
+                        sigma_from_p=False, clamp_z=clamp, c0=c0, c1=c1, lift=lift)
+
+    return plan
+
+
+def sigma_plan(op: str, gate: Gate, value: Value) -> Callable[[Mapping[str, Any]], GatePlan]:
+    """The plan maker of a ZiLU-family op: ``value`` times ``gate`` of clamp(sigma x)."""
+    def plan(params: Mapping[str, Any]) -> GatePlan:
+        return GatePlan(op, value, gate, Mix.NONE, two_inputs=False, p_param="sigma",
+                        sigma_from_p=True, clamp_z=True)
+
+    return plan
+
+
+def kernel_ops() -> tuple[str, ...]:
+    """Every op with a Triton kernel (and a TensorRT plugin): those whose ``tensorrt`` lowering
+    has a plan, in registry order."""
+    return tuple(spec.name for spec in REGISTRY
+                 if getattr(spec.lowerings.get("tensorrt"), "plugin", False))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KERNEL_OPS":  # derived when asked: op files register after this module loads
+        return kernel_ops()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def has_kernel(op: str) -> bool:
-    return op in KERNEL_OPS
+    return op in kernel_ops()
 
 
 def log_beta(beta: float) -> float:
@@ -129,34 +152,14 @@ def log_beta(beta: float) -> float:
 
 
 def plan_for(op: str, params: Mapping[str, Any]) -> GatePlan:
-    """The plan of ``op`` (a spec name) for its scalar ``params`` (tensor ones are ignored).
+    """The plan of ``op`` (a spec name) for its scalar ``params`` (tensor ones are ignored),
+    from the op's ``tensorrt`` lowering.
 
     >>> plan_for("paGLU", {}).gate
     <Gate.SIGMOID: 0>
     """
-    if op in PAGATING_UNITS or op in ("paSwishU", "paUnit"):
-        if op == "paSwishU":
-            gate, c0, c1, clamp = Gate.SWISH, float(params.get("beta", 1.0)), 1.0, False
-            value = Value.V
-        elif op == "paUnit":
-            name = params.get("gate", "sigmoid")
-            if name not in NAMED_GATES:
-                raise BadInputError(f"paUnit gate {name!r} has no kernel; known: "
-                                    f"{', '.join(NAMED_GATES)}")
-            (gate, c0, c1, clamp), value = NAMED_GATES[name], Value.V
-        else:
-            name, value = PAGATING_UNITS[op]
-            gate, c0, c1, clamp = NAMED_GATES[name]
-        return GatePlan(op, value, gate, Mix.ALPHA, two_inputs=True, p_param="alpha",
-                        sigma_from_p=False, clamp_z=clamp, c0=c0, c1=c1)
-    if op == "GoLU":
-        return GatePlan(op, Value.ONE, Gate.GOLU, Mix.SCALE, two_inputs=False, p_param=None,
-                        sigma_from_p=False, clamp_z=False,
-                        c0=log_beta(float(params.get("beta", 1.0))),
-                        c1=float(params.get("gamma", 1.0)), c2=float(params.get("alpha", 1.0)))
-    if op in ZILU_OPS:
-        gate, value = ZILU_OPS[op]
-        return GatePlan(op, value, gate, Mix.NONE, two_inputs=False, p_param="sigma",
-                        sigma_from_p=True, clamp_z=True)
-    raise BadInputError(f"op {op!r} has no Triton kernel; the elementwise ops that do: "
-                        f"{', '.join(KERNEL_OPS)}")
+    lowering = REGISTRY.get(op).lowerings.get("tensorrt") if op in REGISTRY else None
+    if lowering is None or lowering.plan is None:
+        raise BadInputError(f"op {op!r} has no Triton kernel; the elementwise ops that do: "
+                            f"{', '.join(kernel_ops())}")
+    return lowering.plan(params)

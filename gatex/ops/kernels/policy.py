@@ -124,7 +124,7 @@ def _measure(op: str, params_key: tuple[tuple[str, Any], ...], precision: str
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
-    from gatex.exporters import onnx_build
+    from gatex.ops.lowering import onnx as onnx_build
     from gatex.ops import REGISTRY
 
     spec = REGISTRY.get(op)

@@ -52,7 +52,7 @@ INV_SQRT2 = tl.constexpr(0.7071067811865476)
 TWO_SQRT_2_OVER_PI = tl.constexpr(1.5957691216057308)  # 2 sqrt(2 / pi)
 GOLU_INNER_CLAMP = tl.constexpr(80.0)      # gatex.ops.golu.INNER_EXP_CLAMP
 GOLU_GAMMA_X_CLAMP = tl.constexpr(1000.0)  # gatex.ops.golu.GAMMA_X_CLAMP
-GELU_LEFT_CLAMP = tl.constexpr(-40.0)      # gatex.ops.pagating._gelu_erfc
+GELU_LEFT_CLAMP = tl.constexpr(-40.0)      # gatex.ops.lowering.gates.GELU_LEFT_CLAMP
 MISH_THRESHOLD = tl.constexpr(20.0)        # torch softplus threshold
 
 
@@ -154,8 +154,19 @@ def _gate(z, c0, c1, GATE: tl.constexpr):
 
 
 @triton.jit
+def _lifted(z, GATE: tl.constexpr):
+    # g(z) + 1 without cancellation for the gates bounded below by -1 (gatex.ops.lowering.gates):
+    # tanh + 1 = 2 sigmoid(2z), softsign + 1 = 2 (0.5 + max(z, 0)) / (1 + |z|)
+    if GATE == G_TANH:
+        s = 2.0 * _sigmoid(2.0 * z)
+    else:  # G_SOFTSIGN
+        s = 2.0 * ((0.5 + tl.where(z < 0.0, 0.0, z)) / (1.0 + tl.abs(z)))
+    return s
+
+
+@triton.jit
 def _gated(v, u, p, c0, c1, c2, VALUE: tl.constexpr, GATE: tl.constexpr, MIX: tl.constexpr,
-           SIGMA_FROM_P: tl.constexpr, CLAMP_Z: tl.constexpr):
+           SIGMA_FROM_P: tl.constexpr, CLAMP_Z: tl.constexpr, LIFT: tl.constexpr):
     """y = V(v) * M(g(z)) in fp32 (gatex.ops.kernels.plans)."""
     if SIGMA_FROM_P:
         z = u * p
@@ -166,6 +177,8 @@ def _gated(v, u, p, c0, c1, c2, VALUE: tl.constexpr, GATE: tl.constexpr, MIX: tl
     g = _gate(z, c0, c1, GATE)
     if MIX == M_ALPHA:
         m = p * g + (1.0 - p)
+        if LIFT:  # p <= 0.5: every term >= 0, nothing cancels where p g ~ p - 1
+            m = tl.where(p <= 0.5, p * _lifted(z, GATE) + (1.0 - 2.0 * p), m)
     elif MIX == M_SCALE:
         m = c2 * g
     else:
@@ -215,7 +228,7 @@ def gated_strided_kernel(out_ptr, v_ptr, u_ptr, p_ptr, n, d1, d2, d3,
                          c0, c1, c2,
                          NDIM: tl.constexpr, TWO_INPUTS: tl.constexpr, HAS_P: tl.constexpr,
                          VALUE: tl.constexpr, GATE: tl.constexpr, MIX: tl.constexpr,
-                         SIGMA_FROM_P: tl.constexpr, CLAMP_Z: tl.constexpr,
+                         SIGMA_FROM_P: tl.constexpr, CLAMP_Z: tl.constexpr, LIFT: tl.constexpr,
                          WIDE: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     if WIDE:  # 64-bit offsets only where a tensor spans 2^31 elements
@@ -235,7 +248,7 @@ def gated_strided_kernel(out_ptr, v_ptr, u_ptr, p_ptr, n, d1, d2, d3,
                     other=0.0).to(tl.float32)
     else:
         p = 0.0
-    y = _gated(v, u, p, c0, c1, c2, VALUE, GATE, MIX, SIGMA_FROM_P, CLAMP_Z)
+    y = _gated(v, u, p, c0, c1, c2, VALUE, GATE, MIX, SIGMA_FROM_P, CLAMP_Z, LIFT)
     tl.store(out_ptr + i, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -243,11 +256,11 @@ def gated_strided_kernel(out_ptr, v_ptr, u_ptr, p_ptr, n, d1, d2, d3,
 def gated_flat1_kernel(x_ptr, n, out_ptr, P: tl.constexpr, C0: tl.constexpr, C1: tl.constexpr,
                        C2: tl.constexpr, VALUE: tl.constexpr, GATE: tl.constexpr,
                        MIX: tl.constexpr, SIGMA_FROM_P: tl.constexpr, CLAMP_Z: tl.constexpr,
-                       BLOCK: tl.constexpr):
+                       LIFT: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
     x = tl.load(x_ptr + i, mask=mask, other=0.0).to(tl.float32)
-    y = _gated(x, x, P, C0, C1, C2, VALUE, GATE, MIX, SIGMA_FROM_P, CLAMP_Z)
+    y = _gated(x, x, P, C0, C1, C2, VALUE, GATE, MIX, SIGMA_FROM_P, CLAMP_Z, LIFT)
     tl.store(out_ptr + i, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -255,10 +268,10 @@ def gated_flat1_kernel(x_ptr, n, out_ptr, P: tl.constexpr, C0: tl.constexpr, C1:
 def gated_flat2_kernel(v_ptr, u_ptr, n, out_ptr, P: tl.constexpr, C0: tl.constexpr,
                        C1: tl.constexpr, C2: tl.constexpr, VALUE: tl.constexpr,
                        GATE: tl.constexpr, MIX: tl.constexpr, SIGMA_FROM_P: tl.constexpr,
-                       CLAMP_Z: tl.constexpr, BLOCK: tl.constexpr):
+                       CLAMP_Z: tl.constexpr, LIFT: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
     v = tl.load(v_ptr + i, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(u_ptr + i, mask=mask, other=0.0).to(tl.float32)
-    y = _gated(v, u, P, C0, C1, C2, VALUE, GATE, MIX, SIGMA_FROM_P, CLAMP_Z)
+    y = _gated(v, u, P, C0, C1, C2, VALUE, GATE, MIX, SIGMA_FROM_P, CLAMP_Z, LIFT)
     tl.store(out_ptr + i, y.to(out_ptr.dtype.element_ty), mask=mask)

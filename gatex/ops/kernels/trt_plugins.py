@@ -19,15 +19,16 @@ import functools
 from typing import Any
 
 from gatex.errors import BackendUnavailableError
-from gatex.ops.kernels.plans import KERNEL_OPS, plan_for
+from gatex.ops.kernels.plans import kernel_ops, plan_for
 
 
-def plugin_table(ops: tuple[str, ...] = KERNEL_OPS) -> list[dict[str, Any]]:
-    """``{"name", "inputs", "attributes": {name: "float" | "str"}}`` per plugin, from the specs."""
+def plugin_table(ops: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """``{"name", "inputs", "attributes": {name: "float" | "str"}}`` per plugin, from the specs
+    (default: every op with a kernel)."""
     from gatex.ops import REGISTRY
 
     table = []
-    for op in ops:
+    for op in kernel_ops() if ops is None else ops:
         spec = REGISTRY.get(op)
         attrs = {p.name: "str" if p.kind is str else "float" for p in spec.params}
         table.append({"name": spec.name, "inputs": list(spec.inputs), "attributes": attrs})
@@ -88,7 +89,7 @@ def jit_impl(op: str) -> Any:
     return run
 
 
-def register_trt_plugins(ops: tuple[str, ...] = KERNEL_OPS, *, jit: bool = True) -> list[str]:
+def register_trt_plugins(ops: tuple[str, ...] | None = None, *, jit: bool = True) -> list[str]:
     """Define every op of ``ops`` as a TensorRT plugin in this process, its AOT kernels compiled
     for this GPU; returns the plugin ids. Plugins are defined once per process (TensorRT's
     registry takes one definition), see `trt_bundle.define_plugins`."""

@@ -18,7 +18,8 @@ import numpy as np
 import onnx
 from onnx import defs, helper
 
-from gatex.ops import REGISTRY, OpSpec, Param
+from gatex.ops.registry import REGISTRY
+from gatex.ops.spec import OpSpec, Param
 
 DOMAIN = "gatex"
 DOMAIN_VERSION = 1
