@@ -12,7 +12,7 @@ torch and the pruned-weights check on):
 - ``sparse``: ``sparse_weights=True`` (gates folded into the kernels, K * G, and every
   initializer that COO storage makes smaller moved to ``graph.sparse_initializer``).
 
-The per-weight stored bytes come from `gatex.runtimes.inspect.inspect_artifact` (what
+The per-weight stored bytes come from `gatex.artifacts.inspect.inspect_artifact` (what
 ``gatex inspect`` prints: values plus int64 indices for a sparse initializer). "Gated-weight
 bytes" are the ``<layer>.kernel`` initializers of the GatedDense layers; the gates (``.gates``)
 are reported separately (the exporter keeps them; in the sparse file they are 0/1 and stored
@@ -71,7 +71,7 @@ def measure(model: Any, ids: torch.Tensor, mask: torch.Tensor, out_dir: Path) ->
     import onnxruntime as ort
 
     import gatex
-    from gatex.runtimes.inspect import inspect_artifact
+    from gatex.artifacts.inspect import inspect_artifact
 
     gated = set(model.gated_layers())
     results = {k: gatex.export(model, (ids, mask), out_dir=out_dir, name=f"bert-{k}",

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gatex._version import __version__
 from gatex.errors import GatexError
 
-_LAZY = {"ops": ("gatex.ops", None), "export": ("gatex.exporters", "export"),
+_LAZY = {"ops": ("gatex.ops", None), "export": ("gatex.pipeline", "export"),
          "load_model": ("gatex.loading", "load_model"),
          "read_checkpoint": ("gatex.loading", "read_checkpoint")}
 
@@ -35,14 +36,14 @@ def __getattr__(name: str) -> Any:
 def parity(artifact: str, **options: object) -> object:
     """Parity of an exported artifact against its torch reference (`gatex parity` in Python).
 
-    Options as `gatex.runtimes.check_artifact`: unit=, model=, weights=, inputs=, dtype=, rtol=,
+    Options as `gatex.pipeline.check_artifact`: unit=, model=, weights=, inputs=, dtype=, rtol=,
     atol=, locate=, precision_floor= (default True: an fp16/bf16 artifact's atol is at least 2x
     the atol torch's own run in that precision needs). Returns a `ParityResult`, truthy when
     every output passes.
     """
     from pathlib import Path
 
-    from gatex.runtimes import check_artifact
+    from gatex.pipeline.check import check_artifact
 
     return check_artifact(Path(artifact), **options)
 
@@ -50,21 +51,19 @@ def parity(artifact: str, **options: object) -> object:
 def bench(*artifacts: str, **options: object) -> object:
     """Latency, memory, load time and size on each backend (`gatex bench` in Python).
 
-    Options as `gatex.runtimes.bench.bench`: unit=, model=, backends= ("all" or "torch,ort"),
+    Options as `gatex.bench.run.bench`: unit=, model=, backends= ("all" or "torch,ort"),
     batch_size=, warmup=, iterations= or duration=, threads=, device=, baseline=,
     max_regression=. Each backend runs in its own process; returns a `BenchResult` (torch eager
     is the reference row), truthy when no backend failed and nothing regressed.
 
     >>> result = gatex.bench(unit="GoLU", backends="torch,ort", iterations=50)
     """
-    from gatex.runtimes.bench import bench as run_bench
+    from gatex.bench.run import bench as run_bench
 
     if len(artifacts) == 1 and isinstance(artifacts[0], (list, tuple)):
         artifacts = tuple(artifacts[0])    # gatex.bench([a, b]) as gatex.bench(a, b)
     return run_bench(artifacts, **options)  # type: ignore[arg-type]
 
-
-__version__ = "0.1.0"
 
 __all__ = ["GatexError", "bench", "export", "ops", "parity", "__version__", "load_model",
            "read_checkpoint"]

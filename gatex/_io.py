@@ -10,13 +10,16 @@ Files are created with the user's umask (``0644`` under ``umask 022``), as ``ope
 
 from __future__ import annotations
 
+import math
+
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from gatex.errors import BadInputError
 
@@ -258,3 +261,15 @@ def contained(root: str | Path, relative: str, what: str) -> Path:
 __all__ = ["LIMITS", "check_size", "contained", "interrupted",
            "max_bytes", "note_interrupt", "private_tempdir", "registered", "remove_staging", "staged_dir",
            "staged_file", "write_bytes_atomic", "write_text_atomic"]
+
+
+def json_safe(value: Any, nonfinite: Callable[[float], Any]) -> Any:
+    """``value`` (dicts, lists and tuples walked) with every non-finite float replaced by
+    ``nonfinite(x)``: strict JSON has no Infinity or NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return nonfinite(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v, nonfinite) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, nonfinite) for v in value]
+    return value

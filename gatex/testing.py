@@ -26,7 +26,7 @@ import numpy as np
 from gatex.errors import BadInputError
 from gatex.ops.spec import Tolerance
 from gatex.runtimes.base import Runtime
-from gatex.runtimes.parity import ParityResult
+from gatex.parity import ParityResult
 
 
 def as_runtime(obj: Any) -> Runtime:
@@ -75,12 +75,12 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
     artifact's output dtype); ``tolerance`` (a `Tolerance` or ``(rtol, atol)``) replaces them
     and is reported as yours. An fp16/bf16 artifact checked against an ``nn.Module`` gets the
     precision floor (each atol at least 2x the atol the module's own fp16/bf16 run needs; see
-    `gatex.runtimes.compare_runtimes`) unless ``precision_floor=False``. Returns the
+    `gatex.pipeline.compare_runtimes`) unless ``precision_floor=False``. Returns the
     `ParityResult`; raises AssertionError when any output fails: the one-line verdict
     (`ParityResult.summary`), then the parity table.
     """
-    from gatex.runtimes.check import compare_runtimes
-    from gatex.runtimes.report import render_text
+    from gatex.pipeline.check import compare_runtimes
+    from gatex.parity.report import render_text
 
     if isinstance(tolerance, tuple):
         tolerance = Tolerance(*tolerance)

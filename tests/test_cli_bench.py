@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gatex.cli import app
-from gatex.runtimes import bench as bench_module
-from gatex.runtimes.bench import SCHEMA, BenchResult, add_relative, compare_baseline
+from gatex.bench import run as bench_module
+from gatex.bench.schema import SCHEMA, BenchResult, add_relative, compare_baseline
 from cli_checks import one_error_line
 
 WIDE = {"COLUMNS": "200"}
@@ -193,7 +193,7 @@ def test_unit_end_to_end_lists_every_backend(tmp_path):
 
 
 def test_bench_refuses_a_plugin_onnx_in_one_line(tmp_path):
-    from gatex.exporters import export
+    from gatex.pipeline import export
 
     path = export("GoLU", to="onnx", flavor="plugin", out_dir=tmp_path, check=False).path
     result = CliRunner().invoke(app, ["bench", str(path), "--backend", "ort"])

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from gatex.cli import app
 
 WIDE = {"COLUMNS": "200"}
-# gatex.runtimes.inspect's docstring: the documented --json keys
+# gatex.artifacts.inspect's docstring: the documented --json keys
 TOP_KEYS = {"path", "format", "file_bytes", "ir_version", "opsets", "metadata", "custom_ops",
             "ops", "functions", "weights", "layers", "parameters", "zeros", "sparsity"}
 WEIGHT_KEYS = {"name", "shape", "dtype", "elements", "zeros", "sparsity", "bytes", "storage"}

@@ -103,7 +103,7 @@ def export(
     """
     import torch
 
-    from gatex import exporters, load_model
+    from gatex import load_model, pipeline
 
     if (unit is None) == (model is None):
         raise BadInputError("give exactly one of --unit NAME or --model REF")
@@ -125,7 +125,7 @@ def export(
             verb = "goes" if given.count(",") == 0 else "go"
             raise BadInputError(f"{given} {verb} with --to onnx; CoreML export takes "
                                 "--precision, --target and --compute-units")
-    exporters.check_pg_scale(pg_scale)  # before --model loads anything
+    pipeline.check_pg_scale(pg_scale)  # before --model loads anything
     if calibration is not None and pg_scale != "calibrated":
         raise BadInputError("--calibration goes with --pg-scale calibrated")
     calibration_inputs = None
@@ -135,7 +135,7 @@ def export(
         target, examples, check_inputs, name = unit, None, None, None
         if calibration is not None:
             from gatex.models import zoo
-            from gatex.models.calibrate import load_calibration
+            from gatex.artifacts.npz import load_calibration
 
             calibration_inputs = load_calibration(calibration, zoo.entry(unit).input_shape)
     else:
@@ -151,12 +151,12 @@ def export(
             if calibration is None:
                 raise BadInputError("--pg-scale calibrated with --model needs --calibration "
                                     "F.npz (an array x of inputs shaped like --input-shape)")
-            from gatex.models.calibrate import load_calibration
+            from gatex.artifacts.npz import load_calibration
 
             calibration_inputs = load_calibration(calibration, shape[1:])
     console = Console()
     try:
-        result = exporters.export(target, examples, to=to, out_dir=out_dir, name=name,
+        result = pipeline.export(target, examples, to=to, out_dir=out_dir, name=name,
                                   flavor=flavor, dtype=dtype, opset=opset,
                                   dynamic_batch=dynamic_batch, check=check,
                                   check_inputs=check_inputs, precision=precision or "fp16",
@@ -190,7 +190,7 @@ def export(
         reason = "--no-check" if not check else "the plugin flavor runs only under TensorRT"
         console.print(f"parity: not checked ({reason})")
         return
-    from gatex.runtimes.report import print_results
+    from gatex.parity.report import print_results
 
     print_results([result.parity], console)
     if not result.parity:  # the artifact stays, for gatex parity --locate
@@ -264,7 +264,7 @@ def _print_parity(console: Console, result, check: bool) -> None:
         console.print("parity: not checked (--no-check)" if not check else
                       "parity: not checked (no engine)")
         return
-    from gatex.runtimes.report import print_results
+    from gatex.parity.report import print_results
 
     print_results([result.parity], console)
     if not result.parity:
@@ -281,7 +281,7 @@ def _print_coreml(console: Console, result, check: bool) -> None:
     if result.parity is None:
         console.print("parity: not checked (--no-check)")
         return
-    from gatex.runtimes.report import print_results
+    from gatex.parity.report import print_results
 
     print_results([result.parity], console)
     if not result.parity:  # the package stays, for gatex parity

@@ -1,6 +1,6 @@
 """``gatex inspect``: what an ONNX file or CoreML package holds, with per-layer size and sparsity.
 
-The JSON keys (``--json``) are documented in `gatex.runtimes.inspect`.
+The JSON keys (``--json``) are documented in `gatex.artifacts.inspect`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ def inspect(
         metavar="ARTIFACT",
     )],
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object (stable keys, see gatex.runtimes.inspect).",
+        "--json", help="Print one JSON object (stable keys, see gatex.artifacts.inspect).",
     )] = False,
 ) -> None:
     """Describe an artifact: opsets, IR version, gatex ops and metadata, functions, file size,
     and each weight's size and sparsity (fraction of exact zeros). Bad file exits 2."""
-    from gatex.runtimes.inspect import inspect_artifact
+    from gatex.artifacts.inspect import inspect_artifact
 
     info = inspect_artifact(artifact)
     if as_json:

@@ -111,7 +111,7 @@ def parity(
     (onnxruntime, coremltools, TensorRT for .engine/.plan files).
     """
     from gatex.errors import BadInputError
-    from gatex.runtimes.check import run_parity_command
+    from gatex.pipeline.check import run_parity_command
 
     if max_outliers is not None:
         if not decision_outliers:

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gatex.artifacts.onnx_nodes import onnx_weights, sparse_to_dense
 from gatex.errors import BadInputError
 from gatex.models.gated_dense import GatedDense
 
@@ -335,31 +336,6 @@ def sparsify_initializers(proto: Any, min_elements: int = SPARSE_MIN_ELEMENTS) -
     return moved
 
 
-def onnx_weights(proto: Any) -> dict[str, np.ndarray]:
-    """Every initializer of ``proto``'s main graph, sparse ones densified, by name."""
-    from onnx import numpy_helper
-
-    out = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    for s in proto.graph.sparse_initializer:
-        out[s.values.name] = sparse_to_dense(s)
-    return out
-
-
-def sparse_to_dense(sparse: Any) -> np.ndarray:
-    """A SparseTensorProto (COO, [NNZ] linear or [NNZ, rank] indices) as a dense array."""
-    from onnx import numpy_helper
-
-    values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
-    shape = tuple(sparse.dims)
-    dense = np.zeros(int(np.prod(shape)), dtype=values.dtype)
-    if indices.ndim == 2:
-        indices = np.ravel_multi_index(tuple(indices.T), shape) if indices.size else \
-            np.zeros(0, np.int64)
-    dense[indices] = values
-    return dense.reshape(shape)
-
-
 # -- pruned-weights check --------------------------------------------------------------------
 
 
@@ -469,8 +445,8 @@ def coreml_layer_weights(path: Path, names: list[str]) -> dict[str, np.ndarray |
     a const's value, or a ``constexpr_`` op (sparse, palettized, quantized) materialised by
     coremltools' own ``materialized_val_inference``."""
     from gatex.exporters.coreml import GATED_WEIGHTS_KEY, gated_weight_vars
-    from gatex.runtimes.coreml_emulator.executor import constexpr_values
-    from gatex.runtimes.coreml_emulator.package import read_package
+    from gatex.artifacts.mlprogram import constexpr_values
+    from gatex.artifacts.mlprogram import read_package
 
     package = read_package(path)
     program = package.program()

@@ -34,13 +34,14 @@ import torch
 from torch import nn
 
 from gatex import _io
+from gatex._version import __version__
 from gatex.artifacts.mlpackage import check_blob_paths, check_package
 from gatex.errors import BadInputError, CoremlExportError, GatexError, require_choice
 from gatex.ops.lowering.mil import Mil, is_var as _is_var
-from gatex.runtimes.coreml_emulator.executor import constexpr_values
+from gatex.artifacts.mlprogram import constexpr_values
 # one quiet, lazy coremltools import for the exporter, the emulator and the runtime
-from gatex.runtimes.coreml_emulator.package import import_coremltools
-from gatex.runtimes.coreml_emulator.package import quiet_coremltools as quiet
+from gatex.artifacts.mlprogram import import_coremltools
+from gatex.artifacts.mlprogram import quiet_coremltools as quiet
 
 PRECISIONS = ("fp16", "fp32")
 COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
@@ -457,10 +458,9 @@ def _mil_op_types(program: Any) -> tuple[str, ...]:
 
 def _metadata(ops: tuple[str, ...], unit: str | None, precision: str, target: str,
               compute_units: str) -> dict[str, str]:
-    import gatex
     from gatex.ops import REGISTRY
 
-    meta = {"gatex.version": gatex.__version__,
+    meta = {"gatex.version": __version__,
             "gatex.ops": ",".join(REGISTRY.get(o).id for o in ops),
             "gatex.precision": precision, "gatex.target": target,
             "gatex.compute_units": compute_units}
@@ -471,8 +471,8 @@ def _metadata(ops: tuple[str, ...], unit: str | None, precision: str, target: st
 
 def parity_json(verdict: Any) -> str:
     """A parity verdict as the compact JSON stored in the package's metadata (the record of
-    one result in ``gatex.parity/1``, see gatex.runtimes.report)."""
-    from gatex.runtimes.report import result_record
+    one result in ``gatex.parity/1``, see gatex.parity.report)."""
+    from gatex.parity.report import result_record
 
     record = result_record(verdict)
     record["artifact"] = Path(record["artifact"]).name

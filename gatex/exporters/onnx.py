@@ -30,7 +30,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -38,8 +37,10 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-import gatex
 from gatex import _io
+from gatex._version import __version__
+from gatex.artifacts.onnx_nodes import node_params
+from gatex.artifacts.onnx_nodes import gatex_spec as _spec
 from gatex.errors import BadInputError, GatexError
 from gatex.ops.lowering import onnx as onnx_build
 from gatex.ops import REGISTRY, OpSpec
@@ -356,10 +357,6 @@ def _constants(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
-def _spec(node: onnx.NodeProto) -> OpSpec:
-    return REGISTRY.get(node.op_type)
-
-
 def _fold_parameters(proto: onnx.ModelProto) -> None:
     """Learnable inputs -> float attributes; every parameter written out as an attribute."""
     constants = _constants(proto)
@@ -396,59 +393,6 @@ def _fold_parameters(proto: onnx.ModelProto) -> None:
                 value = float(value)
             node.attribute.append(helper.make_attribute(p.name, value))
     _drop_unused_initializers(proto)
-
-
-def node_params(node: onnx.NodeProto) -> dict[str, Any]:
-    """A gatex node's parameters as Python values (tuple params as tuples)."""
-    spec = _spec(node)
-    out: dict[str, Any] = {}
-    for a in node.attribute:
-        if a.name in onnx_build.PLUGIN_ATTRIBUTES:
-            continue
-        value = helper.get_attribute_value(a)
-        if isinstance(value, bytes):
-            value = value.decode()
-        if spec.param(a.name).kind is tuple:
-            value = tuple(value)
-        out[a.name] = value
-    return out
-
-
-def plugin_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The gatex nodes written for TensorRT's plugin registry (``plugin_namespace`` set)."""
-    return [n for n in proto.graph.node if n.domain == onnx_build.DOMAIN
-            and any(a.name == "plugin_namespace" for a in n.attribute)]
-
-
-def decompose_plugin_nodes(proto: onnx.ModelProto) -> tuple[str, ...]:
-    """Replace, in place, every plugin node of ``proto`` (the ``plugin`` flavor, or a TensorRT
-    bundle's ONNX) by the op's standard-op decomposition, computed in the dtype of the node's
-    first input, so onnxruntime can run the graph TensorRT would receive. Returns the ops
-    replaced (sorted). The plugin kernels themselves are not what runs then.
-
-    ONNX shape inference cannot type a plugin node's output, so the nodes are replaced in
-    rounds: each round types the graph and replaces every plugin node whose input it typed."""
-    replaced: set[str] = set()
-    while nodes := plugin_nodes(proto):
-        typed = onnx.shape_inference.infer_shapes(proto)
-        elem = {v.name: v.type.tensor_type.elem_type
-                for v in [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]}
-        elem.update({i.name: i.data_type for i in proto.graph.initializer})
-        ready = {id(n): elem[n.input[0]] for n in nodes if elem.get(n.input[0])}
-        if not ready:
-            n = nodes[0]
-            raise BadInputError(f"cannot tell the dtype of plugin node {n.name or n.op_type}'s "
-                                f"input {n.input[0]!r}, so it cannot be decomposed")
-        new_nodes = []
-        for n in proto.graph.node:
-            if id(n) not in ready:
-                new_nodes.append(n)
-                continue
-            new_nodes.extend(onnx_build.inline_nodes(_spec(n), n, node_params(n), ready[id(n)]))
-            replaced.add(n.op_type)
-        del proto.graph.node[:]
-        proto.graph.node.extend(new_nodes)
-    return tuple(sorted(replaced))
 
 
 def _present(spec: OpSpec, node: onnx.NodeProto) -> tuple[bool, ...]:
@@ -527,8 +471,8 @@ def _finish(proto: onnx.ModelProto, flavor: str, dtype: str, opset: int, ops: tu
         proto.opset_import.append(helper.make_opsetid(onnx_build.DOMAIN,
                                                       onnx_build.DOMAIN_VERSION))
     proto.producer_name = "gatex"
-    proto.producer_version = gatex.__version__
-    meta = {"gatex.version": gatex.__version__, "gatex.flavor": flavor, "gatex.dtype": dtype,
+    proto.producer_version = __version__
+    meta = {"gatex.version": __version__, "gatex.flavor": flavor, "gatex.dtype": dtype,
             "gatex.ops": ",".join(REGISTRY.get(o).id for o in ops)}
     if unit:
         meta["gatex.unit"] = unit

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import gatex
+from gatex._version import __version__
 from gatex import _io
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.ops.kernels.policy import POLICIES, PRECISIONS, PluginDecision, check_choice
@@ -83,7 +83,7 @@ class TensorrtArtifact:
 
 
 def bundle_name(stem: str, precision: str) -> str:
-    from gatex.exporters import artifact_name
+    from gatex.exporters import artifact_name  # the package imports no torch
 
     return artifact_name(stem, "trt", precision).removesuffix(".onnx")
 
@@ -127,55 +127,6 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
     return build_engine(artifact, batch=batch)
 
 
-def export_result(model: nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: Path,
-                  stem: str, *, unit: str | None, precision: str, plugins: str,
-                  opset: int | None, dynamic_batch: bool, check: bool,
-                  check_inputs: Sequence[torch.Tensor], inputs_note: str,
-                  source: nn.Module | None = None, compaction: Any = None,
-                  metadata: dict[str, str] | None = None) -> Any:
-    """`gatex.export` for ``to="trt"``: the bundle, the engine, and the engine's parity against
-    ``source`` (default ``model``; the uncompacted model when ``model`` is its compacted copy,
-    ``compaction`` its report) when ``check``; with GatedDense layers, the pruned-weights check
-    of the bundle's ONNX (also on `EngineNotBuilt`, as its ``pruned``)."""
-    from gatex.exporters import ExportResult, _pruned
-
-    source = model if source is None else source
-    try:
-        artifact = export_tensorrt(model, example_inputs, out_dir, name=stem,
-                                   precision=precision, plugins=plugins, unit=unit,
-                                   dynamic_batch=dynamic_batch, opset=opset, metadata=metadata)
-    except EngineNotBuilt as exc:
-        exc.compaction = compaction
-        exc.pruned = _pruned(source, exc.artifact.onnx_path, compaction) if check else None
-        raise
-    parity = None
-    if check and artifact.engine_path is not None:
-        parity = check_engine(source, artifact.engine_path, check_inputs, precision=precision,
-                              inputs_note=inputs_note)
-    pruned = _pruned(source, artifact.onnx_path, compaction) if check else None
-    return ExportResult(artifact.path, "trt", "plugin", precision, artifact.ops, unit, artifact,
-                        parity, compaction, pruned)
-
-
-def check_engine(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
-                 precision: str, inputs_note: str = "the check inputs") -> Any:
-    """Parity of the engine at ``path`` against ``model`` on ``inputs`` (TensorRT vs torch),
-    judged with the specs' tolerances for ``precision``."""
-    from gatex.runtimes import TorchRuntime, compare_runtimes
-    from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
-    from gatex.runtimes.torch_runtime import to_numpy
-
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    with TensorrtRuntime(path) as engine:
-        feeds = {spec.name: to_numpy(t.detach().to(dtypes[precision]) if t.is_floating_point()
-                                     else t) for spec, t in zip(engine.input_specs, inputs)}
-        with TorchRuntime(model) as reference:
-            return compare_runtimes(engine, reference, feeds, artifact_name=path.name,
-                                    inputs_note=inputs_note,
-                                    dtype={"fp32": "float32", "fp16": "float16",
-                                           "bf16": "bfloat16"}[precision])
-
-
 def build_engine(artifact: TensorrtArtifact, *, batch: tuple[int, int, int] = DEFAULT_BATCH
                  ) -> TensorrtArtifact:
     """Build and save the bundle's engine in this process (needs TensorRT)."""
@@ -209,7 +160,7 @@ def engine_plan(plan: dict[str, Any]) -> dict[str, Any]:
 
 def _variants(proto: Any) -> dict[str, list[dict[str, Any]]]:
     from gatex.ops.lowering import onnx as onnx_build
-    from gatex.exporters.onnx import node_params
+    from gatex.artifacts.onnx_nodes import node_params
 
     out: dict[str, list[dict[str, Any]]] = {}
     for node in proto.graph.node:
@@ -236,7 +187,8 @@ def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecisi
     from onnx import helper
 
     from gatex.ops.lowering import onnx as onnx_build
-    from gatex.exporters.onnx import IR_VERSION, PLUGIN_VERSION, node_params
+    from gatex.artifacts.onnx_nodes import node_params
+    from gatex.exporters.onnx import IR_VERSION, PLUGIN_VERSION
     from gatex.ops import REGISTRY
 
     proto = onnx.ModelProto()
@@ -269,8 +221,8 @@ def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecisi
     if as_plugin:
         proto.opset_import.append(helper.make_opsetid(onnx_build.DOMAIN,
                                                       onnx_build.DOMAIN_VERSION))
-    proto.producer_name, proto.producer_version = "gatex", gatex.__version__
-    meta = {"gatex.version": gatex.__version__, "gatex.flavor": "plugin",
+    proto.producer_name, proto.producer_version = "gatex", __version__
+    meta = {"gatex.version": __version__, "gatex.flavor": "plugin",
             "gatex.dtype": precision, "gatex.ops": ",".join(REGISTRY.get(o).id for o in ops),
             "gatex.trt.precision": precision, "gatex.trt.plugins": policy,
             "gatex.trt.decisions": json.dumps([{"op": d.op, "choice": d.choice,
@@ -330,7 +282,7 @@ def retype_to_bfloat16(proto: Any) -> None:
 
 def _plugin_variants(proto: Any) -> list[tuple[str, dict[str, Any]]]:
     """The distinct (op, parameters) of the plugin nodes: one kernel each."""
-    from gatex.exporters.onnx import node_params, plugin_nodes
+    from gatex.artifacts.onnx_nodes import node_params, plugin_nodes
 
     seen: list[tuple[str, dict[str, Any]]] = []
     for node in plugin_nodes(proto):
@@ -357,7 +309,7 @@ def plan_document(*, unit: str | None, precision: str, policy: str, opset: int,
     from gatex.ops.kernels.trt_plugins import plugin_table
 
     plugins = tuple(d.op for d in decisions if d.plugin)
-    return {"schema": "gatex.trt-plan/1", "gatex": gatex.__version__, "unit": unit,
+    return {"schema": "gatex.trt-plan/1", "gatex": __version__, "unit": unit,
             "onnx": onnx_name, "precision": precision, "policy": policy, "opset": opset,
             "ops": list(ops), "plugins": plugin_table(plugins),
             "decisions": [d.as_json() for d in decisions]}
@@ -440,5 +392,5 @@ in this bundle has been run under TensorRT by gatex's authors (see gatex's docs/
 
 
 __all__ = ["POLICIES", "PRECISIONS", "EngineNotBuilt", "TensorrtArtifact", "build_engine",
-           "build_trt_onnx", "bundle_name", "check_engine", "export_result", "export_tensorrt",
+           "build_trt_onnx", "bundle_name", "export_tensorrt",
            "retype_to_bfloat16"]

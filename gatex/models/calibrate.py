@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -132,44 +131,5 @@ def calibrate_pg_scales(model: nn.Module, inputs: Iterable[torch.Tensor] | torch
     return calibrated, PgCalibration(scales, sum(b.shape[0] for b in batches))
 
 
-def load_calibration(path, sample_shape: tuple[int, ...]) -> torch.Tensor:
-    """Calibration inputs from an ``.npz`` file: its array ``x``, or its only array.
-
-    The samples must have ``sample_shape`` (the model input without the batch dimension); a
-    flat (N, prod(sample_shape)) array is reshaped. Bad files are a one-line `BadInputError`.
-    """
-    import numpy as np
-
-    from gatex.artifacts.npz import read_npz
-
-    if not Path(path).is_file():
-        raise BadInputError(f"--calibration {path}: no such file")
-    try:
-        data = read_npz(path, "--calibration file")
-    except BadInputError as exc:
-        raise BadInputError(f"--calibration {path}: {exc}") from None
-    keys = list(data)
-    if "x" in keys:
-        x = data["x"]
-    elif len(keys) == 1:
-        x = data[keys[0]]
-    else:
-        raise BadInputError(f"--calibration {path}: no array named 'x' among "
-                            f"{', '.join(keys) or 'no arrays'}")
-    if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu" or x.ndim < 1 or not len(x):
-        raise BadInputError(f"--calibration {path}: 'x' must be a non-empty numeric array")
-    n_sample = int(np.prod(sample_shape)) if sample_shape else 1
-    if tuple(x.shape[1:]) != tuple(sample_shape):
-        if x.ndim == 2 and x.shape[1] == n_sample:
-            x = x.reshape(len(x), *sample_shape)
-        else:
-            raise BadInputError(f"--calibration {path}: samples of shape {tuple(x.shape[1:])} "
-                                f"do not fit the model input {tuple(sample_shape)}")
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    if not bool(torch.isfinite(t).all()):
-        raise BadInputError(f"--calibration {path}: the data holds NaN or infinity")
-    return t
-
-
 __all__ = ["DYNAMIC_NOTE", "PG_SCALES", "PgCalibration", "TRADE_OFF", "calibrate_pg_scales",
-           "load_calibration", "pg_layers"]
+           "pg_layers"]

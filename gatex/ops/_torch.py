@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from gatex.ops.registry import REGISTRY
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -102,10 +103,34 @@ def define_op(
     return op
 
 
-def publish(spec: Any, schema: str, *, fake: Callable[..., torch.Tensor] | None = None) -> Any:
-    """Register ``spec`` in the global registry and define its torch custom op from ``schema``."""
-    from gatex.ops.registry import REGISTRY
+def schema_for(spec: Any) -> str:
+    """The torch.library schema of an elementwise-style op from its spec: tensor inputs (optional
+    ones ``Tensor?``), learnable parameters as tensors, the others typed by their kind with their
+    defaults, one tensor out.
 
+    paGLU's: ``(Tensor v, Tensor u, Tensor alpha) -> Tensor``.
+    """
+    args = [f"Tensor{'?' if name in spec.optional_inputs else ''} {name}"
+            for name in spec.inputs]
+    kinds = {float: "float", int: "int", str: "str", tuple: "int[]"}
+    for p in spec.params:
+        if p.learnable:
+            args.append(f"Tensor {p.name}")
+            continue
+        kind = kinds[p.kind] + ("?" if p.default is None else "")
+        default = "None" if p.default is None else (
+            repr(p.default) if p.kind is str else
+            "[" + ", ".join(str(v) for v in p.default) + "]" if p.kind is tuple else
+            str(float(p.default)) if p.kind is float else str(int(p.default)))
+        args.append(f"{kind} {p.name}={default}")
+    return "(" + ", ".join(args) + ") -> Tensor"
+
+
+def publish(spec: Any, schema: str | None = None, *,
+            fake: Callable[..., torch.Tensor] | None = None) -> Any:
+    """Register ``spec`` in the global registry and define its torch custom op from ``schema``
+    (default: `schema_for`)."""
+    schema = schema_for(spec) if schema is None else schema
     REGISTRY.register(spec)
     define_op(spec.torch_name, schema, spec.impl, param_names=[p.name for p in spec.params],
               n_inputs=len(spec.inputs), fake=fake)

@@ -13,6 +13,7 @@ import torch
 from gatex.ops._torch import compute_in_fp32, publish
 from gatex.ops.kernels.plans import Gate as KernelGate, Value, sigma_plan
 from gatex.ops.lowering.gates import Gate, register_gate
+from gatex.ops.lowering.sym import Sym
 from gatex.ops.spec import OpSpec, Param, TensorrtLowering
 
 SOURCE = "https://github.com/mingikang31/ZiLU-Activation Models/activation.py"
@@ -211,8 +212,6 @@ def _zilu_approx_tail_safe(b, x: str, sigma) -> str:
     # 100x off at x = -60000, sigma = 100), and at x = +-inf; x = 0 gives 0, sigma = 0 x / 2.
     # For a run-time sigma (its sign unknown) or a huge 0.5/sigma. 8 cheap passes (it selected
     # with Greater + Where, which measured 16x a Relu pass on onnxruntime CPU).
-    from gatex.ops.lowering.onnx import Sym
-
     if isinstance(sigma, Sym):
         sign = Sym(b, b.op("Sign", _nonzero(b, sigma, 1.0).name))
         abs_sigma = Sym(b, b.op("Abs", sigma.name))
@@ -244,8 +243,6 @@ def _arctan_approx_onnx(b, x: str, *, sigma: float = 1.0) -> str:
 
 @ZILU.lowering("onnx")
 def _zilu_onnx(b, x: str, *, sigma: float = 1.0) -> str:
-    from gatex.ops.lowering.onnx import Sym
-
     if isinstance(sigma, Sym):                # read at run time: its sign unknown here
         return _zilu_runtime_sigma(b, x, sigma)
     if not isinstance(sigma, (int, float)) or sigma == 0:   # x / 2
@@ -301,8 +298,6 @@ def _zilu_runtime_sigma(b, x: str, sigma) -> str:
 def _nonzero(b, sigma, stand_in: float):
     """A run-time sigma (a float32 scalar) with 0 replaced by ``stand_in``: a scalar Where."""
     import onnx
-
-    from gatex.ops.lowering.onnx import Sym
 
     fp32 = onnx.TensorProto.FLOAT
     zero = b.op("Equal", sigma.name, b.const(0.0, fp32))

@@ -1,9 +1,10 @@
-"""Runtimes (torch eager, onnxruntime) and the parity engine that compares their outputs.
+"""Runtimes: torch eager, onnxruntime, CoreML (+ its MIL emulator) and TensorRT, each running a
+loaded artifact.
 
-`Runtime` is the template every backend follows (`base.py`); `parity.py` holds the pure metrics
-and verdicts; `check.py` runs an artifact against its reference (``gatex parity``); `locate.py`
-finds the first diverging gatex op; `report.py` writes the verdicts. Backends import lazily:
-``import gatex.runtimes`` loads neither onnxruntime nor onnx.
+`Runtime` is the template every backend follows (`base.py`); `locate.py` finds the first
+diverging gatex op of an ONNX model. The metrics and verdicts live in `gatex.parity` (re-exported
+here); running an artifact against its reference (``gatex parity``) is `gatex.pipeline.check`.
+Backends import lazily: ``import gatex.runtimes`` loads neither onnxruntime nor onnx.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gatex.runtimes.base import Runtime, RuntimeNotLoadedError, TensorSpec
-from gatex.runtimes.parity import (
+from gatex.parity import (
     FLOOR_FACTOR,
     LocateResult,
     NeededTolerance,
@@ -30,10 +31,6 @@ from gatex.runtimes.parity import (
 _LAZY = {
     "TorchRuntime": "gatex.runtimes.torch_runtime",
     "OrtRuntime": "gatex.runtimes.onnxruntime_runtime",
-    "compare_runtimes": "gatex.runtimes.check",
-    "check_artifact": "gatex.runtimes.check",
-    "run_parity_command": "gatex.runtimes.check",
-    "measure_torch_error": "gatex.runtimes.check",
 }
 
 
@@ -48,5 +45,4 @@ def __getattr__(name: str) -> Any:  # PEP 562: runtime classes load their module
 __all__ = ["FLOOR_FACTOR", "LocateResult", "NeededTolerance", "OpComparison", "OrtRuntime", "OutputParity",
            "ParityResult", "PrecisionFloor", "Runtime", "RuntimeNotLoadedError", "TensorSpec", "ToleranceChoice",
            "TorchRuntime",
-           "check_artifact", "choose_tolerance", "compare", "compare_outputs", "compare_runtimes",
-           "measure_torch_error", "run_parity_command", "tolerance_for", "ulp_distance"]
+           "choose_tolerance", "compare", "compare_outputs", "tolerance_for", "ulp_distance"]

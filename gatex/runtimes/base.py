@@ -13,53 +13,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
 import numpy as np
 
+from gatex.artifacts.tensors import TensorSpec, shape_text as _shape_text
 from gatex.errors import BadInputError
-
-Dim = int | str | None  # a static size, a symbolic name ("N"), or unknown
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A model input or output as the model declares it: name, element type, shape.
-
-    ``dtype`` is a NumPy dtype name ("float32", "float16", "bfloat16", "int64", ...). ``shape`` is
-    None when even the rank is unknown; a dimension that is a string or None is dynamic.
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...] | None = None
-
-    def describe(self) -> str:
-        """``float32[N,64]``: how messages show it."""
-        return f"{self.dtype}{_shape_text(self.shape)}"
-
-    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
-        if self.shape is None:
-            return True
-        if len(shape) != len(self.shape):
-            return False
-        return all(not isinstance(d, int) or d == s for d, s in zip(self.shape, shape))
-
-    @property
-    def static_batch(self) -> int | None:
-        """The first dimension when it is fixed (an export with ``--static``), else None."""
-        if self.shape and isinstance(self.shape[0], int):
-            return self.shape[0]
-        return None
-
-
-def _shape_text(shape: tuple[Dim, ...] | None) -> str:
-    if shape is None:
-        return "[?]"
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
-
 
 def describe_array(array: np.ndarray) -> str:
     """``float64[2,64]``: an actual value, in the same notation as `TensorSpec.describe`."""
@@ -207,7 +167,7 @@ class Runtime(ABC):
 
 def _as_array(name: object, value: Any, label: str) -> np.ndarray:
     if type(value).__module__.startswith("torch"):  # a tensor; torch is loaded if we got one
-        from gatex.runtimes.torch_runtime import to_numpy
+        from gatex.runtimes.arrays import to_numpy  # torch is loaded: the value is a tensor
 
         value = to_numpy(value)
     try:

@@ -169,7 +169,7 @@ class PluginStandInRuntime(OrtRuntime):
                  ) -> None:
         import onnx
 
-        from gatex.exporters.onnx import decompose_plugin_nodes
+        from gatex.artifacts.onnx_nodes import decompose_plugin_nodes
 
         path = Path(path)
         proto = read_onnx(path, external_data=True)
@@ -209,7 +209,7 @@ def has_plugin_nodes(path: str | Path) -> bool:
     """Whether the ONNX file at ``path`` holds TensorRT plugin nodes (False if unreadable: the
     caller's runtime then reports the file)."""
 
-    from gatex.exporters.onnx import plugin_nodes
+    from gatex.artifacts.onnx_nodes import plugin_nodes
 
     try:
         return bool(plugin_nodes(read_onnx(path, external_data=False)))

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from gatex.errors import BackendUnavailableError, BadInputError, GatexError
+from gatex.runtimes.arrays import from_numpy, to_numpy
 from gatex.runtimes.base import Runtime, TensorSpec
 
 
@@ -64,24 +65,6 @@ class GatexOpRecorder(TorchDispatchMode):
             module = self._stack[-1] if self._stack else ""
             self.calls.append(GatexOpCall(len(self.calls), op, module, values))
         return out
-
-
-def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """A detached CPU copy as NumPy; bfloat16 becomes ml_dtypes' bfloat16 (bit-exact)."""
-    tensor = tensor.detach().cpu()
-    if tensor.dtype == torch.bfloat16:
-        try:
-            import ml_dtypes
-        except ImportError:  # bf16 values are exact in fp32; only the dtype name is lost
-            return tensor.float().numpy()
-        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return tensor.numpy().copy()
-
-
-def from_numpy(array: np.ndarray) -> torch.Tensor:
-    if array.dtype.name == "bfloat16":
-        return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def flatten_outputs(out: Any) -> list[tuple[str | None, torch.Tensor]]:

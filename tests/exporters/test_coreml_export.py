@@ -37,8 +37,8 @@ from coremltools.converters.mil.mil import Function, types  # noqa: E402
 from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry  # noqa: E402
 
 from gatex.cli import app  # noqa: E402
-from gatex.exporters import export  # noqa: E402
-from gatex.runtimes.parity import compare, tolerance_for  # noqa: E402
+from gatex.pipeline import export  # noqa: E402
+from gatex.parity import compare, tolerance_for  # noqa: E402
 
 UNITS = list(zoo.ZOO)
 SLOW = pytest.mark.slow

@@ -289,7 +289,7 @@ def test_failed_save_leaves_no_file(zoo_exports: ZooExports, tmp_path: Path,
 
 def test_check_that_cannot_run_removes_the_artifact(zoo_exports: ZooExports, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import gatex.exporters as exporters
+    import gatex.pipeline as exporters
 
     def no_runtime(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         from gatex.errors import BackendUnavailableError

@@ -28,7 +28,7 @@ from torch import nn
 
 from decision_flips import xfail_on_decision_flips
 
-from gatex.exporters import check_onnx
+from gatex.pipeline import check_onnx
 from gatex.exporters.onnx import export_onnx
 from gatex.models import GoLU
 

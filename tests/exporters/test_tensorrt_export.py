@@ -38,7 +38,8 @@ from gatex.models import zoo
 from gatex.ops import REGISTRY
 from gatex.ops.kernels import trt_bundle
 from gatex.ops.kernels.policy import decide, measure_decomposition
-from gatex.runtimes import TorchRuntime, compare_runtimes
+from gatex.pipeline.check import compare_runtimes
+from gatex.runtimes import TorchRuntime
 from gatex.runtimes.base import Runtime, TensorSpec
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -496,7 +497,7 @@ def test_trt_plugins_import_without_tensorrt_and_register_says_what_is_missing()
                            f"cuda: {torch.cuda.is_available()})")
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_engine_builds_and_matches_torch(tmp_path, precision) -> None:
-    from gatex import exporters
+    from gatex import pipeline as exporters
 
     result = exporters.export("ZiLU", to="trt", out_dir=tmp_path, precision=precision,
                               plugins="all")
@@ -527,8 +528,8 @@ def test_bundle_graph_with_plugins_decomposed_passes_parity(tmp_path, unit, prec
     """Every zoo unit's TensorRT graph (plugins=all) runs on onnxruntime with each plugin node
     replaced by its decomposition and matches torch: the casts, wiring and attributes around
     the plugins are right, though the plugin kernels themselves are not what ran."""
-    from gatex.exporters.onnx import plugin_nodes
-    from gatex.runtimes.check import check_artifact
+    from gatex.artifacts.onnx_nodes import plugin_nodes
+    from gatex.pipeline.check import check_artifact
 
     proto = plugin_graph(unit, precision)
     path = tmp_path / f"{unit}-{precision}.onnx"
@@ -547,7 +548,7 @@ def test_bundle_graph_with_plugins_decomposed_passes_parity(tmp_path, unit, prec
 
 
 def test_decomposing_needs_typed_inputs():
-    from gatex.exporters.onnx import decompose_plugin_nodes
+    from gatex.artifacts.onnx_nodes import decompose_plugin_nodes
 
     proto = plugin_graph("ZiLU", "fp32")
     for v in proto.graph.input:     # untype the input: nothing downstream can be typed

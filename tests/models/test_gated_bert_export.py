@@ -20,7 +20,7 @@ import gatex
 from gatex.exporters.compact import compact_model, fold_gates
 from gatex.exporters.onnx import trace_onnx, write_onnx
 from gatex.models import GatedBert, GatedDense
-from gatex.runtimes.inspect import inspect_artifact
+from gatex.artifacts.inspect import inspect_artifact
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gated_bert_sparse.py"
 

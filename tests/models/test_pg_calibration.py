@@ -20,12 +20,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gatex import exporters
+from gatex import pipeline as exporters
 from gatex.cli import app
 from gatex.errors import BadInputError
 from gatex.models import PGConv2d, zoo
-from gatex.models.calibrate import (DYNAMIC_NOTE, TRADE_OFF, calibrate_pg_scales,
-                                    load_calibration, pg_layers)
+from gatex.artifacts.npz import load_calibration
+from gatex.models.calibrate import DYNAMIC_NOTE, TRADE_OFF, calibrate_pg_scales, pg_layers
 from gatex.ops.conv_gating import quantize, truncate
 
 WIDE = {"COLUMNS": "200"}

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from gatex.cli import app
 from gatex.models import zoo
 from gatex.ops import Tolerance
-from gatex.runtimes.check import check_artifact
+from gatex.pipeline.check import check_artifact
 from gatex.runtimes.locate import locate
 
 

@@ -578,7 +578,7 @@ def test_decision_outliers_switch_on_the_command_line(tmp_path):
     quantiser level pass on PGConv2d's 0.5 % allowance, reported; --no-decision-outliers holds
     every element to the tolerance and fails (exit 1)."""
     pytest.importorskip("coremltools")
-    from gatex.exporters import export
+    from gatex.pipeline import export
 
     package = export("PGConv2d", to="coreml", precision="fp32", out_dir=tmp_path,
                      check=False).path
@@ -615,7 +615,7 @@ def test_max_outliers_bad_values_are_one_line(tmp_path, args, message):
 def test_plugin_flavor_runs_with_its_plugins_decomposed(tmp_path):
     """A --flavor plugin ONNX needs TensorRT's plugins; without them gatex parity runs its
     plugin nodes as their decompositions on onnxruntime and says so (emulated, with a note)."""
-    from gatex.exporters import export
+    from gatex.pipeline import export
 
     path = export("GoLU", to="onnx", flavor="plugin", out_dir=tmp_path, check=False).path
     result = parity(path, "--json", tmp_path / "v.json")

@@ -27,17 +27,17 @@ import runtime_cases as cases
 from gatex.cli import app
 from gatex.models import GoLU, zoo
 from gatex.ops import Tolerance
-from gatex.runtimes import check
-from gatex.runtimes.check import compare_runtimes
+from gatex.pipeline import check
+from gatex.pipeline.check import compare_runtimes
 from gatex.runtimes.onnxruntime_runtime import OrtRuntime
-from gatex.runtimes.parity import (
+from gatex.parity import (
     FLOOR_FACTOR,
     PrecisionFloor,
     ToleranceChoice,
     compare,
     tolerance_for,
 )
-from gatex.runtimes.report import to_json, to_junit, to_markdown
+from gatex.parity.report import to_json, to_junit, to_markdown
 from gatex.runtimes.torch_runtime import TorchRuntime
 
 FLOOR_TEXT = f"{FLOOR_FACTOR:g} x torch's own fp16 error"

@@ -18,8 +18,8 @@ from gatex.runtimes import (
     RuntimeNotLoadedError,
     TensorSpec,
     TorchRuntime,
-    compare_runtimes,
 )
+from gatex.pipeline.check import compare_runtimes
 
 
 def golu64(x: np.ndarray) -> np.ndarray:

@@ -91,7 +91,7 @@ def test_engine_name_carries_gatex_plan() -> None:
                     reason=f"needs TensorRT and a CUDA device (tensorrt installed: {HAS_TRT}, "
                            f"cuda: {torch.cuda.is_available()})")
 def test_engine_runs_and_gatex_parity_passes(tmp_path) -> None:
-    from gatex import exporters
+    from gatex import pipeline as exporters
 
     result = exporters.export("paGLU", to="trt", out_dir=tmp_path, precision="fp16",
                               check=False)

@@ -52,7 +52,7 @@ def kernel_status() -> tuple[bool, str]:
 def cuda_kernel(op: str) -> Callable[..., Any]:
     """The CUDA kernel of ``gatex::<op>``: the Triton kernel, or the op's torch impl for
     arguments the kernel does not cover. Takes the custom op's positional arguments."""
-    from gatex.ops import REGISTRY
+    from gatex.ops.registry import REGISTRY
     from gatex.ops.kernels.launch import KernelUnsupported, gated
 
     spec = REGISTRY.get(op)
@@ -85,7 +85,7 @@ def register_cuda_kernels(*, device_type: str = "cuda", force: bool = False) -> 
     if not (available or force):
         return ()
     done = _REGISTERED.setdefault(device_type, set())
-    from gatex.ops import REGISTRY
+    from gatex.ops.registry import REGISTRY
 
     new = []
     for op in kernel_ops():

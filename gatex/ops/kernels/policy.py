@@ -6,8 +6,8 @@ GEMM or convolution. A plugin pays where the decomposition is numerically unsafe
 precision: there it computes in fp32 and rounds once. The ``auto`` policy measures that, per op
 and precision, instead of guessing:
 
-- the op's ONNX decomposition (the portable flavor's function body, `onnx_build.inline_nodes`,
-  with the model's parameter values) runs in ``onnx.reference`` with every op rounded to the
+- the op's ONNX decomposition (the portable flavor's function body,
+  `gatex.ops.lowering.onnx.inline_nodes`, with the model's parameter values) runs in ``onnx.reference`` with every op rounded to the
   precision (NumPy evaluates fp16/bf16 ops in that dtype): the model of an unfused execution,
   and an upper bound for a fused one that keeps fp32 inside;
 - on hazard inputs (OPS.md: +-0, the dtype's smallest normal, 1e-4 .. 1000, GoLU's 11.09,
@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gatex._io import json_safe
 from gatex.errors import require_choice
 from gatex.ops.kernels.plans import has_kernel
 
@@ -88,8 +89,6 @@ class PluginDecision:
     def as_json(self) -> dict[str, Any]:
         """Strict JSON: a non-finite number (a decomposition that gave inf or NaN) is written
         as the string "inf", "-inf" or "nan", not as JSON's missing Infinity / NaN."""
-        from gatex.runtimes.report import json_safe
-
         return {"op": self.op, "precision": self.precision, "choice": self.choice,
                 "reason": self.reason,
                 "measured": [json_safe(asdict(c) | {"safe": c.safe}, _nonfinite_text)
@@ -125,7 +124,7 @@ def _measure(op: str, params_key: tuple[tuple[str, Any], ...], precision: str
     from onnx.reference import ReferenceEvaluator
 
     from gatex.ops.lowering import onnx as onnx_build
-    from gatex.ops import REGISTRY
+    from gatex.ops.registry import REGISTRY
 
     spec = REGISTRY.get(op)
     params = dict(params_key)

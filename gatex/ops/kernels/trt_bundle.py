@@ -200,9 +200,12 @@ def kernels_from_gatex() -> Callable[[str, dict[str, Any], str], dict[str, Any]]
     """``kernel_for`` compiling with gatex's Triton kernels for this machine's GPU (gatex is
     imported only if a plugin kernel is needed)."""
     def kernel_for(name: str, attributes: dict[str, Any], dtype: str) -> dict[str, Any]:
-        from gatex.ops.kernels.trt_plugins import compile_for_this_gpu
+        # this script ships verbatim in every bundle and runs without gatex: it reaches an
+        # installed gatex as it reaches TensorRT, as an optional package looked up by name
+        import importlib
 
-        return compile_for_this_gpu(name, attributes, dtype)
+        plugins = importlib.import_module("gatex.ops.kernels.trt_plugins")
+        return plugins.compile_for_this_gpu(name, attributes, dtype)
 
     return kernel_for
 

@@ -25,7 +25,7 @@ from gatex.ops.kernels.plans import kernel_ops, plan_for
 def plugin_table(ops: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """``{"name", "inputs", "attributes": {name: "float" | "str"}}`` per plugin, from the specs
     (default: every op with a kernel)."""
-    from gatex.ops import REGISTRY
+    from gatex.ops.registry import REGISTRY
 
     table = []
     for op in kernel_ops() if ops is None else ops:

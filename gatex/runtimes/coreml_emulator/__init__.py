@@ -29,7 +29,7 @@ from gatex.runtimes.coreml_emulator.executor import (
     UnsupportedOpError,
     supported_ops,
 )
-from gatex.runtimes.coreml_emulator.package import (
+from gatex.artifacts.mlprogram import (
     CoremlPackage,
     import_coremltools,
     quiet_coremltools,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gatex.artifacts.mlprogram import constexpr_values
 from gatex.errors import BadInputError, CheckFailedError
 from gatex.runtimes.coreml_emulator import ops_math, ops_nn, ops_tensor  # noqa: F401 (kernels)
 from gatex.runtimes.coreml_emulator.registry import KERNELS, Kernel, OpCall
@@ -59,14 +60,6 @@ def compute_value(value: Any) -> Any:
     if isinstance(value, np.ndarray | np.generic) and value.dtype == np.float16:
         return np.asarray(value, dtype=np.float32)
     return value
-
-
-def constexpr_values(op: Any) -> dict[str, Any]:
-    """A ``constexpr_*`` op's outputs (a sparse, palettized or quantized weight expanded) by
-    output name, through coremltools' own ``materialized_val_inference``."""
-    values = op.materialized_val_inference()
-    values = values if isinstance(values, tuple) else (values,)
-    return {v.name: x for v, x in zip(op.outputs, values)}
 
 
 def _as_declared(value: Any, var: Any) -> Any:

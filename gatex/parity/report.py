@@ -59,7 +59,7 @@ import json
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,9 @@ from rich.table import Table
 from rich.text import Text
 
 from gatex import _io
+from gatex._version import __version__
 from gatex.errors import BadInputError
-from gatex.runtimes.parity import LocateResult, OutputParity, ParityResult
+from gatex.parity import LocateResult, OutputParity, ParityResult
 
 SCHEMA = "gatex.parity/1"
 TOP_KEYS = ("schema", "gatex_version", "passed", "results")
@@ -113,18 +114,6 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 
 # -- JSON -----------------------------------------------------------------------------------------
-
-def json_safe(value: Any, nonfinite: Callable[[float], Any]) -> Any:
-    """``value`` (dicts, lists and tuples walked) with every non-finite float replaced by
-    ``nonfinite(x)``: strict JSON has no Infinity or NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return nonfinite(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v, nonfinite) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v, nonfinite) for v in value]
-    return value
-
 
 def _num(x: float | int | None) -> float | int | None:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -202,8 +191,6 @@ def pruned_record(check: Any) -> dict[str, Any] | None:
 
 def to_json(results: Sequence[ParityResult]) -> str:
     """The ``gatex.parity/1`` document (module docstring) for ``results``."""
-    from gatex import __version__
-
     doc = {"schema": SCHEMA, "gatex_version": __version__,
            "passed": bool(results) and all(results),
            "results": [result_record(r) for r in results]}

@@ -26,9 +26,8 @@ the measured numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -173,8 +172,8 @@ class PrecisionFloor:
     def describe(self) -> str:
         """``2 x torch's own fp16 error (atol 0.00335 at rtol=0.01; max_abs 0.00699)``"""
         return (f"{self.factor:g} x torch's own {_SHORT.get(self.dtype, self.dtype)} error "
-                f"(atol {_fmt(self.torch_atol)} at rtol={_fmt(self.rtol)}; max_abs "
-                f"{_fmt(self.torch_max_abs)})")
+                f"(atol {fmt(self.torch_atol)} at rtol={fmt(self.rtol)}; max_abs "
+                f"{fmt(self.torch_max_abs)})")
 
 
 @dataclass(frozen=True)
@@ -212,7 +211,7 @@ class OutputParity:
         return self.passed
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
@@ -323,21 +322,21 @@ def _cosine(a: np.ndarray, e: np.ndarray) -> float:
 
 
 def _with_message(r: OutputParity, size: int) -> OutputParity:
-    tol = f"rtol={_fmt(r.tolerance.rtol)}, atol={_fmt(r.tolerance.atol)}"
+    tol = f"rtol={fmt(r.tolerance.rtol)}, atol={fmt(r.tolerance.atol)}"
     yardstick = ""
     if r.floor is not None and r.floor.raised:
         tol += f" (atol = {r.floor.describe()})"
     elif r.floor is not None:
         yardstick = (f"; torch's own {_SHORT.get(r.floor.dtype, r.floor.dtype)} error: max_abs "
-                     f"{_fmt(r.floor.torch_max_abs)}, needs atol {_fmt(r.floor.torch_atol)}")
+                     f"{fmt(r.floor.torch_max_abs)}, needs atol {fmt(r.floor.torch_atol)}")
     if r.passed and r.outside:
         text = (f"{r.name}: ok within {tol} except {r.outside} of {size} values "
                 f"({100 * r.outside / max(size, 1):.2g} %), within the {r.outliers_allowed} "
-                f"allowed for hard-decision flips (max_abs {_fmt(r.max_abs or 0.0)}"
+                f"allowed for hard-decision flips (max_abs {fmt(r.max_abs or 0.0)}"
                 f"{yardstick})")
         return _replace(r, message=text)
     if r.passed:
-        text = f"{r.name}: ok within {tol} (max_abs {_fmt(r.max_abs or 0.0)}{yardstick})"
+        text = f"{r.name}: ok within {tol} (max_abs {fmt(r.max_abs or 0.0)}{yardstick})"
         return _replace(r, message=text)
     parts = []
     if r.nan_mismatch:
@@ -353,14 +352,14 @@ def _with_message(r: OutputParity, size: int) -> OutputParity:
         allowed = (f", {r.outliers_allowed} allowed for hard-decision flips"
                    if r.outliers_allowed else "")
         parts.append(f"{r.outside} of {size} values outside {tol} (max_abs "
-                     f"{_fmt(r.max_abs or 0.0)}{worst}{yardstick}{allowed})")
+                     f"{fmt(r.max_abs or 0.0)}{worst}{yardstick}{allowed})")
     text = f"{r.name}: " + "; ".join(parts)
     if r.needed is None:
         text += "; no tolerance passes while NaN/inf positions differ"
     elif r.outside:
-        atol = f"atol >= {_fmt(r.needed.atol)} at rtol={_fmt(r.tolerance.rtol)}"
+        atol = f"atol >= {fmt(r.needed.atol)} at rtol={fmt(r.tolerance.rtol)}"
         rtol = ("no rtol passes at this atol (the reference is 0 there)" if r.needed.rtol is None
-                else f"rtol >= {_fmt(r.needed.rtol)} at atol={_fmt(r.tolerance.atol)}")
+                else f"rtol >= {fmt(r.needed.rtol)} at atol={fmt(r.tolerance.atol)}")
         text += f"; would pass with {atol}, or {rtol}"
     return _replace(r, message=text)
 
@@ -390,251 +389,3 @@ def compare_outputs(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.
         results.append(compare(actual[name], expected[name], tolerance, name=name,
                                floor=floors.get(name), outliers=outliers))
     return tuple(results)
-
-
-# -- tolerances -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ToleranceChoice:
-    """The tolerance a check used, and where it came from.
-
-    ``origin`` is "spec" (the op specs' per-dtype tolerances), "user" (given explicitly) or
-    "user+spec" (one of rtol/atol given, the other from the specs), with "+floor" appended
-    when a measured precision floor raised the atol of at least one output (`with_floors`).
-    ``ops`` are the gatex ops whose specs were combined; ``reductions`` the standard reduction
-    ops (MatMul, Conv, ...) that brought in the spec file's reduction tolerance.
-    ``tolerance`` is the one chosen before any floor; ``floors`` holds the measured floors by
-    output name, and an output's own `OutputParity.tolerance` is the one applied to it.
-    ``outliers`` is the largest `OpSpec.decision_outliers` of the ops (the fraction of an
-    output's elements excused for hard-decision flips), ``outlier_ops`` the ops that ask for it;
-    0 when no op makes hard decisions or the caller turned it off.
-    """
-
-    tolerance: Tolerance
-    dtype: str
-    origin: str
-    ops: tuple[str, ...] = ()
-    reductions: tuple[str, ...] = ()
-    floors: tuple[tuple[str, PrecisionFloor], ...] = ()
-    outliers: float = 0.0
-    outlier_ops: tuple[str, ...] = ()
-
-    def with_outliers(self, setting: bool | float) -> ToleranceChoice:
-        """This choice with the hard-decision allowance asked for: True keeps the specs' (none
-        for the user's own rtol and atol), False or 0 none, a number in [0, 1) is the share,
-        the user's, for any model."""
-        from dataclasses import replace
-
-        if setting is True:
-            return self
-        if setting is False or setting == 0:
-            return replace(self, outliers=0.0, outlier_ops=())
-        fraction = float(setting)
-        if not 0 <= fraction < 1:
-            raise BadInputError(f"the share of outliers must be in [0, 100) percent; got "
-                                f"{fraction * 100:g} %")
-        return replace(self, outliers=fraction, outlier_ops=("given by the user",))
-
-    def with_floors(self, measured: Mapping[str, PrecisionFloor], *, may_raise: bool = True
-                    ) -> ToleranceChoice:
-        """This choice with the measured floors by output name, each marked ``raised`` where
-        ``may_raise`` (the atol is not the user's) and its atol exceeds the chosen one."""
-        from dataclasses import replace
-
-        floors = tuple((name, replace(f, raised=may_raise and f.atol > self.atol))
-                       for name, f in measured.items())
-        raised = any(f.raised for _, f in floors)
-        origin = self.origin + ("+floor" if raised else "")
-        return replace(self, floors=floors, origin=origin)
-
-    @property
-    def floor_map(self) -> dict[str, PrecisionFloor]:
-        return dict(self.floors)
-
-    @property
-    def rtol(self) -> float:
-        return self.tolerance.rtol
-
-    @property
-    def atol(self) -> float:
-        return self.tolerance.atol
-
-    def sources(self) -> str:
-        text = ", ".join(self.ops)
-        if self.reductions:
-            text += f" and standard reductions ({', '.join(self.reductions)})"
-        return text
-
-    def describe(self) -> str:
-        tol = f"rtol={_fmt(self.rtol)}, atol={_fmt(self.atol)}"
-        origin = self.origin.removesuffix("+floor")
-        if origin == "spec":
-            text = f"{tol} ({self.dtype}; loosest spec of {self.sources()})"
-        elif origin == "user":
-            text = f"{tol} (given by the user)"
-        else:
-            text = f"{tol} ({self.dtype}; given by the user, the rest from the specs of " \
-                   f"{self.sources()})"
-        if self.outliers:
-            text += (f"; up to {100 * self.outliers:g} % of each output's elements may be "
-                     f"outside for hard-decision flips ({', '.join(self.outlier_ops)})")
-        return text + self._floors_text()
-
-    def _floors_text(self) -> str:
-        if not self.floors:
-            return ""
-        many = len(self.floors) > 1
-        parts = []
-        for name, f in self.floors:
-            where = f" for {name}" if many else ""
-            if f.raised:
-                parts.append(f"atol raised to {_fmt(f.atol)}{where} = {f.describe()}")
-            elif f.atol > self.atol:  # not raised though above: the atol is the user's
-                parts.append(f"precision floor{where} {_fmt(f.atol)} = {f.describe()}, not "
-                             "applied: the atol is the user's")
-            else:
-                parts.append(f"precision floor{where} {_fmt(f.atol)} = {f.describe()}, "
-                             "not above this atol")
-        return "; " + "; ".join(parts)
-
-
-def tolerance_for(op_names: Iterable[str], dtype: object, *,
-                  reductions: Iterable[str] = ()) -> ToleranceChoice:
-    """The tolerance a model holding ``op_names`` is checked against in ``dtype``.
-
-    A model is held to the loosest of its ops: rtol and atol are each the maximum over the gatex
-    ops' spec tolerances for that dtype. A model cannot be checked more tightly than its least
-    precise op allows, and taking the maximum never invents a bound no spec states.
-    ``reductions`` names the standard ops with a reduction inside that the model runs (MatMul,
-    Gemm, Conv; torch's addmm, convolution): their accumulation order differs between backends
-    exactly as for the gatex reduction ops, so they bring in the spec file's
-    ``REDUCTION_TOLERANCES`` for the dtype, and the choice lists them. Other standard ops
-    (Add, Relu, pooling, ...) round once per element and add no tolerance of their own.
-    """
-    from gatex.ops import REGISTRY
-    from gatex.ops.spec import REDUCTION_TOLERANCES
-
-    dtype = dtype_name(dtype)
-    specs = {REGISTRY.get(n).name: REGISTRY.get(n) for n in op_names}
-    if not specs:
-        raise BadInputError("the model runs no gatex op, so no op spec gives a tolerance; pass "
-                            "one explicitly (--rtol and --atol, or tolerance=)")
-    for spec in specs.values():
-        if dtype not in spec.tolerances:
-            raise BadInputError(f"{spec.name} has no {dtype} tolerance (its spec covers "
-                                f"{', '.join(spec.tolerances)})")
-    bounds = [s.tolerance(dtype) for s in specs.values()]
-    reductions = tuple(sorted(set(reductions)))
-    if reductions:
-        bounds.append(REDUCTION_TOLERANCES[dtype])
-    deciders = tuple(sorted(n for n, s in specs.items() if s.decision_outliers > 0))
-    outliers = max((specs[n].decision_outliers for n in deciders), default=0.0)
-    return ToleranceChoice(Tolerance(max(t.rtol for t in bounds), max(t.atol for t in bounds)),
-                           dtype, "spec", tuple(sorted(specs)), reductions, outliers=outliers,
-                           outlier_ops=deciders)
-
-
-def choose_tolerance(op_names: Iterable[str], dtype: object, *, rtol: float | None = None,
-                     atol: float | None = None, reductions: Iterable[str] = ()
-                     ) -> ToleranceChoice:
-    """`tolerance_for`, unless the user gives rtol and/or atol (then reported as theirs)."""
-    for label, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (np.isfinite(value) and value >= 0):
-            raise BadInputError(f"{label} must be a finite number >= 0; got {value}")
-    dtype = dtype_name(dtype)
-    if rtol is not None and atol is not None:  # the user's tolerance is applied to every element
-        return ToleranceChoice(Tolerance(float(rtol), float(atol)), dtype, "user",
-                               tuple(sorted(set(op_names))), tuple(sorted(set(reductions))))
-    spec = tolerance_for(op_names, dtype, reductions=reductions)
-    if rtol is None and atol is None:
-        return spec
-    chosen = Tolerance(spec.rtol if rtol is None else float(rtol),
-                       spec.atol if atol is None else float(atol))
-    return ToleranceChoice(chosen, dtype, "user+spec", spec.ops, spec.reductions,
-                           outliers=spec.outliers, outlier_ops=spec.outlier_ops)
-
-
-# -- one artifact ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class OpComparison:
-    """One gatex op's output in the artifact against the same op's output in torch (--locate)."""
-
-    index: int          # execution order among the gatex ops, from 0
-    op: str             # spec name
-    node: str           # the ONNX node's name
-    module: str         # the torch module that ran it ("" = the root module)
-    parity: OutputParity
-
-
-@dataclass(frozen=True)
-class LocateResult:
-    """The gatex ops compared in execution order, or why they could not be paired."""
-
-    comparisons: tuple[OpComparison, ...] = ()
-    unmatched_reason: str = ""
-
-    @property
-    def first_divergence(self) -> OpComparison | None:
-        return next((c for c in self.comparisons if not c.parity), None)
-
-    def summary(self) -> str:
-        if self.unmatched_reason:
-            return f"cannot locate: {self.unmatched_reason}"
-        first = self.first_divergence
-        if first is None:
-            return (f"all {len(self.comparisons)} gatex ops agree within tolerance; any "
-                    "difference arises in standard ops")
-        where = f"node {first.node!r}" + (f", torch module {first.module!r}" if first.module
-                                           else "")
-        return (f"first diverging gatex op: #{first.index + 1} of {len(self.comparisons)}, "
-                f"{first.op} ({where}): {first.parity.message}")
-
-
-@dataclass(frozen=True)
-class ParityResult:
-    """Every output of one artifact against the reference; truthy iff there are outputs and all pass.
-
-    ``emulated`` marks results computed by an emulator rather than the real backend (CoreML's
-    MIL emulator on Linux); ``inputs`` says where the inputs came from, ``input_nans`` which
-    inputs held NaNs (reported, not refused). ``pruned``: for a reference with GatedDense
-    layers, the artifact's pruned-weights check (`gatex.exporters.compact.PrunedWeightsCheck`);
-    a violated one fails the result whatever the outputs say.
-    """
-
-    artifact: str
-    runtime: str
-    reference: str
-    dtype: str
-    tolerance: ToleranceChoice
-    outputs: tuple[OutputParity, ...]
-    emulated: bool = False
-    inputs: str = ""
-    samples: int | None = None
-    input_nans: dict[str, int] = field(default_factory=dict)
-    locate: LocateResult | None = None
-    notes: tuple[str, ...] = ()
-    pruned: Any | None = None
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.outputs) and all(self.outputs) and \
-            (self.pruned is None or bool(self.pruned))
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def failures(self) -> tuple[OutputParity, ...]:
-        return tuple(o for o in self.outputs if not o)
-
-    def summary(self) -> str:
-        """One line: the verdict, and for a failure the first failing output's message."""
-        verdict = "PASS" if self.passed else "FAIL"
-        head = f"{verdict} {self.artifact} on {self.runtime} vs {self.reference}"
-        if self.passed:
-            return f"{head}: {len(self.outputs)} outputs within {self.tolerance.describe()}"
-        if not self.outputs:
-            return f"{head}: no outputs compared"
-        if not self.failures():  # the outputs agree; the pruned-weights check failed
-            return f"{head}: {self.pruned.summary()}"
-        return f"{head}: {self.failures()[0].message}"

@@ -1,6 +1,6 @@
 """Bench results as a rich table, JSON (``gatex.bench/1``), Markdown and a PNG plot.
 
-Files are written atomically (`gatex.runtimes.report.write_atomic`). The plot needs matplotlib,
+Files are written atomically (`gatex.parity.report.write_atomic`). The plot needs matplotlib,
 the optional extra ``plot`` (``pip install 'gatex[plot]'``), imported only when a plot is asked
 for; `check_plot_available` says so up front (exit 3) before anything is measured.
 """
@@ -18,8 +18,8 @@ from rich.text import Text
 
 from gatex import _io, _optional
 from gatex.errors import BackendUnavailableError, BadInputError
-from gatex.runtimes.bench import BackendRow, BenchResult
-from gatex.runtimes.report import check_writable, json_safe, write_atomic
+from gatex.bench.schema import BackendRow, BenchResult
+from gatex.parity.report import check_writable, json_safe, write_atomic
 
 PLOT_EXTRA = _optional.install_hint("matplotlib")
 
@@ -269,7 +269,7 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from gatex.errors import CheckFailedError
-    from gatex.runtimes.bench import bench
+    from gatex.bench.run import bench
 
     for out in (json_path, markdown_path, plot_path):
         if out is not None:

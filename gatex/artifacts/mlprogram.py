@@ -21,7 +21,7 @@ from typing import Any
 from gatex import _optional
 from gatex.artifacts.mlpackage import check_blob_paths, check_package
 from gatex.errors import CheckpointError
-from gatex.runtimes.base import Dim, TensorSpec
+from gatex.artifacts.tensors import Dim, TensorSpec
 
 # Core ML's MultiArray data types (FeatureTypes.proto) -> NumPy dtype names
 ARRAY_DTYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "DOUBLE": "float64",
@@ -138,3 +138,11 @@ def _shape(array: Any) -> tuple[Dim, ...] | None:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def constexpr_values(op: Any) -> dict[str, Any]:
+    """A ``constexpr_*`` op's outputs (a sparse, palettized or quantized weight expanded) by
+    output name, through coremltools' own ``materialized_val_inference``."""
+    values = op.materialized_val_inference()
+    values = values if isinstance(values, tuple) else (values,)
+    return {v.name: x for v, x in zip(op.outputs, values)}

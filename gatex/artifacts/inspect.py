@@ -1,7 +1,7 @@
 """What an artifact holds: format facts, gatex ops and metadata, and per-weight size and sparsity.
 
 `inspect_artifact` reads an ONNX file (``.onnx``, external data included) or a CoreML package
-(``.mlpackage``, through `gatex.runtimes.coreml_emulator.package`) without running it. A
+(``.mlpackage``, through `gatex.artifacts.mlprogram`) without running it. A
 missing or unreadable file is one `BadInputError` line (exit 2).
 
 ``gatex inspect --json`` prints `ArtifactInfo.to_json`; its keys are stable:
@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from gatex.artifacts.mlprogram import constexpr_values, read_package
 from gatex.artifacts.onnx_file import check_external_data
+from gatex.artifacts.onnx_nodes import sparse_to_dense
 from gatex.errors import BadInputError, GatexError
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
@@ -127,8 +129,6 @@ def _inspect_onnx(path: Path) -> ArtifactInfo:
     from google.protobuf.message import DecodeError
     from onnx import external_data_helper, numpy_helper
 
-    from gatex.exporters.compact import sparse_to_dense
-
     if not path.is_file():
         raise BadInputError(f"{path} is not a file")
     try:
@@ -182,8 +182,6 @@ def _inspect_onnx(path: Path) -> ArtifactInfo:
 
 
 def _inspect_coreml(path: Path) -> ArtifactInfo:
-    from gatex.runtimes.coreml_emulator.package import read_package
-
     try:
         package = read_package(path)
         program = package.program() if package.is_ml_program else None
@@ -219,8 +217,6 @@ def _constexpr_weights(path: Path, op: Any, parts: set[str]) -> list[WeightInfo]
     """The weights a ``constexpr_*`` op stores compressed (``constexpr_sparse_to_dense``: a bit
     mask and the non-zeros; others: palettes, quantisation): each output no other constexpr op
     reads, expanded (`constexpr_values`), with the bytes of the op's const inputs as stored."""
-    from gatex.runtimes.coreml_emulator.executor import constexpr_values
-
     try:
         values = constexpr_values(op)
     except Exception as exc:  # noqa: BLE001  (coremltools' own errors)

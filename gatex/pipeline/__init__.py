@@ -1,0 +1,344 @@
+"""The pipeline: resolve a model and its inputs, export it (`gatex.exporters`), and check the
+artifact numerically against torch (`gatex.runtimes` + `gatex.parity`).
+
+The only layer above both the exporters and the runtimes (`check` runs ``gatex parity``):
+exporters write artifacts and never run them, runtimes run artifacts and never write them.
+ONNX, CoreML and TensorRT (a build bundle, and the engine where TensorRT is installed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gatex.errors import BadInputError, GatexError, require_choice
+from gatex.exporters import TARGETS, artifact_name, coreml_artifact_name
+from gatex.ops.param_check import check_op_params
+
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export` wrote, which gatex ops it carries, and the parity verdict measured."""
+
+    path: Path
+    target: str
+    flavor: str
+    dtype: str
+    ops: tuple[str, ...]
+    unit: str | None
+    artifact: Any                 # OnnxArtifact, CoremlArtifact or TensorrtArtifact
+    parity: Any | None            # gatex.runtimes.ParityResult, None when the check was skipped
+    compaction: Any | None = None  # gatex.exporters.compact.CompactionReport (compact=True)
+    pruned: Any | None = None      # gatex.exporters.compact.PrunedWeightsCheck (GatedDense models)
+    calibration: Any | None = None  # gatex.models.calibrate.PgCalibration (pg_scale="calibrated")
+
+    @property
+    def passed(self) -> bool:
+        return (self.parity is None or bool(self.parity)) and \
+            (self.pruned is None or bool(self.pruned))
+
+
+PG_SCALES = ("dynamic", "calibrated")
+
+
+def check_pg_scale(pg_scale: str) -> None:
+    """PGConv2d's activation scale: ``dynamic`` (upstream) or ``calibrated``."""
+    if pg_scale not in PG_SCALES:
+        raise BadInputError(f"unknown --pg-scale {pg_scale!r}; choose dynamic or calibrated")
+
+
+def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None = None, *,
+           to: str = "onnx", out_dir: str | Path = ".", name: str | None = None,
+           flavor: str = "portable", dtype: str = "fp32", opset: int | None = None,
+           dynamic_batch: bool = True, check: bool = True,
+           check_inputs: Sequence[torch.Tensor] | None = None, precision: str = "fp16",
+           deployment_target: str | None = None, compute_units: str = "all",
+           precision_floor: bool = True, plugins: str = "auto", compact: bool = False,
+           sparse_weights: bool = False, pg_scale: str = "dynamic",
+           calibration: Sequence[torch.Tensor] | torch.Tensor | None = None) -> ExportResult:
+    """Export ``model`` (an nn.Module, or a zoo unit name) and check the artifact against it.
+
+    For a zoo unit the example and check inputs default to its held-out digits. The check runs
+    the artifact on onnxruntime and the model in torch on ``check_inputs`` (default: the
+    example inputs) and judges them with the op specs' tolerance for ``dtype``.
+
+    ``to="coreml"`` writes ``<name>-<precision>.mlpackage`` (an ML Program; ``precision``,
+    ``deployment_target`` and ``compute_units`` as `gatex.exporters.coreml.export_coreml`; the
+    ONNX options ``flavor``, ``dtype`` and ``opset`` do not apply) and checks it with the CoreML
+    runtime: real prediction on macOS, the MIL emulator elsewhere (results labelled emulated).
+
+    An fp16 artifact (``dtype="fp16"``, or a CoreML ``precision="fp16"`` program) is judged with
+    the precision floor unless ``precision_floor=False``: each output's atol is at least 2x the
+    atol torch's own fp16 run needs, measured on the same inputs
+    (`gatex.pipeline.compare_runtimes`).
+
+    ``to="trt"`` writes a TensorRT bundle ``<name>-trt-<precision>/`` (``precision`` fp32, fp16
+    or bf16; ``plugins`` auto, all or none; see `gatex.exporters.tensorrt`) and builds the
+    engine where TensorRT is installed, else raises `EngineNotBuilt` (exit 3) once the bundle is
+    written. A built engine is checked with the TensorRT runtime.
+
+    ``compact=True`` (every target) removes GatedDense units no consumer needs and the matching
+    input rows of the next layer (`gatex.exporters.compact.compact_model`) before the export;
+    the parity check still runs against the uncompacted model, ``result.compaction`` says what
+    went, and the artifact's metadata records it (``gatex.compaction``) for ``gatex parity``.
+    ``sparse_weights=True`` folds the gates into the kernels (``fold_gates``) and stores
+    mostly-zero weights sparse: ONNX ``sparse_initializer`` (COO); CoreML
+    ``constexpr_sparse_to_dense`` (bit mask + non-zeros, iOS16 / macOS13 targets or newer;
+    `gatex.exporters.coreml.sparsify_weights`); refused for TensorRT, whose engine stores its
+    weights dense whatever the ONNX holds. For a model with GatedDense layers,
+    `gatex.exporters.compact.check_pruned_weights` proves each weight pruned in the source is
+    still exactly zero (or removed) in the ONNX or CoreML artifact: ``result.pruned`` (for
+    TensorRT: in the bundle's ONNX).
+
+    ``pg_scale="calibrated"`` exports (and checks against) a deep copy whose PGConv2d layers
+    have a fixed ``act_scale``: max|x| + 1e-7 per layer over ``calibration`` (default for a zoo
+    unit: its held-out digits), `gatex.models.calibrate.calibrate_pg_scales`; a sample's output
+    then no longer depends on its batch, and activations beyond the calibrated range saturate.
+    ``"dynamic"`` (default) keeps upstream's per-batch scale. ``result.calibration`` says what
+    was fixed.
+
+    >>> result = export("paGLU", to="onnx", out_dir="out")
+    >>> bool(result.parity)
+    True
+    """
+    require_choice(to, TARGETS, "export target")
+    if to == "trt" and sparse_weights:
+        raise BadInputError("--sparse-weights is not for --to trt: TensorRT builds its engine "
+                            "with dense weights whatever the ONNX stores (unstructured sparsity "
+                            "saves it nothing); use --compact to make pruned layers smaller")
+    if to == "coreml":  # bad option names fail before any model is loaded
+        from gatex.exporters.coreml import DEFAULT_TARGET, check_options
+
+        deployment_target = check_options(precision, deployment_target or DEFAULT_TARGET,
+                                          compute_units, sparse_weights)
+    if to == "trt":
+        from gatex.ops.kernels.policy import check_choice
+
+        check_choice(precision, plugins)
+    check_pg_scale(pg_scale)
+    unit = None
+    inputs_note = "the check inputs" if check_inputs else "the example inputs"
+    from_zoo = isinstance(model, str)
+    if isinstance(model, str):
+        from gatex.models import zoo
+
+        unit = zoo.entry(model).unit
+        model = zoo.load(unit)
+        x, _ = zoo.held_out(unit)
+        example_inputs = example_inputs or (x[:4],)
+        if not check_inputs:
+            inputs_note = f"zoo held-out digits for {unit}"
+        check_inputs = check_inputs or (x,)
+    else:
+        unit = getattr(model, "gatex_unit", None)
+    if not example_inputs:
+        raise BadInputError("example inputs are needed to export a model that is not a zoo unit "
+                            "(--input-shape on the command line)")
+    model = model.eval()
+    check_op_params(model, example_inputs)  # values set or loaded after construction included
+    calibrated = None
+    if pg_scale == "calibrated":
+        from gatex.models.calibrate import calibrate_pg_scales
+
+        if calibration is None and from_zoo:
+            calibration = zoo.held_out(unit)[0]
+        if calibration is None:
+            raise BadInputError("--pg-scale calibrated needs calibration data (--calibration "
+                                "F.npz with an array x of model inputs)")
+        model, calibrated = calibrate_pg_scales(model, calibration)
+    if to == "onnx":
+        from gatex.exporters.onnx import check_flavor
+
+        check_flavor(flavor)
+    stem = name or unit or getattr(model, "gatex_name", None) or type(model).__name__
+    source, compaction, metadata = model, None, {}
+    if compact or sparse_weights:
+        from gatex.exporters.compact import COMPACTION_KEY, compact_model, fold_gates
+
+        model, compaction = compact_model(model) if compact else (fold_gates(model), None)
+        if compaction is not None:
+            metadata[COMPACTION_KEY] = compaction.to_json()
+    if to == "trt":
+        return replace(export_tensorrt_checked(model, example_inputs, Path(out_dir), stem, unit=unit,
+                                     precision=precision, plugins=plugins, opset=opset,
+                                     dynamic_batch=dynamic_batch, check=check,
+                                     check_inputs=check_inputs or example_inputs,
+                                     inputs_note=inputs_note, source=source,
+                                     compaction=compaction, metadata=metadata),
+                       calibration=calibrated)
+    if to == "coreml":
+        result = _export_coreml(model, example_inputs, Path(out_dir), stem, unit=unit,
+                                precision=precision, deployment_target=deployment_target,
+                                compute_units=compute_units, dynamic_batch=dynamic_batch,
+                                check=check, check_inputs=check_inputs or example_inputs,
+                                inputs_note=inputs_note, precision_floor=precision_floor,
+                                source=source, sparse_weights=sparse_weights,
+                                metadata=metadata)
+        return replace(result, compaction=compaction, calibration=calibrated,
+                       pruned=_pruned(source, result.path, compaction) if check else None)
+    from gatex.exporters.onnx import DEFAULT_OPSET, remove_artifact, trace_onnx, write_onnx
+
+    path = Path(out_dir) / artifact_name(stem, flavor, dtype)
+    traced = trace_onnx(model, example_inputs, dtype=dtype,
+                        opset=DEFAULT_OPSET if opset is None else opset,
+                        dynamic_batch=dynamic_batch)
+    checking = check and flavor != "plugin"  # a plugin model needs TensorRT's plugins to run
+    if checking and not traced.ops:
+        raise BadInputError("the model holds no gatex op (no gated unit was found or adapted), "
+                            "so no op spec gives the parity tolerance; export it with --no-check "
+                            "(check=False), or check it with gatex parity --rtol/--atol")
+    artifact = write_onnx(traced, path, flavor=flavor, unit=unit, sparse_weights=sparse_weights,
+                          metadata=metadata)
+    parity = None
+    if checking:
+        try:
+            parity = check_onnx(source, artifact.path, check_inputs or example_inputs,
+                                inputs_note=inputs_note, precision_floor=precision_floor)
+        except GatexError:  # the check could not run (bad inputs, no onnxruntime): no artifact
+            remove_artifact(artifact.path)
+            raise
+    return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity,
+                        compaction, _pruned(source, artifact.path, compaction) if check else None,
+                        calibrated)
+
+
+def _pruned(source: nn.Module, path: Path, compaction: Any) -> Any:
+    """The pruned-weights check of the artifact at ``path`` (ONNX or CoreML) against
+    ``source``, None when it holds no GatedDense layer."""
+    from gatex.exporters.compact import check_pruned_weights, has_gated_dense
+
+    if not has_gated_dense(source):
+        return None
+    return check_pruned_weights(source, path, compaction=compaction)
+
+
+def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
+               inputs_note: str = "the check inputs", precision_floor: bool = True) -> Any:
+    """Parity of the ONNX file at ``path`` against ``model`` on ``inputs`` (onnxruntime, CPU).
+
+    Inputs are cast to the artifact's declared dtypes (fp16 for an fp16 export); the torch
+    reference runs the fp32 model on the same values (and, for an fp16 export with
+    ``precision_floor``, an fp16 copy of it: the floor's yardstick).
+    """
+    from gatex.runtimes import OrtRuntime
+
+    return _check_against_torch(OrtRuntime(path), model, path, inputs, inputs_note=inputs_note,
+                                precision_floor=precision_floor)
+
+
+def _check_against_torch(runtime: Any, model: nn.Module, path: Path,
+                         inputs: Sequence[torch.Tensor], **compare: Any) -> Any:
+    """`compare_runtimes` of ``runtime`` (the artifact) against ``model`` in torch, the inputs
+    cast to the artifact's declared dtypes."""
+    from gatex.pipeline.check import compare_runtimes
+    from gatex.runtimes import TorchRuntime
+
+    with runtime as artifact:
+        feeds = {spec.name: t.detach().numpy().astype(spec.dtype)
+                 for spec, t in zip(artifact.input_specs, inputs)}
+        with TorchRuntime(model) as reference:
+            return compare_runtimes(artifact, reference, feeds, artifact_name=path.name,
+                                    **compare)
+
+
+def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: Path,
+                   stem: str, *, unit: str | None, precision: str, deployment_target: str,
+                   compute_units: str, dynamic_batch: bool, check: bool,
+                   check_inputs: Sequence[torch.Tensor], inputs_note: str,
+                   precision_floor: bool = True, source: nn.Module | None = None,
+                   sparse_weights: bool = False,
+                   metadata: dict[str, str] | None = None) -> ExportResult:
+    """Export ``model``, checked against ``source`` (default: ``model``; the uncompacted model
+    when ``model`` is its compacted copy)."""
+    from gatex.exporters.coreml import export_coreml
+
+    reference = model if source is None else source
+
+    def measure(package: Path, precision: str) -> Any:
+        return check_coreml(reference, package, check_inputs, precision=precision,
+                            compute_units=compute_units, inputs_note=inputs_note,
+                            precision_floor=precision_floor)
+
+    path = out_dir / coreml_artifact_name(stem, precision)
+    artifact, parity = export_coreml(model, example_inputs, path, precision=precision,
+                                     target=deployment_target, compute_units=compute_units,
+                                     unit=unit, dynamic_batch=dynamic_batch,
+                                     sparse_weights=sparse_weights, extra_metadata=metadata,
+                                     check=measure if check else None)
+    return ExportResult(artifact.path, "coreml", "mlprogram", precision, artifact.ops, unit,
+                        artifact, parity)
+
+
+def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
+                 precision: str = "fp16", compute_units: str = "all",
+                 inputs_note: str = "the check inputs", precision_floor: bool = True) -> Any:
+    """Parity of the ``.mlpackage`` at ``path`` against ``model`` on ``inputs``: CoreML's own
+    prediction on macOS (on ``compute_units``), the MIL emulator elsewhere (the result says
+    which: ``emulated``).
+
+    An fp16 program is judged with the specs' fp16 tolerance whatever its output dtype (its
+    outputs may be fp32 while every op ran in fp16), and with the precision floor of torch's
+    own fp16 error unless ``precision_floor=False``.
+    """
+    from gatex.runtimes.coreml_runtime import CoremlRuntime
+
+    return _check_against_torch(CoremlRuntime(path, compute_units=compute_units), model, path,
+                                inputs, inputs_note=inputs_note,
+                                dtype="float16" if precision == "fp16" else "float32",
+                                precision_floor=precision_floor)
+
+
+def export_tensorrt_checked(model: nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: Path,
+                  stem: str, *, unit: str | None, precision: str, plugins: str,
+                  opset: int | None, dynamic_batch: bool, check: bool,
+                  check_inputs: Sequence[torch.Tensor], inputs_note: str,
+                  source: nn.Module | None = None, compaction: Any = None,
+                  metadata: dict[str, str] | None = None) -> Any:
+    """`gatex.export` for ``to="trt"``: the bundle, the engine, and the engine's parity against
+    ``source`` (default ``model``; the uncompacted model when ``model`` is its compacted copy,
+    ``compaction`` its report) when ``check``; with GatedDense layers, the pruned-weights check
+    of the bundle's ONNX (also on `EngineNotBuilt`, as its ``pruned``)."""
+    from gatex.exporters.tensorrt import EngineNotBuilt, export_tensorrt
+
+    source = model if source is None else source
+    try:
+        artifact = export_tensorrt(model, example_inputs, out_dir, name=stem,
+                                   precision=precision, plugins=plugins, unit=unit,
+                                   dynamic_batch=dynamic_batch, opset=opset, metadata=metadata)
+    except EngineNotBuilt as exc:
+        exc.compaction = compaction
+        exc.pruned = _pruned(source, exc.artifact.onnx_path, compaction) if check else None
+        raise
+    parity = None
+    if check and artifact.engine_path is not None:
+        parity = check_engine(source, artifact.engine_path, check_inputs, precision=precision,
+                              inputs_note=inputs_note)
+    pruned = _pruned(source, artifact.onnx_path, compaction) if check else None
+    return ExportResult(artifact.path, "trt", "plugin", precision, artifact.ops, unit, artifact,
+                        parity, compaction, pruned)
+
+
+def check_engine(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
+                 precision: str, inputs_note: str = "the check inputs") -> Any:
+    """Parity of the engine at ``path`` against ``model`` on ``inputs`` (TensorRT vs torch),
+    judged with the specs' tolerances for ``precision``."""
+    from gatex.pipeline.check import compare_runtimes
+    from gatex.runtimes import TorchRuntime
+    from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
+    from gatex.runtimes.torch_runtime import to_numpy
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    with TensorrtRuntime(path) as engine:
+        feeds = {spec.name: to_numpy(t.detach().to(dtypes[precision]) if t.is_floating_point()
+                                     else t) for spec, t in zip(engine.input_specs, inputs)}
+        with TorchRuntime(model) as reference:
+            return compare_runtimes(engine, reference, feeds, artifact_name=path.name,
+                                    inputs_note=inputs_note,
+                                    dtype={"fp32": "float32", "fp16": "float16",
+                                           "bf16": "bfloat16"}[precision])
