@@ -19,7 +19,8 @@ from rich.text import Text
 from gatex import _io, _optional
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.bench.schema import BackendRow, BenchResult
-from gatex.parity.report import check_writable, json_safe, write_atomic
+from gatex._io import json_safe
+from gatex.parity.report import check_writable, write_atomic
 
 PLOT_EXTRA = _optional.install_hint("matplotlib")
 

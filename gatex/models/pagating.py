@@ -43,6 +43,7 @@ from torch import nn
 from gatex.errors import BadInputError, ParameterRangeError
 from gatex.ops import pagating as pa_ops
 from gatex.ops._torch import compute_in_fp32
+from gatex.ops.registry import REGISTRY
 
 Gate = Callable[[torch.Tensor], torch.Tensor]
 AlphaSpec = float | str | Callable[[torch.Tensor], Any]
@@ -362,9 +363,14 @@ class paUnit(paGatingBase):
         return f"gate={gate}, {super().extra_repr()}"
 
 
-UNITS: dict[str, type[paGatingBase]] = {
-    cls.__name__: cls for cls in (paGLU, paGTU, paSwishU, paReGLU, paGELU, paMishU, paSiLU, paUnit)
-}
+def _units() -> dict[str, type[paGatingBase]]:
+    """Every paGating unit class of this module (a subclass naming its op), in registry order:
+    derived, so a unit added here is known without a list to edit."""
+    classes = {c.op_name: c for c in paGatingBase.__subclasses__() if c.op_name}
+    return {spec.name: classes[spec.name] for spec in REGISTRY if spec.name in classes}
+
+
+UNITS: dict[str, type[paGatingBase]] = _units()
 
 
 def _unit_class(unit_class: type[paGatingBase] | str) -> type[nn.Module]:

@@ -379,25 +379,39 @@ PROBE_CASES = [
     ("paGLU", {"alpha": 0.5}), ("paGELU", {"alpha": 0.6}), ("paMishU", {"alpha": 0.5}),
     ("paSiLU", {"alpha": 0.5}), ("paUnit", {"alpha": 0.5, "gate": "golu"}),
 ]
+# Every elementwise op at its defaults and paUnit with every catalogued gate at its default
+# alpha, derived so that a new op or gate is probed without an edit here.
+# Repeats of a case (the same op and values) go; the value input differs per case (1 + i/64)
+# so that the converter cannot merge two outputs that compute the same (paUnit with sigmoid is
+# paGLU).
+PROBE_CASES += [(s.name, {}) for s in REGISTRY if s.elementwise]
+PROBE_CASES += [("paUnit", {"gate": g}) for g in REGISTRY.get("paUnit").param("gate").choices]
+PROBE_CASES = list({(n, tuple(sorted((REGISTRY.get(n).defaults() | p).items()))): (n, p)
+                    for n, p in reversed(PROBE_CASES)}.values())[::-1]
+
+
+def probe_value(i: int) -> float:
+    return 1.0 + i / 64
 
 
 class HazardProbe(nn.Module):
-    """Every case of PROBE_CASES on the same input (value input 1 for the paGating mixes)."""
+    """Every case of PROBE_CASES on the same input (value input `probe_value` for the mixes)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cases = []
         for i, (name, params) in enumerate(PROBE_CASES):
             spec = REGISTRY.get(name)
-            for k, v in params.items():
-                if spec.param(k).learnable:
-                    self.register_buffer(f"p{i}_{k}", torch.tensor(v))
+            for p in spec.params:
+                if p.learnable:
+                    self.register_buffer(f"p{i}_{p.name}",
+                                         torch.tensor(float(params.get(p.name, p.default))))
             self.cases.append((i, spec, params))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = []
         for i, spec, params in self.cases:
-            args = [x] if len(spec.inputs) == 1 else [torch.ones_like(x), x]
+            args = [x] if len(spec.inputs) == 1 else [torch.full_like(x, probe_value(i)), x]
             for p in spec.params:
                 value = params.get(p.name, p.default)
                 args.append(getattr(self, f"p{i}_{p.name}") if p.learnable else value)
@@ -416,9 +430,10 @@ def test_hazard_inputs_give_no_nan_or_inf_and_stay_within_the_op_tolerance(tmp_p
         outputs = list(runtime.run({artifact.input_names[0]: x.numpy()}).values())
     dtype = torch.float16 if precision == "fp16" else torch.float32
     assert len(outputs) == len(PROBE_CASES)
-    for (name, params), got in zip(PROBE_CASES, outputs):
+    for i, ((name, params), got) in enumerate(zip(PROBE_CASES, outputs)):
         spec = REGISTRY.get(name)
-        inputs = [HAZARD_X] if len(spec.inputs) == 1 else [np.ones_like(HAZARD_X), HAZARD_X]
+        inputs = [HAZARD_X] if len(spec.inputs) == 1 else \
+            [np.full_like(HAZARD_X, probe_value(i)), HAZARD_X]
         expected = _truth(spec, inputs, params, dtype).reshape(1, -1)
         got_t = torch.from_numpy(np.asarray(got, np.float64))
         finite = torch.isfinite(expected)

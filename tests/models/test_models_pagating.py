@@ -17,7 +17,7 @@ from gatex.errors import BadInputError, ParameterRangeError
 from gatex.models import load_state_dict
 from gatex.ops import REGISTRY
 
-UNITS = ["paGLU", "paGTU", "paSwishU", "paReGLU", "paGELU", "paMishU", "paSiLU", "paUnit"]
+UNITS = list(models.pagating.UNITS)  # derived: every paGating unit class
 EXTRA = {"paSwishU": {"beta": 1.7}, "paUnit": {"gate": "golu"}}
 OP_PARAMS = {"paSwishU": {"beta": 1.7}, "paUnit": {"gate": "golu"}}
 

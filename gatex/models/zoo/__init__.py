@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from gatex.errors import CheckpointError, UnknownOpError
+from gatex.ops import BUILTIN_OPS, REGISTRY, OpSpec
 
 SEED = 0
 DATA_FILE = "digits_test.npz"
@@ -62,17 +63,14 @@ def _act(unit: str, **kw: Any) -> ZooEntry:
     return ZooEntry(unit, "ActivationMLP", {"activation": unit, **kw})
 
 
-ENTRIES: tuple[ZooEntry, ...] = (
-    _pa("paGLU", 0.5),
+# The reference models that are not the default of their kind (`_default`): learnable alphas,
+# a sharper sigma, the structural ops' own architectures.
+OVERRIDES: dict[str, ZooEntry] = {e.unit: e for e in (
     _pa("paGTU", "learnable"),
     _pa("paSwishU", 0.5, beta=1.0),
-    _pa("paReGLU", 0.5),
     _pa("paGELU", "learnable"),
-    _pa("paMishU", 0.5),
-    _pa("paSiLU", 0.5),
     _pa("paUnit", 0.5, gate="golu"),
     ZooEntry("PaGRUCell", "GRUClassifier", {"hidden": 48, "alpha_mode": "learnable"}, epochs=80),
-    _act("GoLU"),
     _act("GELU_s", sigma=None),
     _act("SiLU_s", sigma=2.0),
     _act("ArcTan", sigma=None),
@@ -84,7 +82,35 @@ ENTRIES: tuple[ZooEntry, ...] = (
     ZooEntry("CGConv2d", "GatedConvNet", {"gate": "CGConv2d", "p": 4, "th": 0.0}, epochs=30),
     ZooEntry("PGConv2d", "GatedConvNet", {"gate": "PGConv2d", "wbits": 8, "abits": 8,
                                           "pred_bits": 4}, epochs=30),
-)
+)}
+
+
+def _default(spec: OpSpec) -> ZooEntry | None:
+    """A paGating unit (inputs v, u) in the two-unit MLP at alpha 0.5; a one-input elementwise op
+    as the MLP's activation; anything else needs an `OVERRIDES` entry."""
+    if spec.family == "pagating" and spec.inputs == ("v", "u"):
+        return _pa(spec.name, 0.5)
+    if spec.elementwise and len(spec.inputs) == 1:
+        return _act(spec.name)
+    return None
+
+
+def _entries() -> tuple[ZooEntry, ...]:
+    """One entry per op gatex ships (derived from the registry; ops that entry points add have
+    no shipped weights), in registry order."""
+    entries = []
+    for spec in REGISTRY:
+        if spec.name not in BUILTIN_OPS:
+            continue
+        found = OVERRIDES.get(spec.name) or _default(spec)
+        if found is None:
+            raise RuntimeError(f"op {spec.name} needs a zoo entry in gatex.models.zoo.OVERRIDES "
+                               "(it is neither a paGating unit nor a one-input activation)")
+        entries.append(found)
+    return tuple(entries)
+
+
+ENTRIES: tuple[ZooEntry, ...] = _entries()
 ZOO: dict[str, ZooEntry] = {e.unit: e for e in ENTRIES}
 
 

@@ -97,12 +97,33 @@ def save(model: nn.Module, e: ZooEntry, metrics: dict[str, float], out: Path) ->
     return path
 
 
+def write_readme_table(readme: Path) -> int:
+    """Replace the table between ``<!-- zoo-table -->`` and ``<!-- /zoo-table -->``."""
+    from gatex.models.zoo import markdown_table
+
+    text = readme.read_text()
+    start, end = "<!-- zoo-table -->\n", "\n<!-- /zoo-table -->"
+    if start not in text or end not in text:
+        print(f"error: {readme} has no {start.strip()} ... {end.strip()} block", file=sys.stderr)
+        return 2
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(head + start + markdown_table() + end + tail)
+    print(f"rewrote the zoo table of {readme} ({len(ENTRIES)} units)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--unit", action="append", help="train only these units (default: all)")
     ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "weights")
     ap.add_argument("--data-out", type=Path, default=PACKAGE_DIR / "data")
+    ap.add_argument("--readme", type=Path, metavar="README.md",
+                    help="only rewrite the zoo table of this README from the shipped weights' "
+                         "metadata (after training a new unit), and exit")
     args = ap.parse_args(argv)
+    if args.readme is not None:
+        return write_readme_table(args.readme)
     torch.set_num_threads(1)
     data = digits_split()
     args.out.mkdir(parents=True, exist_ok=True)
