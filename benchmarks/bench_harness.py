@@ -78,7 +78,7 @@ def harness_p50(path: Path, batch: int, warmup: int, iterations: int, threads: i
 def measure(path: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime as ort
 
-    from gatex.bench.plan import zoo_batch
+    from gatex.benchmarking.plan import zoo_batch
 
     options = ort.SessionOptions()   # as OrtRuntime builds it for the harness
     if args.threads is not None:
@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import gatex
     from gatex.errors import BadInputError
-    from gatex.bench.plan import machine_info
-    from gatex.bench.run import parse_cpus
-    from gatex.bench.schema import REPEAT_SPREAD_WARN
+    from gatex.benchmarking.plan import machine_info
+    from gatex.benchmarking.run import parse_cpus
+    from gatex.benchmarking.schema import REPEAT_SPREAD_WARN
 
     try:
         pinned = parse_cpus(args.cpus)

@@ -51,14 +51,14 @@ def parity(artifact: str, **options: object) -> object:
 def bench(*artifacts: str, **options: object) -> object:
     """Latency, memory, load time and size on each backend (`gatex bench` in Python).
 
-    Options as `gatex.bench.run.bench`: unit=, model=, backends= ("all" or "torch,ort"),
+    Options as `gatex.benchmarking.run.bench`: unit=, model=, backends= ("all" or "torch,ort"),
     batch_size=, warmup=, iterations= or duration=, threads=, device=, baseline=,
     max_regression=. Each backend runs in its own process; returns a `BenchResult` (torch eager
     is the reference row), truthy when no backend failed and nothing regressed.
 
     >>> result = gatex.bench(unit="GoLU", backends="torch,ort", iterations=50)
     """
-    from gatex.bench.run import bench as run_bench
+    from gatex.benchmarking.run import bench as run_bench
 
     if len(artifacts) == 1 and isinstance(artifacts[0], (list, tuple)):
         artifacts = tuple(artifacts[0])    # gatex.bench([a, b]) as gatex.bench(a, b)

@@ -26,7 +26,7 @@ import numpy as np
 from gatex.errors import BadInputError
 from gatex.ops.spec import Tolerance
 from gatex.runtimes.base import Runtime
-from gatex.parity import ParityResult
+from gatex.comparison import ParityResult
 
 
 def as_runtime(obj: Any) -> Runtime:
@@ -80,7 +80,7 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
     (`ParityResult.summary`), then the parity table.
     """
     from gatex.pipeline.check import compare_runtimes
-    from gatex.parity.report import render_text
+    from gatex.comparison.report import render_text
 
     if isinstance(tolerance, tuple):
         tolerance = Tolerance(*tolerance)

@@ -54,6 +54,24 @@ def test_no_file_in_gatex_is_over_600_lines() -> None:
     assert not long, f"files over {MAX_FILE_LINES} lines: {long}"
 
 
+MAX_FUNCTION_BODY = 80
+
+
+def test_no_function_body_is_over_80_lines() -> None:
+    """Counted from the first statement after the docstring: a Typer command's option list is
+    its signature, and a long docstring is documentation, not logic."""
+    long = []
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body
+                if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                    body = body[1:] or body
+                if node.end_lineno - body[0].lineno + 1 > MAX_FUNCTION_BODY:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long, f"function bodies over {MAX_FUNCTION_BODY} lines: {long}"
+
+
 def test_internal_imports_inside_functions_name_their_reason() -> None:
     """A function-local import of a gatex module is allowed where it keeps startup light (the
     CLI and the lazy public API: `gatex --help` imports no torch) or defers a heavy backend;
@@ -61,7 +79,7 @@ def test_internal_imports_inside_functions_name_their_reason() -> None:
     allowed = {
         "gatex/__init__.py", "gatex/_entry.py",                 # lazy public API, entry point
         "gatex/cli/",                                           # commands import on use
-        "gatex/pipeline/", "gatex/bench/", "gatex/testing.py",  # top layers: per-target paths
+        "gatex/pipeline/", "gatex/benchmarking/", "gatex/testing.py",  # top layers
         "gatex/exporters/tensorrt.py", "gatex/exporters/coreml.py",  # optional backends
         "gatex/exporters/compact.py", "gatex/exporters/onnx.py",
         "gatex/runtimes/", "gatex/ops/kernels/",                # backends, triton, TensorRT
@@ -78,3 +96,15 @@ def test_internal_imports_inside_functions_name_their_reason() -> None:
                         found.add(rel)
     unexplained = {f for f in found if not any(f == a or f.startswith(a) for a in allowed)}
     assert not unexplained, f"function-local gatex imports in {sorted(unexplained)}"
+
+
+def test_no_module_shadows_a_function_of_the_public_api() -> None:
+    """``import gatex.x`` binds the module as the attribute ``gatex.x``: a subpackage named like a
+    public function (``gatex.bench()``, ``gatex.parity()``) would replace the function."""
+    import gatex
+
+    functions = [name for name in gatex.__all__ if callable(getattr(gatex, name, None))
+                 and not isinstance(getattr(gatex, name), type)]
+    assert {"bench", "parity", "export", "load_model"} <= set(functions)
+    clashes = [n for n in functions if (PACKAGE / n).is_dir() or (PACKAGE / f"{n}.py").is_file()]
+    assert not clashes, f"modules named like public functions: {clashes}"

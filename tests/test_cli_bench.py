@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gatex.cli import app
-from gatex.bench import run as bench_module
-from gatex.bench.schema import SCHEMA, BenchResult, add_relative, compare_baseline
+from gatex.benchmarking import run as bench_module
+from gatex.benchmarking.schema import SCHEMA, BenchResult, add_relative, compare_baseline
 from cli_checks import one_error_line
 
 WIDE = {"COLUMNS": "200"}

@@ -102,7 +102,7 @@ def bench(
     cannot run, a baseline of another schema, iterations < 1, repeat < 1); 3 when a backend named in
     --backend (or matplotlib for --plot) is not available here.
     """
-    from gatex.bench.report import run_bench_command
+    from gatex.benchmarking.report import run_bench_command
 
     run_bench_command(list(artifacts or []), json_path=json_path, markdown_path=markdown,
                       plot_path=plot, unit=unit, model=model, weights=weights,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -101,10 +101,38 @@ def export(
     written atomically; a failed parity check exits 1 and says which output, by how much, and
     which tolerance would have passed. Bad input exits 2; an unavailable backend exits 3.
     """
-    import torch
+    from gatex import pipeline
 
-    from gatex import load_model, pipeline
+    _check_option_combinations(unit, model, to, flavor, dtype, opset, precision,
+                               deployment_target, compute_units, plugins)
+    pipeline.check_pg_scale(pg_scale)  # before --model loads anything
+    if calibration is not None and pg_scale != "calibrated":
+        raise BadInputError("--calibration goes with --pg-scale calibrated")
+    target, examples, check_inputs, name, calibration_inputs = _model_and_inputs(
+        unit, model, weights, trust_checkpoint, input_shape, pg_scale, calibration)
+    console = Console()
+    try:
+        result = pipeline.export(target, examples, to=to, out_dir=out_dir, name=name,
+                                  flavor=flavor, dtype=dtype, opset=opset,
+                                  dynamic_batch=dynamic_batch, check=check,
+                                  check_inputs=check_inputs, precision=precision or "fp16",
+                                  deployment_target=deployment_target,
+                                  compute_units=compute_units or "all", plugins=plugins or "auto",
+                                  compact=compact, sparse_weights=sparse_weights,
+                                  pg_scale=pg_scale, calibration=calibration_inputs)
+    except BackendUnavailableError as exc:  # a TensorRT bundle without engine: show the plan
+        if hasattr(exc, "artifact"):
+            _print_trt(console, exc.artifact)
+            _print_pruning(console, exc)  # a violated pruned-weights check: exit 1, not 3
+        raise
+    _print_result(console, result, check)
 
+
+def _check_option_combinations(unit: str | None, model: str | None, to: str, flavor: str,
+                               dtype: str, opset: int | None, precision: str | None,
+                               deployment_target: str | None, compute_units: str | None,
+                               plugins: str | None) -> None:
+    """Options that do not go together are bad input before anything loads."""
     if (unit is None) == (model is None):
         raise BadInputError("give exactly one of --unit NAME or --model REF")
     if to == "trt":
@@ -125,50 +153,47 @@ def export(
             verb = "goes" if given.count(",") == 0 else "go"
             raise BadInputError(f"{given} {verb} with --to onnx; CoreML export takes "
                                 "--precision, --target and --compute-units")
-    pipeline.check_pg_scale(pg_scale)  # before --model loads anything
-    if calibration is not None and pg_scale != "calibrated":
-        raise BadInputError("--calibration goes with --pg-scale calibrated")
-    calibration_inputs = None
+
+
+def _model_and_inputs(unit: str | None, model: str | None, weights: Path | None,
+                      trust_checkpoint: bool, input_shape: str | None, pg_scale: str,
+                      calibration: Path | None) -> tuple[Any, Any, Any, str | None, Any]:
+    """(the zoo unit or the loaded model, example inputs, check inputs, artifact stem, the
+    calibration inputs); --model's inputs are random normal of --input-shape, seed 0."""
+    from gatex.artifacts.npz import load_calibration
+
     if unit is not None:
         if weights is not None or input_shape is not None:
             raise BadInputError("--weights and --input-shape go with --model, not --unit")
-        target, examples, check_inputs, name = unit, None, None, None
+        calibration_inputs = None
         if calibration is not None:
             from gatex.models import zoo
-            from gatex.artifacts.npz import load_calibration
 
             calibration_inputs = load_calibration(calibration, zoo.entry(unit).input_shape)
-    else:
-        if input_shape is None:
-            raise BadInputError("--model needs --input-shape (e.g. 4,64) to trace the model")
-        shape = _shape(input_shape)
-        target = load_model(model, weights=weights, trust_checkpoint=trust_checkpoint)
-        generator = torch.Generator().manual_seed(0)
-        examples = (torch.randn(shape, generator=generator),)
-        check_inputs = (torch.randn((max(shape[0], 64), *shape[1:]), generator=generator),)
-        name = Path(model.rpartition(":")[2] or model).stem
-        if pg_scale == "calibrated":
-            if calibration is None:
-                raise BadInputError("--pg-scale calibrated with --model needs --calibration "
-                                    "F.npz (an array x of inputs shaped like --input-shape)")
-            from gatex.artifacts.npz import load_calibration
+        return unit, None, None, None, calibration_inputs
+    import torch
 
-            calibration_inputs = load_calibration(calibration, shape[1:])
-    console = Console()
-    try:
-        result = pipeline.export(target, examples, to=to, out_dir=out_dir, name=name,
-                                  flavor=flavor, dtype=dtype, opset=opset,
-                                  dynamic_batch=dynamic_batch, check=check,
-                                  check_inputs=check_inputs, precision=precision or "fp16",
-                                  deployment_target=deployment_target,
-                                  compute_units=compute_units or "all", plugins=plugins or "auto",
-                                  compact=compact, sparse_weights=sparse_weights,
-                                  pg_scale=pg_scale, calibration=calibration_inputs)
-    except BackendUnavailableError as exc:  # a TensorRT bundle without engine: show the plan
-        if hasattr(exc, "artifact"):
-            _print_trt(console, exc.artifact)
-            _print_pruning(console, exc)  # a violated pruned-weights check: exit 1, not 3
-        raise
+    from gatex import load_model
+
+    if input_shape is None:
+        raise BadInputError("--model needs --input-shape (e.g. 4,64) to trace the model")
+    shape = _shape(input_shape)
+    target = load_model(model, weights=weights, trust_checkpoint=trust_checkpoint)
+    generator = torch.Generator().manual_seed(0)
+    examples = (torch.randn(shape, generator=generator),)
+    check_inputs = (torch.randn((max(shape[0], 64), *shape[1:]), generator=generator),)
+    name = Path(model.rpartition(":")[2] or model).stem
+    calibration_inputs = None
+    if pg_scale == "calibrated":
+        if calibration is None:
+            raise BadInputError("--pg-scale calibrated with --model needs --calibration "
+                                "F.npz (an array x of inputs shaped like --input-shape)")
+        calibration_inputs = load_calibration(calibration, shape[1:])
+    return target, examples, check_inputs, name, calibration_inputs
+
+
+def _print_result(console: Console, result: Any, check: bool) -> None:
+    """What was written and its parity verdict; a failed check raises (exit 1)."""
     _print_pg_scale(console, result)
     if result.target == "trt":
         _print_trt(console, result.artifact)
@@ -190,7 +215,7 @@ def export(
         reason = "--no-check" if not check else "the plugin flavor runs only under TensorRT"
         console.print(f"parity: not checked ({reason})")
         return
-    from gatex.parity.report import print_results
+    from gatex.comparison.report import print_results
 
     print_results([result.parity], console)
     if not result.parity:  # the artifact stays, for gatex parity --locate
@@ -264,7 +289,7 @@ def _print_parity(console: Console, result, check: bool) -> None:
         console.print("parity: not checked (--no-check)" if not check else
                       "parity: not checked (no engine)")
         return
-    from gatex.parity.report import print_results
+    from gatex.comparison.report import print_results
 
     print_results([result.parity], console)
     if not result.parity:
@@ -281,7 +306,7 @@ def _print_coreml(console: Console, result, check: bool) -> None:
     if result.parity is None:
         console.print("parity: not checked (--no-check)")
         return
-    from gatex.parity.report import print_results
+    from gatex.comparison.report import print_results
 
     print_results([result.parity], console)
     if not result.parity:  # the package stays, for gatex parity

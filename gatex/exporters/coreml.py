@@ -232,7 +232,7 @@ def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path
     model should hold K * G already: `gatex.exporters.compact.fold_gates`); ``extra_metadata``
     is added to the package's user metadata. ``check(package, precision)``, when given,
     runs on the saved package before it is renamed into place and returns a parity verdict
-    (``ParityResult``), stored as JSON in the metadata under ``gatex.parity``; the package is
+    (``ParityResult``), stored as JSON in the metadata under ``gatex.comparison``; the package is
     renamed into place whatever the verdict (the caller decides what a failure means).
 
     Returns the artifact and the verdict (None without ``check``).
@@ -471,8 +471,8 @@ def _metadata(ops: tuple[str, ...], unit: str | None, precision: str, target: st
 
 def parity_json(verdict: Any) -> str:
     """A parity verdict as the compact JSON stored in the package's metadata (the record of
-    one result in ``gatex.parity/1``, see gatex.parity.report)."""
-    from gatex.parity.report import result_record
+    one result in ``gatex.parity/1``, see gatex.comparison.report)."""
+    from gatex.comparison.report import result_record
 
     record = result_record(verdict)
     record["artifact"] = Path(record["artifact"]).name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gatex.ops  # noqa: F401  (registers the gatex:: custom ops the modules call)
 from gatex.errors import BadInputError
+from gatex.models import conv_gating, gated_dense, golu, pagating, pagru, zilu
 from gatex.models.adapt import AdaptReport, adapt
 from gatex.models.conv_gating import CGConv2d, PactReLU, PGConv2d
 from gatex.models.gated_bert import GatedBert, GatedBertConfig
@@ -38,8 +39,6 @@ from gatex.ops.registry import REGISTRY
 def _unit_modules() -> dict[str, type]:
     """The module class of every op, named after it, from the model files (derived: a unit class
     added to a model file is exported here, and `module_for` finds it, without a list to edit)."""
-    from gatex.models import conv_gating, gated_dense, golu, pagating, pagru, zilu
-
     found = {}
     for spec in REGISTRY:
         for module in (conv_gating, gated_dense, golu, pagating, pagru, zilu):

@@ -1,5 +1,5 @@
 """The pipeline: resolve a model and its inputs, export it (`gatex.exporters`), and check the
-artifact numerically against torch (`gatex.runtimes` + `gatex.parity`).
+artifact numerically against torch (`gatex.runtimes` + `gatex.comparison`).
 
 The only layer above both the exporters and the runtimes (`check` runs ``gatex parity``):
 exporters write artifacts and never run them, runtimes run artifacts and never write them.
@@ -18,6 +18,7 @@ from torch import nn
 
 from gatex.errors import BadInputError, GatexError, require_choice
 from gatex.exporters import TARGETS, artifact_name, coreml_artifact_name
+from gatex.exporters import onnx as onnx_export
 from gatex.ops.param_check import check_op_params
 
 
@@ -107,24 +108,70 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     >>> bool(result.parity)
     True
     """
+    deployment_target = _check_target_options(to, precision, deployment_target, compute_units,
+                                              sparse_weights, plugins, flavor)
+    check_pg_scale(pg_scale)
+    from_zoo = isinstance(model, str)
+    model, unit, example_inputs, check_inputs, inputs_note = _resolve(model, example_inputs,
+                                                                      check_inputs)
+    check_op_params(model, example_inputs)  # values set or loaded after construction included
+    model, calibrated = _calibrate(model, pg_scale, calibration, unit if from_zoo else None)
+    stem = name or unit or getattr(model, "gatex_name", None) or type(model).__name__
+    source = model
+    model, compaction, metadata = _compact(model, compact, sparse_weights)
+    out_dir = Path(out_dir)
+    if to == "trt":
+        return replace(export_tensorrt_checked(
+            model, example_inputs, out_dir, stem, unit=unit, precision=precision,
+            plugins=plugins, opset=opset, dynamic_batch=dynamic_batch, check=check,
+            check_inputs=check_inputs, inputs_note=inputs_note, source=source,
+            compaction=compaction, metadata=metadata), calibration=calibrated)
+    if to == "coreml":
+        result = _export_coreml(model, example_inputs, out_dir, stem, unit=unit,
+                                precision=precision, deployment_target=deployment_target,
+                                compute_units=compute_units, dynamic_batch=dynamic_batch,
+                                check=check, check_inputs=check_inputs,
+                                inputs_note=inputs_note, precision_floor=precision_floor,
+                                source=source, sparse_weights=sparse_weights,
+                                metadata=metadata)
+    else:
+        result = _export_onnx(model, example_inputs, out_dir / artifact_name(stem, flavor, dtype),
+                              unit=unit, flavor=flavor, dtype=dtype, opset=opset,
+                              dynamic_batch=dynamic_batch, check=check, check_inputs=check_inputs,
+                              inputs_note=inputs_note, precision_floor=precision_floor,
+                              source=source, sparse_weights=sparse_weights, metadata=metadata)
+    return replace(result, compaction=compaction, calibration=calibrated,
+                   pruned=_pruned(source, result.path, compaction) if check else None)
+
+
+def _check_target_options(to: str, precision: str, deployment_target: str | None,
+                          compute_units: str, sparse_weights: bool, plugins: str,
+                          flavor: str) -> str | None:
+    """Bad option values fail before any model is loaded; the canonical CoreML target."""
     require_choice(to, TARGETS, "export target")
     if to == "trt" and sparse_weights:
         raise BadInputError("--sparse-weights is not for --to trt: TensorRT builds its engine "
                             "with dense weights whatever the ONNX stores (unstructured sparsity "
                             "saves it nothing); use --compact to make pruned layers smaller")
-    if to == "coreml":  # bad option names fail before any model is loaded
+    if to == "coreml":
         from gatex.exporters.coreml import DEFAULT_TARGET, check_options
 
-        deployment_target = check_options(precision, deployment_target or DEFAULT_TARGET,
-                                          compute_units, sparse_weights)
+        return check_options(precision, deployment_target or DEFAULT_TARGET, compute_units,
+                             sparse_weights)
     if to == "trt":
         from gatex.ops.kernels.policy import check_choice
 
         check_choice(precision, plugins)
-    check_pg_scale(pg_scale)
-    unit = None
+    if to == "onnx":
+        onnx_export.check_flavor(flavor)
+    return deployment_target
+
+
+def _resolve(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None,
+             check_inputs: Sequence[torch.Tensor] | None) -> tuple[Any, ...]:
+    """(the model in eval mode, its zoo unit or None, example inputs, check inputs, what the
+    check inputs are); a zoo unit's inputs default to its held-out digits."""
     inputs_note = "the check inputs" if check_inputs else "the example inputs"
-    from_zoo = isinstance(model, str)
     if isinstance(model, str):
         from gatex.models import zoo
 
@@ -140,72 +187,63 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     if not example_inputs:
         raise BadInputError("example inputs are needed to export a model that is not a zoo unit "
                             "(--input-shape on the command line)")
-    model = model.eval()
-    check_op_params(model, example_inputs)  # values set or loaded after construction included
-    calibrated = None
-    if pg_scale == "calibrated":
-        from gatex.models.calibrate import calibrate_pg_scales
+    return model.eval(), unit, example_inputs, check_inputs or example_inputs, inputs_note
 
-        if calibration is None and from_zoo:
-            calibration = zoo.held_out(unit)[0]
-        if calibration is None:
-            raise BadInputError("--pg-scale calibrated needs calibration data (--calibration "
-                                "F.npz with an array x of model inputs)")
-        model, calibrated = calibrate_pg_scales(model, calibration)
-    if to == "onnx":
-        from gatex.exporters.onnx import check_flavor
 
-        check_flavor(flavor)
-    stem = name or unit or getattr(model, "gatex_name", None) or type(model).__name__
-    source, compaction, metadata = model, None, {}
-    if compact or sparse_weights:
-        from gatex.exporters.compact import COMPACTION_KEY, compact_model, fold_gates
+def _calibrate(model: nn.Module, pg_scale: str, calibration: Any, zoo_unit: str | None
+               ) -> tuple[nn.Module, Any]:
+    """``pg_scale="calibrated"``: a copy with fixed PGConv2d scales (a model given as a zoo
+    unit name calibrates on its held-out digits by default)."""
+    if pg_scale != "calibrated":
+        return model, None
+    from gatex.models import zoo
+    from gatex.models.calibrate import calibrate_pg_scales
 
-        model, compaction = compact_model(model) if compact else (fold_gates(model), None)
-        if compaction is not None:
-            metadata[COMPACTION_KEY] = compaction.to_json()
-    if to == "trt":
-        return replace(export_tensorrt_checked(model, example_inputs, Path(out_dir), stem, unit=unit,
-                                     precision=precision, plugins=plugins, opset=opset,
-                                     dynamic_batch=dynamic_batch, check=check,
-                                     check_inputs=check_inputs or example_inputs,
-                                     inputs_note=inputs_note, source=source,
-                                     compaction=compaction, metadata=metadata),
-                       calibration=calibrated)
-    if to == "coreml":
-        result = _export_coreml(model, example_inputs, Path(out_dir), stem, unit=unit,
-                                precision=precision, deployment_target=deployment_target,
-                                compute_units=compute_units, dynamic_batch=dynamic_batch,
-                                check=check, check_inputs=check_inputs or example_inputs,
-                                inputs_note=inputs_note, precision_floor=precision_floor,
-                                source=source, sparse_weights=sparse_weights,
-                                metadata=metadata)
-        return replace(result, compaction=compaction, calibration=calibrated,
-                       pruned=_pruned(source, result.path, compaction) if check else None)
-    from gatex.exporters.onnx import DEFAULT_OPSET, remove_artifact, trace_onnx, write_onnx
+    if calibration is None and zoo_unit is not None:
+        calibration = zoo.held_out(zoo_unit)[0]
+    if calibration is None:
+        raise BadInputError("--pg-scale calibrated needs calibration data (--calibration "
+                            "F.npz with an array x of model inputs)")
+    return calibrate_pg_scales(model, calibration)
 
-    path = Path(out_dir) / artifact_name(stem, flavor, dtype)
-    traced = trace_onnx(model, example_inputs, dtype=dtype,
-                        opset=DEFAULT_OPSET if opset is None else opset,
-                        dynamic_batch=dynamic_batch)
+
+def _compact(model: nn.Module, compact: bool, sparse_weights: bool
+             ) -> tuple[nn.Module, Any, dict[str, str]]:
+    """The model to export (compacted, or with gates folded for sparse weights), the
+    compaction report, and the metadata that records it."""
+    if not (compact or sparse_weights):
+        return model, None, {}
+    from gatex.exporters.compact import COMPACTION_KEY, compact_model, fold_gates
+
+    model, compaction = compact_model(model) if compact else (fold_gates(model), None)
+    return model, compaction, {COMPACTION_KEY: compaction.to_json()} if compaction else {}
+
+
+def _export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path, *,
+                 unit: str | None, flavor: str, dtype: str, opset: int | None,
+                 dynamic_batch: bool, check: bool, check_inputs: Sequence[torch.Tensor],
+                 inputs_note: str, precision_floor: bool, source: nn.Module,
+                 sparse_weights: bool, metadata: dict[str, str]) -> ExportResult:
+    """Trace and write the ONNX file, then check it against ``source`` (no artifact stays when
+    the check cannot run)."""
+    traced = onnx_export.trace_onnx(model, example_inputs, dtype=dtype, dynamic_batch=dynamic_batch,
+                                    opset=onnx_export.DEFAULT_OPSET if opset is None else opset)
     checking = check and flavor != "plugin"  # a plugin model needs TensorRT's plugins to run
     if checking and not traced.ops:
         raise BadInputError("the model holds no gatex op (no gated unit was found or adapted), "
                             "so no op spec gives the parity tolerance; export it with --no-check "
                             "(check=False), or check it with gatex parity --rtol/--atol")
-    artifact = write_onnx(traced, path, flavor=flavor, unit=unit, sparse_weights=sparse_weights,
-                          metadata=metadata)
+    artifact = onnx_export.write_onnx(traced, path, flavor=flavor, unit=unit,
+                                      sparse_weights=sparse_weights, metadata=metadata)
     parity = None
     if checking:
         try:
-            parity = check_onnx(source, artifact.path, check_inputs or example_inputs,
-                                inputs_note=inputs_note, precision_floor=precision_floor)
+            parity = check_onnx(source, artifact.path, check_inputs, inputs_note=inputs_note,
+                                precision_floor=precision_floor)
         except GatexError:  # the check could not run (bad inputs, no onnxruntime): no artifact
-            remove_artifact(artifact.path)
+            onnx_export.remove_artifact(artifact.path)
             raise
-    return ExportResult(artifact.path, to, flavor, dtype, artifact.ops, unit, artifact, parity,
-                        compaction, _pruned(source, artifact.path, compaction) if check else None,
-                        calibrated)
+    return ExportResult(artifact.path, "onnx", flavor, dtype, artifact.ops, unit, artifact, parity)
 
 
 def _pruned(source: nn.Module, path: Path, compaction: Any) -> Any:

@@ -29,8 +29,15 @@ import numpy as np
 from gatex.errors import BackendUnavailableError, BadInputError
 from gatex.ops.spec import Tolerance
 from gatex.runtimes.base import Runtime, TensorSpec
-from gatex.parity import ParityResult, PrecisionFloor, ToleranceChoice, choose_tolerance, compare, compare_outputs
-from gatex.parity.metrics import LOW_PRECISIONS, dtype_name, float_dtype_of
+from gatex.comparison import (
+    ParityResult,
+    PrecisionFloor,
+    ToleranceChoice,
+    choose_tolerance,
+    compare,
+    compare_outputs,
+)
+from gatex.comparison.metrics import LOW_PRECISIONS, dtype_name, float_dtype_of
 
 UNIT_METADATA_KEY = "gatex.unit"   # written by the exporters (ONNX metadata_props, CoreML
                                    # user_defined_metadata)
@@ -525,7 +532,7 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     from rich.console import Console
 
     from gatex.errors import CheckFailedError
-    from gatex.parity.report import check_verdict_paths, print_results, write_verdicts
+    from gatex.comparison.report import check_verdict_paths, print_results, write_verdicts
 
     if not artifacts:
         raise BadInputError("give at least one artifact (an .onnx file or a .mlpackage)")

@@ -2,8 +2,9 @@
 loaded artifact.
 
 `Runtime` is the template every backend follows (`base.py`); `locate.py` finds the first
-diverging gatex op of an ONNX model. The metrics and verdicts live in `gatex.parity` (re-exported
-here); running an artifact against its reference (``gatex parity``) is `gatex.pipeline.check`.
+diverging gatex op of an ONNX model. The metrics and verdicts live in `gatex.comparison`
+(re-exported here); running an artifact against its reference (``gatex parity``) is
+`gatex.pipeline.check`.
 Backends import lazily: ``import gatex.runtimes`` loads neither onnxruntime nor onnx.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gatex.runtimes.base import Runtime, RuntimeNotLoadedError, TensorSpec
-from gatex.parity import (
+from gatex.comparison import (
     FLOOR_FACTOR,
     LocateResult,
     NeededTolerance,
@@ -42,7 +43,7 @@ def __getattr__(name: str) -> Any:  # PEP 562: runtime classes load their module
     raise AttributeError(f"module 'gatex.runtimes' has no attribute {name!r}")
 
 
-__all__ = ["FLOOR_FACTOR", "LocateResult", "NeededTolerance", "OpComparison", "OrtRuntime", "OutputParity",
-           "ParityResult", "PrecisionFloor", "Runtime", "RuntimeNotLoadedError", "TensorSpec", "ToleranceChoice",
-           "TorchRuntime",
-           "choose_tolerance", "compare", "compare_outputs", "tolerance_for", "ulp_distance"]
+__all__ = ["FLOOR_FACTOR", "LocateResult", "NeededTolerance", "OpComparison", "OrtRuntime",
+           "OutputParity", "ParityResult", "PrecisionFloor", "Runtime", "RuntimeNotLoadedError",
+           "TensorSpec", "ToleranceChoice", "TorchRuntime", "choose_tolerance", "compare",
+           "compare_outputs", "tolerance_for", "ulp_distance"]

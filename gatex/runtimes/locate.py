@@ -25,7 +25,7 @@ from torch import nn
 from gatex.errors import BadInputError
 from gatex.ops.spec import Tolerance
 from gatex.runtimes.onnxruntime_runtime import OrtRuntime
-from gatex.parity import LocateResult, OpComparison, compare
+from gatex.comparison import LocateResult, OpComparison, compare
 from gatex.runtimes.torch_runtime import TorchRuntime
 
 GATEX_DOMAIN = "gatex"

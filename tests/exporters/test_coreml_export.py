@@ -38,7 +38,7 @@ from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry  # noqa: E
 
 from gatex.cli import app  # noqa: E402
 from gatex.pipeline import export  # noqa: E402
-from gatex.parity import compare, tolerance_for  # noqa: E402
+from gatex.comparison import compare, tolerance_for  # noqa: E402
 
 UNITS = list(zoo.ZOO)
 SLOW = pytest.mark.slow

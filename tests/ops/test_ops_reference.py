@@ -104,19 +104,21 @@ def test_formulas_are_not_trivially_equal() -> None:
             outs[case.id] = formula(case.spec, [v, u], round_params(case.spec, case.params,
                                                                    torch.float64))
     # coincide by design: alpha = 0 removes the gate; Swish with beta = 1 is SiLU; paUnit with
-    # a unit's gate is that unit (at the same alpha); arctan_approx = (1 + softsign) / 2, so
-    # softsign at alpha a is arctan_approx at alpha 2a
-    unit_gates = {"paGLU": "sigmoid", "paReGLU": "relu", "paGELU": "gelu", "paMishU": "mish",
-                  "paSiLU": "silu"}
+    # a unit's gate is that unit (at the same alpha; the unit's gate from its module class);
+    # arctan_approx = (1 + softsign) / 2, so softsign at alpha a is arctan_approx at alpha 2a
+    from gatex.models.pagating import UNITS
 
     def same_by_design(a: Case, b: Case) -> bool:
         def canonical(c: Case) -> tuple:
             full = c.spec.defaults() | c.params
             gate = {"paUnit": full.get("gate"), "paSwishU": "silu" if full.get("beta") == 1.0
-                    else None}.get(c.name, unit_gates.get(c.name))
-            return (gate, full.get("alpha")) if gate else (c.id,)
-        return canonical(a) == canonical(b) or {a.id, b.id} == {
-            "paUnit[alpha=1.0,gate=arctan_approx]", "paUnit[gate=softsign]"}
+                    else None}.get(c.name, UNITS[c.name].gate_name if c.name in UNITS else None)
+            alpha = full.get("alpha")
+            if gate == "softsign" and isinstance(alpha, float) and 2 * alpha <= 1:
+                gate, alpha = "arctan_approx", 2 * alpha
+            value = c.spec.formula.split(" * ")[0]   # "v", or paGTU's "tanh(v)"
+            return (value, gate, alpha) if gate else (c.id,)
+        return canonical(a) == canonical(b)
 
     by_case = {c.id: c for c in CASES}
     ids = list(outs)

@@ -1,7 +1,7 @@
 """The public extension point: an op defined outside gatex, in one file, through every backend.
 
 tests/plugin_ops/ is what a user's package would install: ``gatex_softsign_unit.py`` defines
-paSoftsignU (spec, reference, impl, lowerings from the gate catalogue) and registers it with
+paSoftsignExt (spec, reference, impl, lowerings from the gate catalogue) and registers it with
 `gatex.ops.register`; its dist-info declares it in the ``gatex.ops`` entry-point group, so a
 gatex process finds it with no import of its own. ``softsign_model.py`` is the user's model.
 Every command runs in a fresh process with that folder on PYTHONPATH (the op never enters this
@@ -44,7 +44,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    "-o", "out", *extra, cwd=work)
         # trt: no TensorRT here, so the bundle is written and the engine is not built (exit 3)
         assert proc.returncode == (3 if to == "trt" else 0), proc.stderr
-        assert "gatex ops: paSoftsignU" in proc.stdout or to == "trt", proc.stdout
+        assert "gatex ops: paSoftsignExt" in proc.stdout or to == "trt", proc.stdout
         assert " pass " in proc.stdout or to == "trt", proc.stdout
     np.savez(work / "x.npz", input=np.random.default_rng(0).standard_normal((32, 16))
              .astype(np.float32))
@@ -55,19 +55,19 @@ def test_units_lists_the_op_on_every_backend_found_by_its_entry_point(tmp_path: 
     proc = run("units", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     ops = {op["name"]: op for op in json.loads(proc.stdout)}
-    assert ops["paSoftsignU"]["backends"] == ["torch", "onnx", "coreml", "tensorrt"]
-    assert ops["paSoftsignU"]["family"] == "softsign_unit"
+    assert ops["paSoftsignExt"]["backends"] == ["torch", "onnx", "coreml", "tensorrt"]
+    assert ops["paSoftsignExt"]["family"] == "softsign_unit"
     # without the package on the path the op does not exist
     proc = run("units", "--json", cwd=tmp_path, extra_path=tmp_path)
-    assert "paSoftsignU" not in {op["name"] for op in json.loads(proc.stdout)}
+    assert "paSoftsignExt" not in {op["name"] for op in json.loads(proc.stdout)}
 
 
 def test_onnx_and_coreml_exports_hold_the_op_and_pass_parity(exports: Path) -> None:
     import onnx
 
     model = onnx.load(str(exports / "out" / "build-portable-fp32.onnx"))
-    assert [n.op_type for n in model.graph.node if n.domain == "gatex"] == ["paSoftsignU"] * 2
-    assert {f.name for f in model.functions} == {"paSoftsignU"}
+    assert [n.op_type for n in model.graph.node if n.domain == "gatex"] == ["paSoftsignExt"] * 2
+    assert {f.name for f in model.functions} == {"paSoftsignExt"}
     proc = run("parity", "out/build-portable-fp32.onnx", "out/build-fp16.mlpackage",
                "--model", MODEL, "--inputs", "x.npz", "--json", "p.json", cwd=exports)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -79,13 +79,13 @@ def test_tensorrt_bundle_carries_the_op_as_a_plugin_with_its_kernel(exports: Pat
     bundle = exports / "out" / "build-trt-fp16"
     plan = json.loads((bundle / "plan.json").read_text())
     decisions = {d["op"]: d["choice"] for d in plan["decisions"]}
-    assert decisions == {"paSoftsignU": "plugin"}
-    assert [p["name"] for p in plan["plugins"]] == ["paSoftsignU"]
+    assert decisions == {"paSoftsignExt": "plugin"}
+    assert [p["name"] for p in plan["plugins"]] == ["paSoftsignExt"]
     kernels = json.loads((bundle / "kernels.json").read_text())
     # the op's Triton kernel compiled to PTX (triton compiles without a GPU), one per alpha value
-    assert {k["plugin"] for k in kernels["kernels"]} == {"paSoftsignU"}
+    assert {k["plugin"] for k in kernels["kernels"]} == {"paSoftsignExt"}
     assert sorted(k["attributes"]["alpha"] for k in kernels["kernels"]) == [0.5, 0.7998046875]
-    assert all(".entry gatex_pasoftsignu_fp16" in k["ptx"] for k in kernels["kernels"])
+    assert all(".entry gatex_pasoftsignext_fp16" in k["ptx"] for k in kernels["kernels"])
 
 
 def test_bench_runs_the_op_on_torch_and_onnxruntime(exports: Path) -> None:
@@ -100,13 +100,13 @@ def test_bench_runs_the_op_on_torch_and_onnxruntime(exports: Path) -> None:
 TRITON_CHILD = textwrap.dedent("""
     import torch, gatex.ops as ops
     from gatex.ops.kernels.launch import gated
-    spec = ops.get_op("paSoftsignU")
+    spec = ops.get_op("paSoftsignExt")
     u = torch.tensor([-1.1e5, -3e4, -11.0, -1.0, 0.0, 0.5, 3.0, 1e4] * 4)
     v = torch.full_like(u, 6e4)
     worst = 0.0
     for alpha in (0.5, 0.25, 0.8, 1.0):
         a = torch.tensor(alpha)
-        got = gated("paSoftsignU", v, u, alpha=a)
+        got = gated("paSoftsignExt", v, u, alpha=a)
         want = spec.impl(v.double(), u.double(), alpha=a.double())
         tol = spec.tolerance(torch.float32)
         ok = bool(tol.allows(got, want))

@@ -1,4 +1,4 @@
-"""An op defined outside gatex, in one file: paSoftsignU = v * (alpha softsign(u) + 1 - alpha).
+"""An op defined outside gatex, in one file: paSoftsignExt = v * (alpha softsign(u) + 1 - alpha).
 
 What a user writes to add a gated op: the spec (inputs, parameters with ranges, tolerances),
 the float64 reference and the safe torch impl, and its lowerings, here all from gatex's gate
@@ -32,7 +32,7 @@ def impl(v: torch.Tensor, u: torch.Tensor, *, alpha: torch.Tensor | float = 0.5)
 
 SPEC = gatex_ops.register(
     gatex_ops.OpSpec(
-        name="paSoftsignU", torch_name="pasoftsignu", family="softsign_unit",
+        name="paSoftsignExt", torch_name="pasoftsignext", family="softsign_unit",
         summary="paGating unit with a softsign gate (an out-of-tree op).",
         formula="v * (alpha * softsign(u) + (1 - alpha))",
         source="tests/plugin_ops/gatex_softsign_unit.py", inputs=("v", "u"), params=(ALPHA,),
@@ -42,12 +42,12 @@ SPEC = gatex_ops.register(
     lowerings={
         "onnx": lambda b, v, u, *, alpha=0.5: gated_onnx(b, v, u, GATE, alpha),
         "coreml": lambda m, v, u, *, alpha=0.5: gated_mil(m, v, u, GATE, alpha),
-        "tensorrt": gatex_ops.TensorrtLowering(alpha_plan("paSoftsignU", "softsign")),
+        "tensorrt": gatex_ops.TensorrtLowering(alpha_plan("paSoftsignExt", "softsign")),
     },
 )
 
 
-class PaSoftsignU(nn.Module):
+class PaSoftsignExt(nn.Module):
     """value_proj(x) * (alpha softsign(gate_proj(x)) + 1 - alpha), alpha a parameter."""
 
     def __init__(self, d_in: int = 16, d_out: int = 8, alpha: float = 0.5) -> None:

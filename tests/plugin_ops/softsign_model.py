@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gatex_softsign_unit import PaSoftsignU
+from gatex_softsign_unit import PaSoftsignExt
 
 
 def build() -> nn.Module:
     """Two softsign units around a linear layer, fixed weights."""
     torch.manual_seed(0)
-    return nn.Sequential(PaSoftsignU(16, 32), nn.Linear(32, 32), PaSoftsignU(32, 4, alpha=0.8))
+    return nn.Sequential(PaSoftsignExt(16, 32), nn.Linear(32, 32), PaSoftsignExt(32, 4, alpha=0.8))

@@ -14,10 +14,10 @@ import pytest
 
 import gatex
 from gatex.errors import BadInputError
-from gatex.bench import report as bench_report
-from gatex.bench.plan import parse_backends, unavailable_reason
-from gatex.bench.run import row_from_worker, run_worker
-from gatex.bench.schema import (
+from gatex.benchmarking import report as bench_report
+from gatex.benchmarking.plan import parse_backends, unavailable_reason
+from gatex.benchmarking.run import row_from_worker, run_worker
+from gatex.benchmarking.schema import (
     BACKENDS,
     CV_WARN_THRESHOLD,
     REPEAT_SPREAD_WARN,
@@ -28,9 +28,10 @@ from gatex.bench.schema import (
     compare_baseline,
     read_baseline,
 )
-from gatex.bench.stats import latency_stats
+from gatex.benchmarking.stats import latency_stats
 
-# The schema (module docstring of gatex.bench.schema), written out: a change must be deliberate.
+# The schema (module docstring of gatex.benchmarking.schema), written out: a change must be
+# deliberate.
 TOP_KEYS = {"schema", "gatex_version", "created", "passed", "machine", "versions", "settings",
             "backends", "warnings", "baseline"}
 MACHINE_KEYS = {"cpu", "cores_logical", "cores_physical", "cores_usable", "os", "machine",
@@ -421,7 +422,7 @@ def test_worker_still_running_at_the_timeout_is_killed(tmp_path):
 
 def test_worker_error_is_its_result_not_an_exception(tmp_path):
     # the worker's own error handling, run in this process: a backend that fails to load
-    from gatex.bench import worker as bench_worker
+    from gatex.benchmarking import worker as bench_worker
 
     np.savez(tmp_path / "x.npz", input_0=np.zeros((1, 64), np.float32))
     job = {"backend": "ort", "source": {"kind": "artifact", "path": str(tmp_path / "no.onnx")},
@@ -440,7 +441,7 @@ def test_worker_error_is_its_result_not_an_exception(tmp_path):
 # -- --cpus: every worker pinned ----------------------------------------------------------------
 
 def test_parse_cpus_lists_ranges_and_refuses_what_this_process_cannot_use():
-    from gatex.bench.run import parse_cpus
+    from gatex.benchmarking.run import parse_cpus
 
     if not hasattr(os, "sched_setaffinity"):
         with pytest.raises(BadInputError, match="Linux only"):
@@ -469,7 +470,7 @@ def test_worker_pins_itself_to_the_cpus_asked(tmp_path):
            "inputs": str(tmp_path / "x.npz"), "warmup": 0, "iterations": 1,
            "duration_s": None, "threads": None, "device": "cpu", "cpus": [cpu]}
     (tmp_path / "job.json").write_text(json.dumps(job))
-    probe = ("import json, os, sys; from gatex.bench import worker as w; "
+    probe = ("import json, os, sys; from gatex.benchmarking import worker as w; "
              "code = w.main(sys.argv[1:]); print(sorted(os.sched_getaffinity(0)))")
     import subprocess
 

@@ -10,7 +10,7 @@ import pytest
 from gatex.errors import BadInputError, UnknownOpError
 from gatex.ops import REGISTRY, Tolerance
 from gatex.ops.spec import REDUCTION_TOLERANCES
-from gatex.parity import (
+from gatex.comparison import (
     ParityResult,
     ToleranceChoice,
     choose_tolerance,

@@ -30,14 +30,14 @@ from gatex.ops import Tolerance
 from gatex.pipeline import check
 from gatex.pipeline.check import compare_runtimes
 from gatex.runtimes.onnxruntime_runtime import OrtRuntime
-from gatex.parity import (
+from gatex.comparison import (
     FLOOR_FACTOR,
     PrecisionFloor,
     ToleranceChoice,
     compare,
     tolerance_for,
 )
-from gatex.parity.report import to_json, to_junit, to_markdown
+from gatex.comparison.report import to_json, to_junit, to_markdown
 from gatex.runtimes.torch_runtime import TorchRuntime
 
 FLOOR_TEXT = f"{FLOOR_FACTOR:g} x torch's own fp16 error"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gatex.ops import Tolerance
-from gatex.parity import ParityResult, ToleranceChoice, compare
-from gatex.parity.report import inputs_text, render_text, short_names
+from gatex.comparison import ParityResult, ToleranceChoice, compare
+from gatex.comparison.report import inputs_text, render_text, short_names
 
 TOL = ToleranceChoice(Tolerance(1e-4, 1e-5), "float32", "spec", ("paGLU",), ("Gemm",))
 LONG = "/very/long/directory/name/for/ci/artifacts/build-1234/exports"

@@ -11,7 +11,7 @@ import numpy as np
 from gatex.errors import BadInputError
 from gatex.ops import REGISTRY
 from gatex.ops.spec import REDUCTION_TOLERANCES, Tolerance
-from gatex.parity.metrics import PrecisionFloor, dtype_name, fmt
+from gatex.comparison.metrics import PrecisionFloor, dtype_name, fmt
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ the outputs to `compare`.
 
 from __future__ import annotations
 
-from gatex.parity.metrics import (
+from gatex.comparison.metrics import (
     FLOOR_FACTOR,
     NeededTolerance,
     OutputParity,
@@ -17,8 +17,8 @@ from gatex.parity.metrics import (
     compare_outputs,
     ulp_distance,
 )
-from gatex.parity.results import LocateResult, OpComparison, ParityResult
-from gatex.parity.tolerance import ToleranceChoice, choose_tolerance, tolerance_for
+from gatex.comparison.results import LocateResult, OpComparison, ParityResult
+from gatex.comparison.tolerance import ToleranceChoice, choose_tolerance, tolerance_for
 
 __all__ = ["FLOOR_FACTOR", "LocateResult", "NeededTolerance", "OpComparison", "OutputParity",
            "ParityResult", "PrecisionFloor", "ToleranceChoice", "choose_tolerance", "compare",

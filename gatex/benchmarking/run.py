@@ -1,5 +1,6 @@
 """`bench`: every backend of a bench in a worker process of its own, one after the other (or
-interleaved with ``--repeat``), each row built from its worker's result (`gatex.bench.schema`)."""
+interleaved with ``--repeat``), each row built from its worker's result
+(`gatex.benchmarking.schema`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from gatex.errors import BackendUnavailableError, BadInputError, CheckpointError
-from gatex.bench.plan import (
+from gatex.benchmarking.plan import (
     OnnxHeader,
     backend_for,
     check_model_fits,
@@ -32,7 +33,7 @@ from gatex.bench.plan import (
     versions,
     zoo_batch,
 )
-from gatex.bench.schema import (
+from gatex.benchmarking.schema import (
     ARTIFACT_SUFFIXES,
     BACKENDS,
     CV_WARN_THRESHOLD,
@@ -48,7 +49,7 @@ from gatex.bench.schema import (
     compare_baseline,
     read_baseline,
 )
-from gatex.bench.stats import latency_stats
+from gatex.benchmarking.stats import latency_stats
 
 # -- running a backend in its own process ---------------------------------------------------------
 
@@ -57,7 +58,7 @@ ProgressCallback = Callable[[str, str, int, int], None]   # (row id, phase, done
 
 def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
                on_progress: ProgressCallback | None = None, row_id: str = "") -> dict[str, Any]:
-    """Run one job in a fresh ``python -m gatex.bench.worker``; its result dict.
+    """Run one job in a fresh ``python -m gatex.benchmarking.worker``; its result dict.
 
     A worker that crashes, hangs past ``timeout`` or writes no result yields
     ``{"status": "error", "reason": ...}`` naming what happened; nothing escapes this process.
@@ -83,11 +84,11 @@ def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
 def _run_worker_process(job_path: Path, result_path: Path, workdir: Path,
                         env: dict[str, str], *, timeout: float, tag: str,
                         on_progress: ProgressCallback | None, row_id: str) -> dict[str, Any]:
-    from gatex.bench.worker import PROGRESS_PREFIX
+    from gatex.benchmarking.worker import PROGRESS_PREFIX
 
     with open(workdir / f"{tag}.stderr", "w+", encoding="utf-8", errors="replace") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gatex.bench.worker", str(job_path),
+            [sys.executable, "-m", "gatex.benchmarking.worker", str(job_path),
              str(result_path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
             text=True, errors="replace", env=env)
 
@@ -304,141 +305,55 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
                    device, repeat)
     pinned = parse_cpus(cpus)
     chosen, named = parse_backends(backends)
-    if isinstance(artifacts, (str, Path)):
-        artifacts = [artifacts]
-    paths = [Path(a) for a in artifacts]
-    if not paths and unit is None and model is None:
-        raise BadInputError("give an ARTIFACT, --unit NAME or --model REF to benchmark")
-    if unit is not None and model is not None:
-        raise BadInputError("give --unit or --model, not both")
-    if model is None and (weights is not None or input_shape is not None):
-        raise BadInputError("--weights and --input-shape go with --model")
+    paths = [Path(a) for a in ([artifacts] if isinstance(artifacts, (str, Path)) else artifacts)]
+    _check_sources(paths, unit, model, weights, input_shape, max_regression, baseline)
     headers: dict[Path, OnnxHeader] = {}
     pairs = _match_artifacts(paths, chosen, named, headers)
-    if max_regression is not None and baseline is None:
-        raise BadInputError("--max-regression needs --baseline F (a previous gatex bench --json)")
     baseline_doc = read_baseline(baseline) if baseline is not None else None
-
     reasons = {b: unavailable_reason(b, device) for b in chosen}
-    if named:
-        missing = [b for b in chosen if reasons[b]]
-        if missing:
-            raise BackendUnavailableError(f"backend {missing[0]} is not available: "
-                                          f"{reasons[missing[0]]}")
+    missing = [b for b in chosen if reasons[b]] if named else []
+    if missing:
+        raise BackendUnavailableError(f"backend {missing[0]} is not available: "
+                                      f"{reasons[missing[0]]}")
     if iterations is None and duration is None:
         iterations = DEFAULT_ITERATIONS
-
-    # the torch reference and the inputs
-    onnx_specs: list[tuple[str, str, tuple[Any, ...]]] | None = None
-    if unit is None and model is None:
-        onnx_paths = [p for k, p in pairs if k == "ort"]
-        if onnx_paths:
-            header = headers.get(onnx_paths[0]) or onnx_header(onnx_paths[0])
-            onnx_specs, unit = header.inputs, header.metadata.get(UNIT_METADATA_KEY)
-    elif pairs and pairs[0][0] == "ort":
-        onnx_specs = (headers.get(pairs[0][1]) or onnx_header(pairs[0][1])).inputs
-    if onnx_specs:
-        static = onnx_specs[0][2][0] if onnx_specs[0][2] else None
-        if isinstance(static, int) and static > 0:
-            if batch_size is not None and batch_size != static:
-                raise BadInputError(f"{pairs[0][1].name} has a fixed batch of {static}; pass "
-                                    f"--batch-size {static} or export with a dynamic batch")
-            batch_size = static
-    batch_size = batch_size or 1
-
-    torch_model = None
-    source: dict[str, Any] | None = None
+    onnx_specs, unit, batch_size = _onnx_inputs(pairs, headers, unit, model, batch_size)
+    torch_model, source, inputs, what = _reference_and_inputs(
+        unit, model, weights, trust_checkpoint, input_shape, batch_size, onnx_specs, pairs)
     if unit is not None:
-        from gatex.models import zoo
-
-        unit = zoo.entry(unit).unit
-        source = {"kind": "zoo", "unit": unit}
-        inputs = [zoo_batch(unit, batch_size)]
-        what = f"zoo held-out digits for {unit}, batch {batch_size}"
-    elif model is not None:
-        import torch
-
-        from gatex.loading import load_model
-
-        if input_shape is None:
-            raise BadInputError("--model needs --input-shape (e.g. 1,64): the bench feeds random "
-                                "normal inputs of that shape")
-        ref = str(Path(model).resolve()) if str(model).endswith(".pt2") else model
-        torch_model = load_model(ref, weights=weights, trust_checkpoint=trust_checkpoint)
-        source = {"kind": "model", "ref": ref,
-                  "weights": str(Path(weights).resolve()) if weights else None,
-                  "trust_checkpoint": trust_checkpoint}
-        shape = (batch_size, *tuple(input_shape)[1:])
-        inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)).numpy()]
-        what = f"random normal {list(shape)} (seed 0)"
-        check_model_fits(torch_model, inputs, onnx_specs, pairs)
-    else:
-        if not onnx_specs:
-            raise BadInputError("give --unit NAME or --model REF (with --input-shape) so gatex "
-                                "knows the model's inputs")
-        inputs = []
-        for name, dtype, shape in onnx_specs:
-            if not np.issubdtype(np.dtype(dtype), np.floating):
-                raise BadInputError(f"input {name!r} is {dtype}; gatex bench fills float inputs "
-                                    "only (pass --unit or --model)")
-            inputs.append(random_batch(shape, batch_size, name))
-        what = f"random normal, batch {batch_size} (seed 0)"
-
+        unit = source["unit"]
+    rows_unavailable = {b: BackendRow(b, b, status="unavailable", reason=reasons[b])
+                        for b in chosen if b != "torch" and reasons[b]}
     targets: list[_Target] = []
-    rows_unavailable: dict[str, BackendRow] = {}
-    if not reference:
-        pass
-    elif source is not None:
+    if reference and source is not None:
         targets.append(_Target("torch", source, None, "torch (eager)"))
-    else:
+    elif reference:
         rows_unavailable["torch"] = BackendRow(
             "torch", "torch (eager)", status="unavailable",
             reason="no torch model: the artifact records no gatex.unit; pass --unit or --model")
-    for b in chosen:
-        if b != "torch" and reasons[b]:
-            rows_unavailable[b] = BackendRow(b, b, status="unavailable", reason=reasons[b])
-
     with tempfile.TemporaryDirectory(prefix="gatex-bench-") as tmp:
         workdir = Path(tmp)
-        for kind, p in pairs:
-            if not reasons[kind]:
-                targets.append(_Target(kind, {"kind": "artifact", "path": str(p.resolve())},
-                                       p.name, kind))
+        targets += [_Target(kind, {"kind": "artifact", "path": str(p.resolve())}, p.name, kind)
+                    for kind, p in pairs if not reasons[kind]]
         if not paths:  # --unit / --model: export what each available backend runs
             for b in chosen:
-                if b == "torch" or reasons[b]:
-                    continue
-                exported = _export_for(b, unit, torch_model, inputs, workdir, model)
-                targets.append(_Target(b, {"kind": "artifact", "path": str(exported)},
-                                       exported.name, b))
+                if b != "torch" and not reasons[b]:
+                    exported = _export_for(b, unit, torch_model, inputs, workdir, model)
+                    targets.append(_Target(b, {"kind": "artifact", "path": str(exported)},
+                                           exported.name, b))
         np.savez(workdir / "inputs.npz", **{f"input_{i}": a for i, a in enumerate(inputs)})
-
-        planned = [BackendRow(t.backend, t.label, t.artifact, status="pending")
-                   for t in targets]
+        planned = [BackendRow(t.backend, t.label, t.artifact, status="pending") for t in targets]
         if on_plan is not None:
             on_plan(planned)
-        jobs = [{"backend": t.backend, "source": t.source,
-                 "inputs": str(workdir / "inputs.npz"), "warmup": warmup,
-                 "iterations": iterations, "duration_s": duration, "threads": threads,
-                 "device": device, "cpus": list(pinned) if pinned else None} for t in targets]
-        outs: list[list[dict[str, Any]]] = [[] for _ in targets]
-        for r in range(repeat):   # interleaved: every backend once, then again
-            progress = on_progress
-            if repeat > 1 and on_progress is not None:
-                def progress(row_id: str, phase: str, done: int, total: int,
-                             _r: int = r, _cb: ProgressCallback = on_progress) -> None:
-                    _cb(row_id, f"{phase} {_r + 1}/{repeat}", done, total)
-            for i, t in enumerate(targets):
-                if outs[i] and outs[i][-1].get("status") != "ok":
-                    continue   # a failed backend is not run again
-                tag = f"{i}-{t.backend}" if repeat == 1 else f"{i}-{t.backend}-{r}"
-                outs[i].append(run_worker(jobs[i], workdir, timeout=timeout, tag=tag,
-                                          on_progress=progress, row_id=planned[i].id))
+        job = {"inputs": str(workdir / "inputs.npz"), "warmup": warmup,
+               "iterations": iterations, "duration_s": duration, "threads": threads,
+               "device": device, "cpus": list(pinned) if pinned else None}
+        outs = _run_rounds(targets, planned, job, workdir, repeat=repeat, timeout=timeout,
+                           on_progress=on_progress)
         rows = [row_from_worker(t.backend, t.artifact, t.label, outs[i], batch_size)
                 for i, t in enumerate(targets)]
     order = {b: i for i, b in enumerate(BACKENDS)}
-    rows.extend(rows_unavailable.values())
-    rows.sort(key=lambda r: order[r.backend])
+    rows = sorted([*rows, *rows_unavailable.values()], key=lambda r: order[r.backend])
     add_relative(rows)
     machine = machine_info()
     settings = {"batch_size": batch_size, "warmup": warmup, "iterations": iterations,
@@ -454,6 +369,103 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
                                       machine=machine)
     return BenchResult(machine, versions(), settings, rows, comparison,
                        datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _check_sources(paths: list[Path], unit: str | None, model: str | None, weights: Any,
+                   input_shape: Any, max_regression: float | None, baseline: Any) -> None:
+    if not paths and unit is None and model is None:
+        raise BadInputError("give an ARTIFACT, --unit NAME or --model REF to benchmark")
+    if unit is not None and model is not None:
+        raise BadInputError("give --unit or --model, not both")
+    if model is None and (weights is not None or input_shape is not None):
+        raise BadInputError("--weights and --input-shape go with --model")
+    if max_regression is not None and baseline is None:
+        raise BadInputError("--max-regression needs --baseline F (a previous gatex bench --json)")
+
+
+def _onnx_inputs(pairs: list[tuple[str, Path]], headers: dict[Path, OnnxHeader],
+                 unit: str | None, model: str | None, batch_size: int | None
+                 ) -> tuple[list[tuple[str, str, tuple[Any, ...]]] | None, str | None, int]:
+    """The first ONNX artifact's declared inputs (and, with no --unit/--model, the zoo unit it
+    records), and the batch size: the file's fixed batch where it has one."""
+    onnx_specs = None
+    if unit is None and model is None:
+        onnx_paths = [p for k, p in pairs if k == "ort"]
+        if onnx_paths:
+            header = headers.get(onnx_paths[0]) or onnx_header(onnx_paths[0])
+            onnx_specs, unit = header.inputs, header.metadata.get(UNIT_METADATA_KEY)
+    elif pairs and pairs[0][0] == "ort":
+        onnx_specs = (headers.get(pairs[0][1]) or onnx_header(pairs[0][1])).inputs
+    if onnx_specs:
+        static = onnx_specs[0][2][0] if onnx_specs[0][2] else None
+        if isinstance(static, int) and static > 0:
+            if batch_size is not None and batch_size != static:
+                raise BadInputError(f"{pairs[0][1].name} has a fixed batch of {static}; pass "
+                                    f"--batch-size {static} or export with a dynamic batch")
+            batch_size = static
+    return onnx_specs, unit, batch_size or 1
+
+
+def _reference_and_inputs(unit: str | None, model: str | None, weights: Any,
+                          trust_checkpoint: bool, input_shape: Sequence[int] | None,
+                          batch_size: int, onnx_specs: Any, pairs: list[tuple[str, Path]]
+                          ) -> tuple[Any, dict[str, Any] | None, list[np.ndarray], str]:
+    """(torch model or None, the torch row's source, the input batch, how it was made)."""
+    if unit is not None:
+        from gatex.models import zoo
+
+        unit = zoo.entry(unit).unit
+        return None, {"kind": "zoo", "unit": unit}, [zoo_batch(unit, batch_size)], \
+            f"zoo held-out digits for {unit}, batch {batch_size}"
+    if model is not None:
+        import torch
+
+        from gatex.loading import load_model
+
+        if input_shape is None:
+            raise BadInputError("--model needs --input-shape (e.g. 1,64): the bench feeds random "
+                                "normal inputs of that shape")
+        ref = str(Path(model).resolve()) if str(model).endswith(".pt2") else model
+        torch_model = load_model(ref, weights=weights, trust_checkpoint=trust_checkpoint)
+        source = {"kind": "model", "ref": ref,
+                  "weights": str(Path(weights).resolve()) if weights else None,
+                  "trust_checkpoint": trust_checkpoint}
+        shape = (batch_size, *tuple(input_shape)[1:])
+        inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)).numpy()]
+        check_model_fits(torch_model, inputs, onnx_specs, pairs)
+        return torch_model, source, inputs, f"random normal {list(shape)} (seed 0)"
+    if not onnx_specs:
+        raise BadInputError("give --unit NAME or --model REF (with --input-shape) so gatex "
+                            "knows the model's inputs")
+    inputs = []
+    for name, dtype, shape in onnx_specs:
+        if not np.issubdtype(np.dtype(dtype), np.floating):
+            raise BadInputError(f"input {name!r} is {dtype}; gatex bench fills float inputs "
+                                "only (pass --unit or --model)")
+        inputs.append(random_batch(shape, batch_size, name))
+    return None, None, inputs, f"random normal, batch {batch_size} (seed 0)"
+
+
+def _run_rounds(targets: list[_Target], planned: list[BackendRow], job: dict[str, Any],
+                workdir: Path, *, repeat: int, timeout: float,
+                on_progress: ProgressCallback | None) -> list[list[dict[str, Any]]]:
+    """Every target's worker results, ``repeat`` rounds interleaved (every backend once, then
+    again); a backend that failed is not run again."""
+    outs: list[list[dict[str, Any]]] = [[] for _ in targets]
+    for r in range(repeat):
+        progress = on_progress
+        if repeat > 1 and on_progress is not None:
+            def progress(row_id: str, phase: str, done: int, total: int,
+                         _r: int = r, _cb: ProgressCallback = on_progress) -> None:
+                _cb(row_id, f"{phase} {_r + 1}/{repeat}", done, total)
+        for i, t in enumerate(targets):
+            if outs[i] and outs[i][-1].get("status") != "ok":
+                continue
+            tag = f"{i}-{t.backend}" if repeat == 1 else f"{i}-{t.backend}-{r}"
+            outs[i].append(run_worker({"backend": t.backend, "source": t.source, **job}, workdir,
+                                      timeout=timeout, tag=tag, on_progress=progress,
+                                      row_id=planned[i].id))
+    return outs
 
 
 def _export_for(backend: str, unit: str | None, torch_model: Any, inputs: list[np.ndarray],

@@ -71,7 +71,7 @@ from rich.text import Text
 from gatex import _io
 from gatex._version import __version__
 from gatex.errors import BadInputError
-from gatex.parity import LocateResult, OutputParity, ParityResult
+from gatex.comparison import LocateResult, OutputParity, ParityResult
 
 SCHEMA = "gatex.parity/1"
 TOP_KEYS = ("schema", "gatex_version", "passed", "results")

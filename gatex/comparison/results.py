@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from gatex.parity.metrics import OutputParity
-from gatex.parity.tolerance import ToleranceChoice
+from gatex.comparison.metrics import OutputParity
+from gatex.comparison.tolerance import ToleranceChoice
 
 
 

@@ -1,8 +1,8 @@
 """The child side of ``gatex bench``: one backend, one process, measured from a clean baseline.
 
-    python -m gatex.bench.worker JOB.json RESULT.json
+    python -m gatex.benchmarking.worker JOB.json RESULT.json
 
-The parent (`gatex.bench.run`) writes the job; this process imports the backend, takes
+The parent (`gatex.benchmarking.run`) writes the job; this process imports the backend, takes
 its memory baseline, loads the model (timed: ``load_ms``), runs it once (``first_run_ms``),
 warms up, then times ``iterations`` runs (or runs for ``duration_s``) and writes the result
 JSON atomically. Progress goes to stdout as ``@gatex-bench <phase> <done> <total>`` lines.
@@ -345,7 +345,7 @@ def _import_backend(backend: str) -> None:
 # -- the job --------------------------------------------------------------------------------------
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job (see `gatex.bench.run.Job`); the result dict the parent reads."""
+    """Run one job (see `gatex.benchmarking.run.Job`); the result dict the parent reads."""
     backend = job["backend"]
     _import_backend(backend)
     with np.load(job["inputs"], allow_pickle=False) as data:
@@ -413,7 +413,7 @@ def _die_with_parent() -> None:
 def main(argv: list[str]) -> int:
     _die_with_parent()
     if len(argv) != 2:
-        print("usage: python -m gatex.bench.worker JOB.json RESULT.json", file=sys.stderr)
+        print("usage: python -m gatex.benchmarking.worker JOB.json RESULT.json", file=sys.stderr)
         return 2
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     out = Path(argv[1])

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gatex.errors import BackendUnavailableError, BadInputError, GatexError
-from gatex.bench.schema import ALIASES, ARTIFACT_SUFFIXES, BACKENDS
+from gatex.benchmarking.schema import ALIASES, ARTIFACT_SUFFIXES, BACKENDS
 
 # -- machine and versions -------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """``gatex bench``: latency, memory, load time and size of one model on each backend.
 
-Each backend runs in its own process (`gatex.bench.worker`), one after the other, so a
+Each backend runs in its own process (`gatex.benchmarking.worker`), one after the other, so a
 crash or a leak stays in that process and becomes that backend's error row, and the peak memory
 is that backend's alone. torch eager is always the reference row; every other row's p50 and
 throughput are also given relative to it.
@@ -82,7 +82,7 @@ from typing import Any
 
 
 from gatex.errors import BadInputError
-from gatex.bench.stats import LatencyStats
+from gatex.benchmarking.stats import LatencyStats
 
 SCHEMA = "gatex.bench/1"
 BACKENDS = ("torch", "ort", "coreml", "trt")

@@ -1,6 +1,6 @@
 """Bench results as a rich table, JSON (``gatex.bench/1``), Markdown and a PNG plot.
 
-Files are written atomically (`gatex.parity.report.write_atomic`). The plot needs matplotlib,
+Files are written atomically (`gatex.comparison.report.write_atomic`). The plot needs matplotlib,
 the optional extra ``plot`` (``pip install 'gatex[plot]'``), imported only when a plot is asked
 for; `check_plot_available` says so up front (exit 3) before anything is measured.
 """
@@ -18,9 +18,9 @@ from rich.text import Text
 
 from gatex import _io, _optional
 from gatex.errors import BackendUnavailableError, BadInputError
-from gatex.bench.schema import BackendRow, BenchResult
+from gatex.benchmarking.schema import BackendRow, BenchResult
 from gatex._io import json_safe
-from gatex.parity.report import check_writable, write_atomic
+from gatex.comparison.report import check_writable, write_atomic
 
 PLOT_EXTRA = _optional.install_hint("matplotlib")
 
@@ -270,7 +270,7 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from gatex.errors import CheckFailedError
-    from gatex.bench.run import bench
+    from gatex.benchmarking.run import bench
 
     for out in (json_path, markdown_path, plot_path):
         if out is not None:
