@@ -29,8 +29,13 @@ def install_hint(module: str) -> str:
 
 
 def available(module: str) -> bool:
-    """Whether ``module`` can be imported here (without importing it)."""
-    return importlib.util.find_spec(module) is not None
+    """Whether ``module`` can be imported here, looked up without importing it (False also
+    where the lookup itself fails: a broken parent package, ``__spec__`` unset). The one place
+    gatex asks whether a package is there."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def require(module: str, purpose: str | None = None) -> ModuleType:

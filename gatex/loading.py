@@ -17,13 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from gatex import _io
+from gatex import _io, models
+from gatex.artifacts.pt2 import load_exported_program
 from gatex.errors import (
     BadInputError,
     CheckpointError,
     ParameterRangeError,
     UntrustedCheckpointError,
 )
+from gatex.models import zoo
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -157,8 +159,6 @@ def load_model(source: str | Path | nn.Module, *, weights: str | Path | None = N
 
     >>> model = load_model("paGLU")
     """
-    from gatex import models
-
     if isinstance(source, nn.Module):
         model = source
     elif str(source).endswith(".pt2"):
@@ -171,8 +171,6 @@ def load_model(source: str | Path | nn.Module, *, weights: str | Path | None = N
     elif _names_a_file(str(source)):
         raise BadInputError(_not_a_model_file(Path(str(source))))
     else:
-        from gatex.models import zoo
-
         if weights is not None:
             raise BadInputError("zoo models ship their weights; use --model module:attr to load "
                                 "other weights")
@@ -220,7 +218,6 @@ class ExportedModule(nn.Module):
     time); this wrapper keeps that mode and makes both calls no-ops, so the program goes through
     every exporter like any other module.
     """
-
     def __init__(self, program_module: nn.Module, name: str) -> None:
         super().__init__()
         self.program = program_module
@@ -235,7 +232,6 @@ class ExportedModule(nn.Module):
 
 
 def _load_exported(path: Path, *, trust_checkpoint: bool = False) -> nn.Module:
-    from gatex.artifacts.pt2 import load_exported_program
 
     program = load_exported_program(path, trust_checkpoint=trust_checkpoint)
     return ExportedModule(program.module(), path.stem)

@@ -23,10 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from gatex.comparison import ParityResult
+from gatex.comparison.report import render_text
 from gatex.errors import BadInputError
 from gatex.ops.spec import Tolerance
+from gatex.pipeline.check import compare_runtimes
 from gatex.runtimes.base import Runtime
-from gatex.comparison import ParityResult
+from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+from gatex.runtimes.torch_runtime import TorchRuntime, to_numpy
 
 
 def as_runtime(obj: Any) -> Runtime:
@@ -37,14 +41,10 @@ def as_runtime(obj: Any) -> Runtime:
     from torch import nn
 
     if isinstance(obj, nn.Module):
-        from gatex.runtimes.torch_runtime import TorchRuntime
-
         return TorchRuntime(obj)
     if isinstance(obj, (str, Path)) and Path(obj).suffix.lower() != ".onnx":
         raise BadInputError(f"{obj}: assert_parity runs .onnx files, nn.Modules and Runtimes")
     if isinstance(obj, (str, Path, bytes)) or hasattr(obj, "SerializeToString"):
-        from gatex.runtimes.onnxruntime_runtime import OrtRuntime
-
         return OrtRuntime(obj)
     raise BadInputError(f"cannot run a {type(obj).__name__}; give an nn.Module, a .onnx path, "
                         "an onnx.ModelProto or a gatex Runtime")
@@ -79,9 +79,6 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
     `ParityResult`; raises AssertionError when any output fails: the one-line verdict
     (`ParityResult.summary`), then the parity table.
     """
-    from gatex.pipeline.check import compare_runtimes
-    from gatex.comparison.report import render_text
-
     if isinstance(tolerance, tuple):
         tolerance = Tolerance(*tolerance)
     artifact, ref = as_runtime(model_or_artifact), as_runtime(reference)
@@ -100,8 +97,6 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
 
 def _array(value: Any) -> np.ndarray:
     if type(value).__module__.startswith("torch"):
-        from gatex.runtimes.torch_runtime import to_numpy
-
         return to_numpy(value)
     return np.asarray(value)
 

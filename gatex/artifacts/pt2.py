@@ -22,8 +22,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import gatex.ops  # noqa: F401  (a program's gatex:: ops must be registered before it loads)
 from gatex import _io
 from gatex.errors import CheckpointError, UntrustedCheckpointError
+from gatex.torch_logs import held_torch_logs
 
 _CODE_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia")
 _TRUST_HINT = ("pass --trust-checkpoint (trust_checkpoint=True) only if you trust its source, "
@@ -39,8 +41,6 @@ def load_exported_program(path: str | Path, *, trust_checkpoint: bool = False) -
         raise CheckpointError(f"exported program {path} does not exist")
     if not trust_checkpoint:
         inspect_archive(path)
-    import gatex.ops  # noqa: F401  (the program's gatex:: ops must be registered first)
-    from gatex.torch_logs import held_torch_logs
 
     guard = _weights_only_unpickling() if not trust_checkpoint else nullcontext()
     try:

@@ -13,8 +13,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gatex.errors import BackendUnavailableError, BadInputError, GatexError
+from gatex import _optional
+from gatex._version import __version__
+from gatex.artifacts.onnx_file import read_onnx
+from gatex.artifacts.onnx_nodes import plugin_nodes
 from gatex.benchmarking.schema import ALIASES, ARTIFACT_SUFFIXES, BACKENDS
+from gatex.environment import installed_version
+from gatex.errors import BackendUnavailableError, BadInputError, GatexError
+from gatex.models import zoo
+from gatex.runtimes.torch_runtime import describe_model_failure
 
 # -- machine and versions -------------------------------------------------------------------------
 
@@ -63,8 +70,6 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, Any]:
-    from gatex._version import __version__
-    from gatex.environment import installed_version
 
     out: dict[str, Any] = {"gatex": __version__, "python": platform.python_version()}
     for name in ("numpy", "torch", "onnxruntime", "onnx", "coremltools", "tensorrt"):
@@ -75,12 +80,7 @@ def versions() -> dict[str, Any]:
 # -- backends: which exist here, which can run what -----------------------------------------------
 
 def _has_module(name: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+    return _optional.available(name)
 
 
 def unavailable_reason(backend: str, device: str = "cpu") -> str | None:
@@ -161,8 +161,6 @@ def onnx_header(path: Path) -> OnnxHeader:
     except ImportError:
         raise BackendUnavailableError("reading an .onnx artifact needs onnx: "
                                       "reinstall gatex (onnx, onnxruntime and onnxscript are core dependencies)") from None
-    from gatex.artifacts.onnx_file import read_onnx
-    from gatex.artifacts.onnx_nodes import plugin_nodes
 
     proto = read_onnx(path, external_data=False)  # external locations checked, none read
     inits = {i.name for i in proto.graph.initializer}
@@ -181,8 +179,6 @@ def onnx_header(path: Path) -> OnnxHeader:
 
 def zoo_batch(unit: str, batch: int) -> np.ndarray:
     """The first ``batch`` held-out digits for ``unit`` (repeated when more are asked)."""
-    from gatex.models import zoo
-
     x, _ = zoo.held_out(unit)
     x = x.numpy()
     if batch > x.shape[0]:
@@ -206,7 +202,6 @@ def check_model_fits(torch_model: Any, inputs: list[np.ndarray],
     or a torch model that cannot run on them (both shapes named, one line)."""
     import torch
 
-    from gatex.runtimes.torch_runtime import describe_model_failure
 
     for (name, dtype, shape), array in zip(onnx_specs or (), inputs):
         declared = list(shape)[1:]

@@ -17,10 +17,11 @@ from rich.table import Table
 from rich.text import Text
 
 from gatex import _io, _optional
-from gatex.errors import BackendUnavailableError, BadInputError
-from gatex.benchmarking.schema import BackendRow, BenchResult
 from gatex._io import json_safe
+from gatex.benchmarking.run import bench
+from gatex.benchmarking.schema import BackendRow, BenchResult
 from gatex.comparison.report import check_writable, write_atomic
+from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError
 
 PLOT_EXTRA = _optional.install_hint("matplotlib")
 
@@ -194,13 +195,7 @@ def to_json(result: BenchResult) -> str:
 # -- plot -----------------------------------------------------------------------------------------
 
 def check_plot_available() -> None:
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("matplotlib") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not _optional.available("matplotlib"):
         raise BackendUnavailableError(f"--plot needs matplotlib, which is not installed: "
                                       f"{PLOT_EXTRA}")
 
@@ -269,8 +264,6 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
     """
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    from gatex.errors import CheckFailedError
-    from gatex.benchmarking.run import bench
 
     for out in (json_path, markdown_path, plot_path):
         if out is not None:

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from gatex.errors import BackendUnavailableError, BadInputError, CheckpointError
 from gatex.benchmarking.plan import (
     OnnxHeader,
     backend_for,
@@ -50,6 +49,11 @@ from gatex.benchmarking.schema import (
     read_baseline,
 )
 from gatex.benchmarking.stats import latency_stats
+from gatex.benchmarking.worker import PROGRESS_PREFIX
+from gatex.errors import BackendUnavailableError, BadInputError, CheckpointError
+from gatex.loading import load_model
+from gatex.models import zoo
+from gatex.pipeline import export
 
 # -- running a backend in its own process ---------------------------------------------------------
 
@@ -63,7 +67,6 @@ def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
     A worker that crashes, hangs past ``timeout`` or writes no result yields
     ``{"status": "error", "reason": ...}`` naming what happened; nothing escapes this process.
     """
-
     job_path, result_path = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
     job_path.write_text(json.dumps(job), encoding="utf-8")
     env = dict(os.environ)
@@ -84,8 +87,6 @@ def run_worker(job: dict[str, Any], workdir: Path, *, timeout: float, tag: str,
 def _run_worker_process(job_path: Path, result_path: Path, workdir: Path,
                         env: dict[str, str], *, timeout: float, tag: str,
                         on_progress: ProgressCallback | None, row_id: str) -> dict[str, Any]:
-    from gatex.benchmarking.worker import PROGRESS_PREFIX
-
     with open(workdir / f"{tag}.stderr", "w+", encoding="utf-8", errors="replace") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gatex.benchmarking.worker", str(job_path),
@@ -412,15 +413,12 @@ def _reference_and_inputs(unit: str | None, model: str | None, weights: Any,
                           ) -> tuple[Any, dict[str, Any] | None, list[np.ndarray], str]:
     """(torch model or None, the torch row's source, the input batch, how it was made)."""
     if unit is not None:
-        from gatex.models import zoo
-
         unit = zoo.entry(unit).unit
         return None, {"kind": "zoo", "unit": unit}, [zoo_batch(unit, batch_size)], \
             f"zoo held-out digits for {unit}, batch {batch_size}"
     if model is not None:
         import torch
 
-        from gatex.loading import load_model
 
         if input_shape is None:
             raise BadInputError("--model needs --input-shape (e.g. 1,64): the bench feeds random "
@@ -474,7 +472,6 @@ def _export_for(backend: str, unit: str | None, torch_model: Any, inputs: list[n
     measures speed; ``gatex export`` / ``gatex parity`` prove the numbers)."""
     import torch
 
-    from gatex.pipeline import export
 
     to = {"ort": "onnx", "coreml": "coreml", "trt": "trt"}[backend]
     examples = tuple(torch.from_numpy(a) for a in inputs)

@@ -80,9 +80,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from gatex.errors import BadInputError
+from gatex._version import __version__
 from gatex.benchmarking.stats import LatencyStats
+from gatex.errors import BadInputError
 
 SCHEMA = "gatex.bench/1"
 BACKENDS = ("torch", "ort", "coreml", "trt")
@@ -104,7 +104,6 @@ UNIT_METADATA_KEY = "gatex.unit"
 @dataclass
 class BackendRow:
     """One row of the bench: a backend on one model, measured or with the reason it was not."""
-
     backend: str
     label: str
     artifact: str | None = None
@@ -205,7 +204,6 @@ class BaselineComparison:
 @dataclass
 class BenchResult:
     """Everything one bench measured; truthy when no backend failed and nothing regressed."""
-
     machine: dict[str, Any]
     versions: dict[str, Any]
     settings: dict[str, Any]
@@ -252,8 +250,6 @@ class BenchResult:
         return not self.failed and not self.regressions
 
     def as_dict(self) -> dict[str, Any]:
-        from gatex._version import __version__
-
         return {"schema": SCHEMA, "gatex_version": __version__, "created": self.created,
                 "passed": bool(self), "machine": self.machine, "versions": self.versions,
                 "settings": self.settings, "backends": [r.as_dict() for r in self.rows],

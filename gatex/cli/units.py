@@ -46,9 +46,16 @@ def op_record(spec: OpSpec) -> dict[str, Any]:
         "tolerances": {dtype: {"rtol": tol.rtol, "atol": tol.atol}
                        for dtype, tol in spec.tolerances.items()},
         "backends": list(spec.backends()),
+        "tensorrt": _tensorrt_text(spec),
         "unsupported": dict(spec.unsupported_reasons),
         "hazards": spec.hazards,
     }
+
+
+def _tensorrt_text(spec: OpSpec) -> str:
+    """How TensorRT carries the op, from its ``tensorrt`` lowering; "" where it has none."""
+    lowering = spec.lowerings.get("tensorrt")
+    return lowering.describe() if hasattr(lowering, "describe") else ""
 
 
 def _param_text(p: Param) -> Text:
@@ -107,6 +114,7 @@ def _one_op_table(spec: OpSpec) -> Table:
         ("dtypes", ", ".join(spec.dtypes)),
         ("tolerances", tolerances),
         ("backends", ", ".join(spec.backends())),
+        ("tensorrt", _tensorrt_text(spec) or "-"),
         ("unsupported", unsupported or "-"),
         ("hazards", spec.hazards or "none known"),
     ]
@@ -129,7 +137,8 @@ def units(
     JSON keys of an op: name, id (gatex::Name), torch_op, family, summary, formula, source,
     inputs, optional_inputs, params (each: name, default, range, lo, hi, choices, kind,
     learnable, nonzero, doc; lo/hi null when unbounded), elementwise, dtypes, tolerances
-    ({dtype: {rtol, atol}}), backends, unsupported ({backend: reason}), hazards.
+    ({dtype: {rtol, atol}}), backends, tensorrt (plugin or decomposition), unsupported
+    ({backend: reason}), hazards.
     An unknown NAME exits with code 2.
     """
     specs = [REGISTRY.get(name)] if name is not None else list(REGISTRY)

@@ -48,9 +48,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gatex.artifacts.mlprogram import constexpr_values, read_package
+from gatex.artifacts.onnx_file import read_onnx
 from gatex.artifacts.onnx_nodes import onnx_weights, sparse_to_dense
 from gatex.errors import BadInputError
-from gatex.models.gated_dense import GatedDense
+from gatex.exporters.coreml import GATED_WEIGHTS_KEY, gated_weight_vars
+from gatex.models.gated_dense import ACTIVATION_MODULES, GatedDense
 
 ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.Identity,
                        nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Dropout)
@@ -66,7 +69,6 @@ COMPACTION_KEY = "gatex.compaction"   # artifact metadata: CompactionReport.to_j
 @dataclass(frozen=True)
 class LayerCompaction:
     """One GatedDense layer: its units before and after, and what was removed or why not."""
-
     name: str
     units_before: int
     units_after: int
@@ -220,7 +222,6 @@ def _consumers(model: nn.Module) -> tuple[list[tuple[str, list, str]], dict[str,
 def _activation(layer: GatedDense, v: torch.Tensor) -> torch.Tensor:
     if layer.activation == "linear":
         return v
-    from gatex.models.gated_dense import ACTIVATION_MODULES
 
     return ACTIVATION_MODULES[layer.activation]()(v)
 
@@ -418,7 +419,6 @@ def onnx_layer_weights(path: Path, names: list[str]) -> dict[str, np.ndarray | s
     """{layer: effective weight (in, out), ``<layer>.kernel * <layer>.gates`` in fp32, or why
     there is none} from an ONNX file."""
 
-    from gatex.artifacts.onnx_file import read_onnx
 
     proto = read_onnx(path, external_data=True)
     weights = onnx_weights(proto)
@@ -444,10 +444,6 @@ def coreml_layer_weights(path: Path, names: list[str]) -> dict[str, np.ndarray |
     record the var is looked up by torch.export's naming rule. The weight is read as stored:
     a const's value, or a ``constexpr_`` op (sparse, palettized, quantized) materialised by
     coremltools' own ``materialized_val_inference``."""
-    from gatex.exporters.coreml import GATED_WEIGHTS_KEY, gated_weight_vars
-    from gatex.artifacts.mlprogram import constexpr_values
-    from gatex.artifacts.mlprogram import read_package
-
     package = read_package(path)
     program = package.program()
     recorded = package.metadata.get(GATED_WEIGHTS_KEY)

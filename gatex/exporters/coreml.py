@@ -36,12 +36,16 @@ from torch import nn
 from gatex import _io
 from gatex._version import __version__
 from gatex.artifacts.mlpackage import check_blob_paths, check_package
-from gatex.errors import BadInputError, CoremlExportError, GatexError, require_choice
-from gatex.ops.lowering.mil import Mil, is_var as _is_var
-from gatex.artifacts.mlprogram import constexpr_values
+
 # one quiet, lazy coremltools import for the exporter, the emulator and the runtime
-from gatex.artifacts.mlprogram import import_coremltools
+from gatex.artifacts.mlprogram import constexpr_values, import_coremltools
 from gatex.artifacts.mlprogram import quiet_coremltools as quiet
+from gatex.comparison.report import result_record
+from gatex.errors import BadInputError, CoremlExportError, GatexError, require_choice
+from gatex.ops import REGISTRY
+from gatex.ops.gated_dense import COREML_WEIGHT_SUFFIX
+from gatex.ops.lowering.mil import Mil
+from gatex.ops.lowering.mil import is_var as _is_var
 
 PRECISIONS = ("fp16", "fp32")
 COMPUTE_UNITS = {"all": "ALL", "cpu": "CPU_ONLY", "cpu_gpu": "CPU_AND_GPU", "cpu_ne": "CPU_AND_NE"}
@@ -69,7 +73,6 @@ SPARSE_TOO_OLD = ("iOS15", "macOS12", "watchOS8", "tvOS15")
 @dataclass(frozen=True)
 class CoremlArtifact:
     """What a CoreML export wrote."""
-
     path: Path
     precision: str                        # "fp16" or "fp32" compute precision
     target: str                           # minimum deployment target, e.g. "iOS17"
@@ -190,7 +193,6 @@ def register_lowerings(registry: Any = None) -> tuple[str, ...]:
     import_coremltools()
     from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
 
-    from gatex.ops import REGISTRY
 
     done = []
     for spec in registry or REGISTRY:
@@ -329,8 +331,6 @@ def gated_weight_vars(program: Any, placeholders: dict[str, str]) -> dict[str, s
     """{layer: name of the var a linear op reads as its weight} for each layer whose folded
     weight const (``<placeholder>_folded``, renamed by later passes only by suffixes such as
     ``_to_fp16`` and ``_sparsified``) feeds a linear op of ``program``'s main function."""
-    from gatex.ops.gated_dense import COREML_WEIGHT_SUFFIX
-
     bases = {f"{p}{COREML_WEIGHT_SUFFIX}": layer for layer, p in placeholders.items()}
     found: dict[str, str] = {}
     for function in program.functions.values():
@@ -401,7 +401,6 @@ def _walk_ops(program: Any) -> list[Any]:
 
 
 def _gatex_ops(program: Any) -> tuple[str, ...]:
-    from gatex.ops import REGISTRY
 
     found = set()
     for node in program.graph.nodes:
@@ -412,7 +411,6 @@ def _gatex_ops(program: Any) -> tuple[str, ...]:
 
 
 def _convert(ct: Any, program: Any, precision: str, target: str, compute_units: str) -> Any:
-    from gatex.ops import REGISTRY
 
     for name in _gatex_ops(program):
         spec = REGISTRY.get(name)
@@ -458,8 +456,6 @@ def _mil_op_types(program: Any) -> tuple[str, ...]:
 
 def _metadata(ops: tuple[str, ...], unit: str | None, precision: str, target: str,
               compute_units: str) -> dict[str, str]:
-    from gatex.ops import REGISTRY
-
     meta = {"gatex.version": __version__,
             "gatex.ops": ",".join(REGISTRY.get(o).id for o in ops),
             "gatex.precision": precision, "gatex.target": target,
@@ -472,8 +468,6 @@ def _metadata(ops: tuple[str, ...], unit: str | None, precision: str, target: st
 def parity_json(verdict: Any) -> str:
     """A parity verdict as the compact JSON stored in the package's metadata (the record of
     one result in ``gatex.parity/1``, see gatex.comparison.report)."""
-    from gatex.comparison.report import result_record
-
     record = result_record(verdict)
     record["artifact"] = Path(record["artifact"]).name
     return json.dumps(record, separators=(",", ":"), allow_nan=False)

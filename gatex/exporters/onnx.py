@@ -39,11 +39,12 @@ from torch import nn
 
 from gatex import _io
 from gatex._version import __version__
-from gatex.artifacts.onnx_nodes import node_params
 from gatex.artifacts.onnx_nodes import gatex_spec as _spec
+from gatex.artifacts.onnx_nodes import node_params
 from gatex.errors import BadInputError, GatexError
-from gatex.ops.lowering import onnx as onnx_build
+from gatex.exporters.compact import sparsify_initializers
 from gatex.ops import REGISTRY, OpSpec
+from gatex.ops.lowering import onnx as onnx_build
 from gatex.torch_logs import held_torch_logs
 
 FLAVORS = ("portable", "plugin", "inline")
@@ -62,7 +63,6 @@ class ExportError(BadInputError):
 @dataclass(frozen=True)
 class OnnxArtifact:
     """What an ONNX export wrote."""
-
     path: Path
     flavor: str
     dtype: str
@@ -91,7 +91,6 @@ def export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: 
 class TracedOnnx:
     """A model traced to ONNX once, with its parameters folded: each flavor is written from it
     (`write_onnx`), so several flavors cost one trace."""
-
     proto: onnx.ModelProto   # gatex nodes with every parameter as an attribute; no functions
     dtype: str
     opset: int
@@ -222,7 +221,6 @@ def write_onnx(traced: TracedOnnx, path: str | Path, *, flavor: str = "portable"
     if not external:  # a proto past 2 GB cannot be checked in memory: checked on disk instead
         _check(proto, flavor)
     if sparse_weights:  # after the full check: its strict type inference rejects sparse inputs
-        from gatex.exporters.compact import sparsify_initializers
 
         sparsify_initializers(proto)
         external = proto.ByteSize() > EXTERNAL_DATA_BYTES

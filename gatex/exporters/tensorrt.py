@@ -27,7 +27,6 @@ Nothing TensorRT-side has ever run (no TensorRT where gatex was written): docs/t
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 from collections.abc import Sequence
@@ -38,10 +37,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from gatex import _io, _optional
 from gatex._version import __version__
-from gatex import _io
+from gatex.artifacts.onnx_nodes import node_params, plugin_nodes
 from gatex.errors import BackendUnavailableError, BadInputError
-from gatex.ops.kernels.policy import POLICIES, PRECISIONS, PluginDecision, check_choice
+from gatex.exporters import artifact_name
+from gatex.exporters.onnx import DEFAULT_OPSET, IR_VERSION, PLUGIN_VERSION, trace_onnx
+from gatex.ops import REGISTRY
+from gatex.ops.kernels import trt_bundle
+from gatex.ops.kernels.policy import (
+    POLICIES,
+    PRECISIONS,
+    PluginDecision,
+    check_choice,
+    decision_table,
+)
+from gatex.ops.kernels.ptx import compile_plugin_kernel
+from gatex.ops.kernels.trt_plugins import compile_for_this_gpu, import_tensorrt, plugin_table
+from gatex.ops.lowering import onnx as onnx_build
 
 BF16_MIN_OPSET = 22
 DEFAULT_BATCH = (1, 32, 512)   # engine optimization profile: min, opt, max batch
@@ -52,7 +65,6 @@ class EngineNotBuilt(BackendUnavailableError):
 
     `export_result` adds what it knows of the bundle's ONNX: ``compaction`` (the
     CompactionReport of a ``compact=True`` export) and ``pruned`` (its pruned-weights check)."""
-
     def __init__(self, message: str, artifact: TensorrtArtifact) -> None:
         super().__init__(message)
         self.artifact = artifact
@@ -63,7 +75,6 @@ class EngineNotBuilt(BackendUnavailableError):
 @dataclass(frozen=True)
 class TensorrtArtifact:
     """What a TensorRT export wrote."""
-
     bundle: Path                 # the bundle directory
     onnx_path: Path
     engine_path: Path | None     # None where TensorRT was not importable
@@ -83,7 +94,6 @@ class TensorrtArtifact:
 
 
 def bundle_name(stem: str, precision: str) -> str:
-    from gatex.exporters import artifact_name  # the package imports no torch
 
     return artifact_name(stem, "trt", precision).removesuffix(".onnx")
 
@@ -98,7 +108,6 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
     TensorRT is importable; raises `EngineNotBuilt` (exit 3) after writing the bundle otherwise.
     ``build=False`` writes the bundle only. ``metadata`` goes into the ONNX's metadata_props."""
     check_choice(precision, plugins)
-    from gatex.exporters.onnx import DEFAULT_OPSET, trace_onnx
 
     if opset is None:
         opset = BF16_MIN_OPSET if precision == "bf16" else DEFAULT_OPSET
@@ -119,7 +128,7 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
                              kernels=kernels, batch=batch)
     if not build:
         return artifact
-    if importlib.util.find_spec("tensorrt") is None:
+    if not _optional.available("tensorrt"):
         raise EngineNotBuilt(
             f"TensorRT is not installed here, so no engine was built; wrote the bundle "
             f"{artifact.bundle}/ (ONNX, plan.json, build_engine.py, README.md): run python "
@@ -130,9 +139,6 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
 def build_engine(artifact: TensorrtArtifact, *, batch: tuple[int, int, int] = DEFAULT_BATCH
                  ) -> TensorrtArtifact:
     """Build and save the bundle's engine in this process (needs TensorRT)."""
-    from gatex.ops.kernels import trt_bundle
-    from gatex.ops.kernels.trt_plugins import compile_for_this_gpu, import_tensorrt
-
     import_tensorrt()
     plan = json.loads((artifact.bundle / "plan.json").read_text())
     kernels = artifact.bundle / "kernels.json"
@@ -159,8 +165,6 @@ def engine_plan(plan: dict[str, Any]) -> dict[str, Any]:
 # -- the ONNX ----------------------------------------------------------------------------------
 
 def _variants(proto: Any) -> dict[str, list[dict[str, Any]]]:
-    from gatex.ops.lowering import onnx as onnx_build
-    from gatex.artifacts.onnx_nodes import node_params
 
     out: dict[str, list[dict[str, Any]]] = {}
     for node in proto.graph.node:
@@ -173,7 +177,6 @@ def _variants(proto: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 def _decide(proto: Any, precision: str, policy: str) -> tuple[PluginDecision, ...]:
-    from gatex.ops.kernels.policy import decision_table
 
     return tuple(decision_table(_variants(proto), precision, policy))
 
@@ -186,10 +189,6 @@ def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecisi
     import onnx
     from onnx import helper
 
-    from gatex.ops.lowering import onnx as onnx_build
-    from gatex.artifacts.onnx_nodes import node_params
-    from gatex.exporters.onnx import IR_VERSION, PLUGIN_VERSION
-    from gatex.ops import REGISTRY
 
     proto = onnx.ModelProto()
     proto.CopyFrom(traced)
@@ -282,8 +281,6 @@ def retype_to_bfloat16(proto: Any) -> None:
 
 def _plugin_variants(proto: Any) -> list[tuple[str, dict[str, Any]]]:
     """The distinct (op, parameters) of the plugin nodes: one kernel each."""
-    from gatex.artifacts.onnx_nodes import node_params, plugin_nodes
-
     seen: list[tuple[str, dict[str, Any]]] = []
     for node in plugin_nodes(proto):
         item = (node.op_type, node_params(node))
@@ -294,9 +291,8 @@ def _plugin_variants(proto: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def _precompile(proto: Any, precision: str) -> list[dict[str, Any]] | None:
     """Every plugin node's kernel as PTX, where triton is installed here (else None)."""
-    if importlib.util.find_spec("triton") is None:
+    if not _optional.available("triton"):
         return None
-    from gatex.ops.kernels.ptx import compile_plugin_kernel
 
     return [compile_plugin_kernel(op, params, precision).as_json()
             for op, params in _plugin_variants(proto)]
@@ -306,8 +302,6 @@ def plan_document(*, unit: str | None, precision: str, policy: str, opset: int,
                   ops: tuple[str, ...], decisions: Sequence[PluginDecision],
                   onnx_name: str) -> dict[str, Any]:
     """plan.json: what the bundle holds and why (schema ``gatex.trt-plan/1``)."""
-    from gatex.ops.kernels.trt_plugins import plugin_table
-
     plugins = tuple(d.op for d in decisions if d.plugin)
     return {"schema": "gatex.trt-plan/1", "gatex": __version__, "unit": unit,
             "onnx": onnx_name, "precision": precision, "policy": policy, "opset": opset,
@@ -321,7 +315,6 @@ def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, polic
                   batch: tuple[int, int, int]) -> TensorrtArtifact:
     import onnx
 
-    from gatex.ops.kernels import trt_bundle
 
     final = out_dir / stem
     onnx_name = f"{stem}.onnx"

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from gatex.errors import BadInputError
+from gatex.models.conv_gating import PGConv2d
 from gatex.ops.conv_gating import PG_EPS
 
 PG_SCALES = ("dynamic", "calibrated")
@@ -40,7 +41,6 @@ DYNAMIC_NOTE = ("dynamic (upstream): each PGConv2d scales by max|x| over the who
 @dataclass(frozen=True)
 class PgCalibration:
     """What calibration fixed: each PGConv2d's qualified name and its scale, and the set size."""
-
     scales: dict[str, float]
     samples: int
 
@@ -52,8 +52,6 @@ class PgCalibration:
 
 def pg_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The model's PGConv2d modules by qualified name, in registration order."""
-    from gatex.models.conv_gating import PGConv2d
-
     return {name: m for name, m in model.named_modules() if isinstance(m, PGConv2d)}
 
 

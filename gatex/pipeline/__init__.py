@@ -19,14 +19,29 @@ from torch import nn
 from gatex.errors import BadInputError, GatexError, require_choice
 from gatex.exporters import TARGETS, artifact_name, coreml_artifact_name
 from gatex.exporters import onnx as onnx_export
+from gatex.exporters.compact import (
+    COMPACTION_KEY,
+    check_pruned_weights,
+    compact_model,
+    fold_gates,
+    has_gated_dense,
+)
+from gatex.exporters.coreml import DEFAULT_TARGET, check_options, export_coreml
+from gatex.exporters.tensorrt import EngineNotBuilt, export_tensorrt
+from gatex.models import zoo
+from gatex.models.calibrate import calibrate_pg_scales
+from gatex.ops.kernels.policy import check_choice
 from gatex.ops.param_check import check_op_params
-
+from gatex.pipeline.check import compare_runtimes
+from gatex.runtimes import OrtRuntime, TorchRuntime
+from gatex.runtimes.coreml_runtime import CoremlRuntime
+from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
+from gatex.runtimes.torch_runtime import to_numpy
 
 
 @dataclass(frozen=True)
 class ExportResult:
     """What `export` wrote, which gatex ops it carries, and the parity verdict measured."""
-
     path: Path
     target: str
     flavor: str
@@ -154,13 +169,9 @@ def _check_target_options(to: str, precision: str, deployment_target: str | None
                             "with dense weights whatever the ONNX stores (unstructured sparsity "
                             "saves it nothing); use --compact to make pruned layers smaller")
     if to == "coreml":
-        from gatex.exporters.coreml import DEFAULT_TARGET, check_options
-
         return check_options(precision, deployment_target or DEFAULT_TARGET, compute_units,
                              sparse_weights)
     if to == "trt":
-        from gatex.ops.kernels.policy import check_choice
-
         check_choice(precision, plugins)
     if to == "onnx":
         onnx_export.check_flavor(flavor)
@@ -173,8 +184,6 @@ def _resolve(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | No
     check inputs are); a zoo unit's inputs default to its held-out digits."""
     inputs_note = "the check inputs" if check_inputs else "the example inputs"
     if isinstance(model, str):
-        from gatex.models import zoo
-
         unit = zoo.entry(model).unit
         model = zoo.load(unit)
         x, _ = zoo.held_out(unit)
@@ -196,8 +205,6 @@ def _calibrate(model: nn.Module, pg_scale: str, calibration: Any, zoo_unit: str 
     unit name calibrates on its held-out digits by default)."""
     if pg_scale != "calibrated":
         return model, None
-    from gatex.models import zoo
-    from gatex.models.calibrate import calibrate_pg_scales
 
     if calibration is None and zoo_unit is not None:
         calibration = zoo.held_out(zoo_unit)[0]
@@ -213,7 +220,6 @@ def _compact(model: nn.Module, compact: bool, sparse_weights: bool
     compaction report, and the metadata that records it."""
     if not (compact or sparse_weights):
         return model, None, {}
-    from gatex.exporters.compact import COMPACTION_KEY, compact_model, fold_gates
 
     model, compaction = compact_model(model) if compact else (fold_gates(model), None)
     return model, compaction, {COMPACTION_KEY: compaction.to_json()} if compaction else {}
@@ -249,8 +255,6 @@ def _export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path:
 def _pruned(source: nn.Module, path: Path, compaction: Any) -> Any:
     """The pruned-weights check of the artifact at ``path`` (ONNX or CoreML) against
     ``source``, None when it holds no GatedDense layer."""
-    from gatex.exporters.compact import check_pruned_weights, has_gated_dense
-
     if not has_gated_dense(source):
         return None
     return check_pruned_weights(source, path, compaction=compaction)
@@ -264,8 +268,6 @@ def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *,
     reference runs the fp32 model on the same values (and, for an fp16 export with
     ``precision_floor``, an fp16 copy of it: the floor's yardstick).
     """
-    from gatex.runtimes import OrtRuntime
-
     return _check_against_torch(OrtRuntime(path), model, path, inputs, inputs_note=inputs_note,
                                 precision_floor=precision_floor)
 
@@ -274,9 +276,6 @@ def _check_against_torch(runtime: Any, model: nn.Module, path: Path,
                          inputs: Sequence[torch.Tensor], **compare: Any) -> Any:
     """`compare_runtimes` of ``runtime`` (the artifact) against ``model`` in torch, the inputs
     cast to the artifact's declared dtypes."""
-    from gatex.pipeline.check import compare_runtimes
-    from gatex.runtimes import TorchRuntime
-
     with runtime as artifact:
         feeds = {spec.name: t.detach().numpy().astype(spec.dtype)
                  for spec, t in zip(artifact.input_specs, inputs)}
@@ -294,8 +293,6 @@ def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out
                    metadata: dict[str, str] | None = None) -> ExportResult:
     """Export ``model``, checked against ``source`` (default: ``model``; the uncompacted model
     when ``model`` is its compacted copy)."""
-    from gatex.exporters.coreml import export_coreml
-
     reference = model if source is None else source
 
     def measure(package: Path, precision: str) -> Any:
@@ -324,8 +321,6 @@ def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *
     outputs may be fp32 while every op ran in fp16), and with the precision floor of torch's
     own fp16 error unless ``precision_floor=False``.
     """
-    from gatex.runtimes.coreml_runtime import CoremlRuntime
-
     return _check_against_torch(CoremlRuntime(path, compute_units=compute_units), model, path,
                                 inputs, inputs_note=inputs_note,
                                 dtype="float16" if precision == "fp16" else "float32",
@@ -342,8 +337,6 @@ def export_tensorrt_checked(model: nn.Module, example_inputs: Sequence[torch.Ten
     ``source`` (default ``model``; the uncompacted model when ``model`` is its compacted copy,
     ``compaction`` its report) when ``check``; with GatedDense layers, the pruned-weights check
     of the bundle's ONNX (also on `EngineNotBuilt`, as its ``pruned``)."""
-    from gatex.exporters.tensorrt import EngineNotBuilt, export_tensorrt
-
     source = model if source is None else source
     try:
         artifact = export_tensorrt(model, example_inputs, out_dir, name=stem,
@@ -366,11 +359,6 @@ def check_engine(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *
                  precision: str, inputs_note: str = "the check inputs") -> Any:
     """Parity of the engine at ``path`` against ``model`` on ``inputs`` (TensorRT vs torch),
     judged with the specs' tolerances for ``precision``."""
-    from gatex.pipeline.check import compare_runtimes
-    from gatex.runtimes import TorchRuntime
-    from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
-    from gatex.runtimes.torch_runtime import to_numpy
-
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     with TensorrtRuntime(path) as engine:
         feeds = {spec.name: to_numpy(t.detach().to(dtypes[precision]) if t.is_floating_point()

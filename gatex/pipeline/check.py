@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from gatex.errors import BackendUnavailableError, BadInputError
-from gatex.ops.spec import Tolerance
-from gatex.runtimes.base import Runtime, TensorSpec
+from gatex.artifacts.npz import read_npz
+from gatex.artifacts.onnx_file import read_onnx as read_onnx_file
 from gatex.comparison import (
     ParityResult,
     PrecisionFloor,
@@ -38,6 +37,25 @@ from gatex.comparison import (
     compare_outputs,
 )
 from gatex.comparison.metrics import LOW_PRECISIONS, dtype_name, float_dtype_of
+from gatex.comparison.report import check_verdict_paths, print_results, write_verdicts
+from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError, CheckpointError
+from gatex.exporters.compact import (
+    COMPACTION_KEY,
+    CompactionReport,
+    check_pruned_weights,
+    has_gated_dense,
+)
+from gatex.loading import load_model
+from gatex.models import zoo
+from gatex.ops import REGISTRY
+from gatex.ops.spec import Tolerance
+from gatex.runtimes.base import Runtime, TensorSpec
+from gatex.runtimes.coreml_runtime import CoremlRuntime, coreml_can_predict, parse_compute_units
+from gatex.runtimes.locate import import_onnx
+from gatex.runtimes.locate import locate as locate_ops
+from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime, has_plugin_nodes
+from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
+from gatex.runtimes.torch_runtime import TorchRuntime
 
 UNIT_METADATA_KEY = "gatex.unit"   # written by the exporters (ONNX metadata_props, CoreML
                                    # user_defined_metadata)
@@ -126,14 +144,10 @@ ONNX_REDUCTIONS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"
 def model_ops(runtime: Runtime) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(gatex ops, standard reduction ops) a runtime's model holds or last ran; empty when it
     cannot tell."""
-    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
-    from gatex.runtimes.torch_runtime import TorchRuntime
-
     if isinstance(runtime, TorchRuntime):
         return tuple(c.op for c in runtime.last_op_calls), runtime.last_reductions
     if isinstance(runtime, OrtRuntime):
         return onnx_ops(runtime.model)
-    from gatex.runtimes.coreml_runtime import CoremlRuntime
 
     if isinstance(runtime, CoremlRuntime):
         return runtime.gatex_ops, runtime.reductions
@@ -143,8 +157,6 @@ def model_ops(runtime: Runtime) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def onnx_ops(model: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(spec names of the ``gatex`` nodes, standard reduction op types) of an ONNX model, over
     the main graph and control-flow bodies (not inside the gatex ops' own functions)."""
-    from gatex.ops import REGISTRY
-
     try:
         proto = read_onnx(model, external_data=False)
     except BackendUnavailableError:  # no onnx package: the reference's ops still count
@@ -170,15 +182,10 @@ def onnx_ops(model: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def read_onnx(model: Any, *, external_data: bool = True) -> Any:
     """An ``onnx.ModelProto`` from a path, bytes, or a ModelProto; bad files are one line."""
-    from gatex.errors import CheckpointError
-    from gatex.runtimes.locate import import_onnx
-
     onnx = import_onnx()
     if isinstance(model, onnx.ModelProto):
         return model
     if not isinstance(model, bytes):
-        from gatex.artifacts.onnx_file import read_onnx as read_onnx_file
-
         return read_onnx_file(model, external_data=external_data)
     try:
         return onnx.load_from_string(model)
@@ -276,7 +283,6 @@ def measure_torch_error(reference: Runtime, batches: Sequence[dict[str, np.ndarr
 
     import torch
 
-    from gatex.runtimes.torch_runtime import TorchRuntime
 
     short = {"float16": "fp16", "bfloat16": "bf16"}[dtype]
     if not isinstance(reference, TorchRuntime):
@@ -345,16 +351,12 @@ def check_suffix(path: Path) -> None:
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Arrays by input name from ``path`` (.npz, no pickles, sizes checked before loading)."""
-    from gatex.artifacts.npz import read_npz
-
     return read_npz(path)
 
 
 def zoo_inputs(unit: str | None, specs: tuple[TensorSpec, ...]
                ) -> tuple[dict[str, np.ndarray], str]:
     """The zoo's held-out digits, shaped for ``unit`` (or the artifact's input) and its dtype."""
-    from gatex.models import zoo
-
     if len(specs) != 1:
         raise BadInputError(f"the artifact takes {len(specs)} inputs "
                             f"({', '.join(s.name for s in specs)}); the zoo's digits fill one: "
@@ -387,9 +389,6 @@ def _cast(x: np.ndarray, dtype: str) -> np.ndarray:
 def reference_model(*, unit: str | None, model: str | None, weights: Path | None,
                     trust_checkpoint: bool) -> tuple[Any, str]:
     """The torch reference and a description: ``--model`` (+ ``--weights``) or the zoo unit."""
-    from gatex.loading import load_model
-    from gatex.models import zoo
-
     if model is not None:
         return load_model(model, weights=weights, trust_checkpoint=trust_checkpoint), model
     if weights is not None:
@@ -404,15 +403,9 @@ def artifact_runtime(path: Path, *, device: str = "cpu", threads: int | None = N
     macOS and the MIL emulator elsewhere (its results say emulated); TensorRT for .engine and
     .plan (exit 3 where TensorRT is not installed)."""
     if path.suffix.lower() in (".engine", ".plan"):
-        from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
-
         return TensorrtRuntime(path)
     if path.suffix.lower() == ".mlpackage":
-        from gatex.runtimes.coreml_runtime import CoremlRuntime
-
         return CoremlRuntime(path, compute_units=compute_units)
-    from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime, \
-        has_plugin_nodes
 
     if path.is_file() and has_plugin_nodes(path):   # no TensorRT needed to check the graph
         return PluginStandInRuntime(path, device=device, threads=threads)
@@ -429,9 +422,6 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
     """Parity of one ONNX or CoreML artifact against its torch reference (see
     `run_parity_command`); ``compute_units`` applies to Core ML on macOS, ``precision_floor``
     and ``decision_outliers`` as `compare_runtimes`."""
-    from gatex.models import zoo
-    from gatex.runtimes.torch_runtime import TorchRuntime
-
     path = Path(path)
     check_suffix(path)
     if locate and path.suffix.lower() != ".onnx":
@@ -472,8 +462,6 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                 f"the artifact records {UNIT_METADATA_KEY}={recorded}; compared with the zoo "
                 f"{unit} model as asked (--unit)")))
         if locate:
-            from gatex.runtimes.locate import locate as locate_ops
-
             batch = next((s.static_batch for s in specs if s.static_batch), None)
             batches, _ = split_batches(artifact.validate_feeds(feeds), batch)
             found = locate_ops(read_onnx(path), ref_model, batches,
@@ -492,12 +480,6 @@ def pruned_weights(path: Path, model: Any, metadata: Mapping[str, str]) -> Any:
 
     if not isinstance(model, nn.Module) or path.suffix.lower() not in (".onnx", ".mlpackage"):
         return None
-    from gatex.exporters.compact import (
-        COMPACTION_KEY,
-        CompactionReport,
-        check_pruned_weights,
-        has_gated_dense,
-    )
 
     if not has_gated_dense(model):
         return None
@@ -531,8 +513,6 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     """
     from rich.console import Console
 
-    from gatex.errors import CheckFailedError
-    from gatex.comparison.report import check_verdict_paths, print_results, write_verdicts
 
     if not artifacts:
         raise BadInputError("give at least one artifact (an .onnx file or a .mlpackage)")
@@ -544,7 +524,6 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     paths = [Path(a) for a in artifacts]
     for p in paths:
         check_suffix(p)
-    from gatex.runtimes.coreml_runtime import coreml_can_predict, parse_compute_units
 
     units = parse_compute_units(compute_units)
     if locate and any(p.suffix.lower() != ".onnx" for p in paths):

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError
+from gatex.environment import installed_version
+from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError, UnknownOpError
+from gatex.ops import REGISTRY
 from gatex.runtimes.base import Runtime, TensorSpec
 
 # gatex's names -> coremltools.ComputeUnit members (the exporter's --compute-units spelling)
@@ -28,8 +30,6 @@ MIL_REDUCTIONS = frozenset({"linear", "matmul", "einsum", "conv", "conv_transpos
 
 def coreml_can_predict() -> tuple[bool, str]:
     """(whether ``MLModel.predict`` works here, why not when it does not)."""
-    from gatex.environment import installed_version
-
     system = platform.system()
     if system != "Darwin":
         return False, f"Core ML runs models only on macOS (this is {system})"
@@ -163,8 +163,6 @@ class CoremlRuntime(Runtime):
     @property
     def gatex_ops(self) -> tuple[str, ...]:
         """Spec names of the gatex ops the exporter recorded (``gatex.ops`` metadata)."""
-        from gatex.errors import UnknownOpError
-        from gatex.ops import REGISTRY
 
         self._require_loaded("gatex_ops")
         names = []

@@ -22,17 +22,17 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from gatex.errors import BadInputError
+from gatex.comparison import LocateResult, OpComparison, compare
+from gatex.errors import BackendUnavailableError, BadInputError, UnknownOpError
+from gatex.ops import REGISTRY
 from gatex.ops.spec import Tolerance
 from gatex.runtimes.onnxruntime_runtime import OrtRuntime
-from gatex.comparison import LocateResult, OpComparison, compare
 from gatex.runtimes.torch_runtime import TorchRuntime
 
 GATEX_DOMAIN = "gatex"
 
 
 def import_onnx() -> Any:
-    from gatex.errors import BackendUnavailableError
 
     try:
         import onnx
@@ -96,9 +96,6 @@ def locate(model: Any, reference: nn.Module, artifact_batches: Sequence[dict[str
            reference_batches: Sequence[dict[str, np.ndarray]], tolerance: Tolerance, *,
            device: str = "cpu", threads: int | None = None) -> LocateResult:
     """Compare every gatex op's output between the ONNX ``model`` and torch (module docstring)."""
-    from gatex.ops import REGISTRY
-    from gatex.errors import UnknownOpError
-
     nodes = gatex_nodes(model)
     nested = nested_gatex_nodes(model)
     if nested:

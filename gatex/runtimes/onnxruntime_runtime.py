@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from gatex.artifacts.onnx_file import check_file, read_onnx
+from gatex.artifacts.onnx_nodes import decompose_plugin_nodes, plugin_nodes
 from gatex.errors import (
     BackendUnavailableError,
     BadInputError,
@@ -59,7 +60,6 @@ class OrtRuntime(Runtime):
     sets intra-op threads (None: onnxruntime's default); ``optimization`` is the graph
     optimization level: none, basic, extended or all.
     """
-
     name = "onnxruntime"
 
     def __init__(self, model: ModelSource, *, device: str = "cpu", threads: int | None = None,
@@ -162,14 +162,12 @@ class PluginStandInRuntime(OrtRuntime):
     It does not run the plugin kernels (tests/ops/test_kernels.py checks those against torch),
     so its results are labelled emulated, and `replaced` names the ops that were decomposed.
     """
-
     emulated = True
 
     def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None
                  ) -> None:
         import onnx
 
-        from gatex.artifacts.onnx_nodes import decompose_plugin_nodes
 
         path = Path(path)
         proto = read_onnx(path, external_data=True)
@@ -209,7 +207,6 @@ def has_plugin_nodes(path: str | Path) -> bool:
     """Whether the ONNX file at ``path`` holds TensorRT plugin nodes (False if unreadable: the
     caller's runtime then reports the file)."""
 
-    from gatex.artifacts.onnx_nodes import plugin_nodes
 
     try:
         return bool(plugin_nodes(read_onnx(path, external_data=False)))

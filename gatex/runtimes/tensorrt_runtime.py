@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gatex.errors import BackendUnavailableError, BadInputError, CheckpointError
+from gatex.runtimes.arrays import from_numpy, to_numpy
 from gatex.runtimes.base import Runtime, TensorSpec
 
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -148,7 +149,6 @@ class TensorrtRuntime(Runtime):
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from gatex.runtimes.torch_runtime import from_numpy, to_numpy
 
         device = torch.device("cuda", self.device)
         keep = []   # the input buffers live until TensorRT is done with them

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from gatex.errors import BackendUnavailableError, BadInputError, GatexError
+from gatex.ops import REGISTRY
 from gatex.runtimes.arrays import from_numpy, to_numpy
 from gatex.runtimes.base import Runtime, TensorSpec
 
@@ -55,8 +56,6 @@ class GatexOpRecorder(TorchDispatchMode):
         if namespace == "aten" and func._schema.name.removeprefix("aten::") in ATEN_REDUCTIONS:
             self.reductions.add(func._schema.name.removeprefix("aten::"))
         if namespace == "gatex":
-            from gatex.ops import REGISTRY
-
             op = REGISTRY.get(func._schema.name).name
             values: tuple[np.ndarray, ...] = ()
             if self._record_values:

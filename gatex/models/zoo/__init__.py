@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from gatex.errors import CheckpointError, UnknownOpError
+from gatex.models.state import load_state_dict
+from gatex.models.zoo.architectures import ARCHITECTURES
 from gatex.ops import BUILTIN_OPS, REGISTRY, OpSpec
 
 SEED = 0
@@ -30,7 +32,6 @@ DATA_FILE = "digits_test.npz"
 @dataclass(frozen=True)
 class ZooEntry:
     """One zoo model: which op it demonstrates, its architecture and how it is trained."""
-
     unit: str                      # op name from gatex.ops (paGLU, GoLU, ...)
     arch: str                      # key of architectures.ARCHITECTURES
     config: dict[str, Any] = field(default_factory=dict)
@@ -40,8 +41,6 @@ class ZooEntry:
     note: str = ""
 
     def build(self) -> nn.Module:
-        from gatex.models.zoo.architectures import ARCHITECTURES
-
         return ARCHITECTURES[self.arch](**self.config)
 
     @property
@@ -50,8 +49,6 @@ class ZooEntry:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        from gatex.models.zoo.architectures import ARCHITECTURES
-
         return ARCHITECTURES[self.arch].input_shape
 
 
@@ -144,7 +141,6 @@ def load(unit: str) -> nn.Module:
     """Build the zoo model for ``unit`` and load its shipped weights (eval mode)."""
     from safetensors.torch import load_file
 
-    from gatex.models.state import load_state_dict
 
     e = entry(unit)
     meta = read_metadata(e.weights_path)

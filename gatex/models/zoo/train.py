@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatex.models.zoo import DATA_FILE, ENTRIES, SEED, ZooEntry, accuracy, entry
+from gatex.models import GatedDense
+from gatex.models.zoo import DATA_FILE, ENTRIES, SEED, ZooEntry, accuracy, entry, markdown_table
 
 BATCH = 64
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -53,8 +54,6 @@ def _epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr:
 
 def prune_by_magnitude(model: nn.Module, sparsity: float) -> None:
     """Write 0/1 gates that keep the largest (1 - sparsity) of each GatedDense kernel by |K|."""
-    from gatex.models import GatedDense
-
     for m in model.modules():
         if isinstance(m, GatedDense):
             k = m.kernel.detach().abs()
@@ -99,8 +98,6 @@ def save(model: nn.Module, e: ZooEntry, metrics: dict[str, float], out: Path) ->
 
 def write_readme_table(readme: Path) -> int:
     """Replace the table between ``<!-- zoo-table -->`` and ``<!-- /zoo-table -->``."""
-    from gatex.models.zoo import markdown_table
-
     text = readme.read_text()
     start, end = "<!-- zoo-table -->\n", "\n<!-- /zoo-table -->"
     if start not in text or end not in text:

@@ -16,21 +16,20 @@ GPU (docs/tensorrt.md says what has and has not run).
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
+from gatex import _optional
+from gatex.ops.kernels.launch import KernelUnsupported, gated
 from gatex.ops.kernels.plans import GatePlan, has_kernel, kernel_ops, plan_for
+from gatex.ops.registry import REGISTRY
 
 _REGISTERED: dict[str, set[str]] = {}
 
 
 def triton_installed() -> bool:
     """Whether triton can be imported here (looked up without importing it)."""
-    try:
-        return importlib.util.find_spec("triton") is not None
-    except (ImportError, ValueError):
-        return False
+    return _optional.available("triton")
 
 
 def kernel_status() -> tuple[bool, str]:
@@ -52,8 +51,6 @@ def kernel_status() -> tuple[bool, str]:
 def cuda_kernel(op: str) -> Callable[..., Any]:
     """The CUDA kernel of ``gatex::<op>``: the Triton kernel, or the op's torch impl for
     arguments the kernel does not cover. Takes the custom op's positional arguments."""
-    from gatex.ops.registry import REGISTRY
-    from gatex.ops.kernels.launch import KernelUnsupported, gated
 
     spec = REGISTRY.get(op)
     n_inputs = len(spec.inputs)
@@ -85,7 +82,6 @@ def register_cuda_kernels(*, device_type: str = "cuda", force: bool = False) -> 
     if not (available or force):
         return ()
     done = _REGISTERED.setdefault(device_type, set())
-    from gatex.ops.registry import REGISTRY
 
     new = []
     for op in kernel_ops():

@@ -31,6 +31,8 @@ from typing import Any
 from gatex._io import json_safe
 from gatex.errors import require_choice
 from gatex.ops.kernels.plans import has_kernel
+from gatex.ops.lowering import onnx as onnx_build
+from gatex.ops.registry import REGISTRY
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 POLICIES = ("auto", "all", "none")
@@ -123,8 +125,6 @@ def _measure(op: str, params_key: tuple[tuple[str, Any], ...], precision: str
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
 
-    from gatex.ops.lowering import onnx as onnx_build
-    from gatex.ops.registry import REGISTRY
 
     spec = REGISTRY.get(op)
     params = dict(params_key)

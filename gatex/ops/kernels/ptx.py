@@ -24,7 +24,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gatex.errors import BackendUnavailableError, BadInputError
+from gatex.ops.kernels.launch import BLOCK, flat_constexprs
 from gatex.ops.kernels.plans import plan_for
+from gatex.ops.registry import REGISTRY
 
 TRITON_DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 DEFAULT_ARCH = 80            # sm_80 PTX: the driver JIT-compiles it for sm_80 and every newer GPU
@@ -85,12 +87,10 @@ def compile_plugin_kernel(op: str, attributes: Mapping[str, Any], dtype: str, *,
     from triton.backends.compiler import GPUTarget
 
     from gatex.ops.kernels import triton_gates
-    from gatex.ops.kernels.launch import BLOCK, flat_constexprs
 
     plan = plan_for(op, attributes)
     p = float(attributes.get(plan.p_param, 0.0)) if plan.p_param else 0.0
     if plan.p_param and plan.p_param not in attributes:
-        from gatex.ops import REGISTRY
 
         p = float(REGISTRY.get(op).param(plan.p_param).default)
     ty = TRITON_DTYPES[dtype]

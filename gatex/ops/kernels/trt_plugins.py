@@ -19,13 +19,16 @@ import functools
 from typing import Any
 
 from gatex.errors import BackendUnavailableError
+from gatex.ops.kernels.launch import gated_flat
 from gatex.ops.kernels.plans import kernel_ops, plan_for
+from gatex.ops.kernels.ptx import compile_plugin_kernel
+from gatex.ops.kernels.trt_bundle import define_plugins
+from gatex.ops.registry import REGISTRY
 
 
 def plugin_table(ops: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """``{"name", "inputs", "attributes": {name: "float" | "str"}}`` per plugin, from the specs
     (default: every op with a kernel)."""
-    from gatex.ops.registry import REGISTRY
 
     table = []
     for op in kernel_ops() if ops is None else ops:
@@ -55,7 +58,6 @@ def import_tensorrt() -> tuple[Any, Any]:
 @functools.lru_cache(maxsize=None)
 def _compile_cached(op: str, attributes: tuple[tuple[str, Any], ...], dtype: str, arch: int
                     ) -> dict[str, Any]:
-    from gatex.ops.kernels.ptx import compile_plugin_kernel
 
     return compile_plugin_kernel(op, dict(attributes), dtype, arch=arch,
                                  ptx_version=None).as_json()
@@ -78,7 +80,6 @@ def jit_impl(op: str) -> Any:
     def run(inputs: list[Any], attributes: dict[str, Any], outputs: Any, stream: int) -> None:
         import torch
 
-        from gatex.ops.kernels.launch import gated_flat
 
         plan = plan_for(op, attributes)
         p = float(attributes[plan.p_param]) if plan.p_param else 0.0
@@ -94,7 +95,6 @@ def register_trt_plugins(ops: tuple[str, ...] | None = None, *, jit: bool = True
     for this GPU; returns the plugin ids. Plugins are defined once per process (TensorRT's
     registry takes one definition), see `trt_bundle.define_plugins`."""
     trt, trtp = import_tensorrt()
-    from gatex.ops.kernels.trt_bundle import define_plugins
 
     return define_plugins(trtp, trt, plugin_table(ops), compile_for_this_gpu,
                           jit_impl if jit else None)
