@@ -12,13 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from gatex import _io, _optional
 from gatex._io import json_safe
-from gatex.benchmarking.run import bench
+from gatex.benchmarking import run as bench_run  # by module: tests replace bench_run.bench
 from gatex.benchmarking.schema import BackendRow, BenchResult
 from gatex.comparison.report import check_writable, write_atomic
 from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError
@@ -124,8 +125,8 @@ def print_result(result: BenchResult, console: Console) -> None:
                           f"p99 {ms(d.p99)} ms; the table's latency is end-to-end with copies")
         for note in row.notes:
             console.print(f"{row.id}: {note}")
-    for w in result.warnings:
-        console.print(Text(f"warning: {w}", style="yellow"))
+    for w in result.warnings:  # one line each on stderr, as every gatex warning
+        typer.echo(f"warning: {' '.join(str(w).split())}", err=True)
     b = result.baseline
     if b is not None:
         for r in b.regressions:
@@ -291,7 +292,8 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
                         total=total, done=f"{done}/{total}{unit}")
 
     with bars:
-        result = bench(artifacts, on_plan=on_plan, on_progress=on_progress, **options)
+        result = bench_run.bench(artifacts, on_plan=on_plan, on_progress=on_progress,
+                                 **options)
     print_result(result, console)
     write_reports(result, json_path=json_path, markdown_path=markdown_path,
                   plot_path=plot_path)

@@ -16,6 +16,11 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+try:  # typer >= 0.2x vendors click; its commands raise that copy's exceptions
+    from typer._click import exceptions as click_errors
+except ImportError:  # typer with click as a dependency
+    from click import exceptions as click_errors
+
 from gatex.cli import bench, doctor, export, inspect, parity, units
 from gatex.errors import (
     EXIT_BACKEND_UNAVAILABLE,
@@ -78,6 +83,30 @@ class GatexGroup(TyperGroup):
         except GatexError as err:
             report_error(err)
             raise typer.Exit(err.exit_code) from None
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Click's own handling, except that a usage error (unknown option or command, a bad
+        option value) is one ``error:`` line on stderr and exit 2, as every other bad input."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click_errors.NoArgsIsHelpError as err:   # bare `gatex`: the help, as before
+            err.show()
+            sys.exit(err.exit_code)
+        except click_errors.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else "gatex"
+            message = _one_line(err.format_message()).rstrip(".")
+            typer.echo(f"error: {message} (see {where} --help)", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except click_errors.ClickException as err:
+            typer.echo(f"error: {_one_line(err.format_message())}", err=True)
+            sys.exit(err.exit_code)
+        except (typer.Abort, getattr(click_errors, "Abort", typer.Abort)):
+            typer.echo("error: aborted", err=True)
+            sys.exit(EXIT_INTERNAL_ERROR)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 app = typer.Typer(

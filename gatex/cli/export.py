@@ -248,8 +248,8 @@ def _print_pg_scale(console: Console, result) -> None:
     if result.calibration is not None:
         console.print(result.calibration.summary(), markup=False)
         console.print(TRADE_OFF, markup=False)
-    elif "PGConv2d" in result.ops:
-        console.print(DYNAMIC_NOTE, markup=False)
+    elif "PGConv2d" in result.ops:  # a caveat of the artifact: one warning line on stderr
+        typer.echo(f"warning: {DYNAMIC_NOTE}", err=True)
 
 
 def _check_trt_options(flavor: str, dtype: str, deployment_target: str | None,

@@ -1,8 +1,16 @@
-"""``gatex units``: every registered op, its formula, parameters and backend support."""
+"""``gatex units``: every registered op, its formula, parameters and backend support.
+
+The ops come as data (`gatex.ops.catalogue`): gatex's own from ``catalogue.json``, read without
+importing torch, and the registry itself only where an installed package adds ops through the
+``gatex.ops`` entry points. Everything here renders records (dicts), never specs.
+"""
 
 from __future__ import annotations
 
+import difflib
 import json
+from importlib import metadata
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,113 +18,108 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gatex.ops import REGISTRY, OpSpec, Param
+from gatex.errors import UnknownOpError
 
-# The keys of one op in ``gatex units --json``, in output order (README, "gatex units --json").
-OP_KEYS = ("name", "id", "torch_op", "family", "summary", "formula", "source", "inputs",
-           "optional_inputs", "params", "elementwise", "dtypes", "tolerances", "backends",
-           "unsupported", "hazards")
-PARAM_KEYS = ("name", "default", "range", "lo", "hi", "choices", "kind", "learnable", "nonzero",
-              "doc")
+CATALOGUE_FILE = Path(__file__).resolve().parents[1] / "ops" / "catalogue.json"
+ENTRY_POINT_GROUP = "gatex.ops"   # gatex.ops.ENTRY_POINT_GROUP, without importing gatex.ops
 
 
-def param_record(p: Param) -> dict[str, Any]:
-    """One parameter as JSON data; ``lo``/``hi`` are null where unbounded (JSON has no inf)."""
-    default = list(p.default) if isinstance(p.default, tuple) else p.default
-    return {"name": p.name, "default": default, "range": p.range_text(), "lo": p.lo, "hi": p.hi,
-            "choices": list(p.choices), "kind": p.kind.__name__, "learnable": p.learnable,
-            "nonzero": p.nonzero, "doc": p.doc}
+def _plugins_installed() -> bool:
+    try:
+        return bool(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception:  # noqa: BLE001  (broken metadata of some distribution: no plugins)
+        return False
 
 
-def op_record(spec: OpSpec) -> dict[str, Any]:
-    """One op as JSON data, keys in `OP_KEYS` order."""
-    return {
-        "name": spec.name,
-        "id": spec.id,
-        "torch_op": spec.torch_qualname,
-        "family": spec.family,
-        "summary": spec.summary,
-        "formula": spec.formula,
-        "source": spec.source,
-        "inputs": list(spec.inputs),
-        "optional_inputs": list(spec.optional_inputs),
-        "params": [param_record(p) for p in spec.params],
-        "elementwise": spec.elementwise,
-        "dtypes": list(spec.dtypes),
-        "tolerances": {dtype: {"rtol": tol.rtol, "atol": tol.atol}
-                       for dtype, tol in spec.tolerances.items()},
-        "backends": list(spec.backends()),
-        "tensorrt": _tensorrt_text(spec),
-        "unsupported": dict(spec.unsupported_reasons),
-        "hazards": spec.hazards,
-    }
+def op_records() -> list[dict[str, Any]]:
+    """Every op as a record: the catalogue file, or the registry when plugins add ops."""
+    if _plugins_installed() or not CATALOGUE_FILE.is_file():
+        from gatex.ops.catalogue import all_records
+
+        return all_records()
+    return json.loads(CATALOGUE_FILE.read_text())
 
 
-def _tensorrt_text(spec: OpSpec) -> str:
-    """How TensorRT carries the op, from its ``tensorrt`` lowering; "" where it has none."""
-    lowering = spec.lowerings.get("tensorrt")
-    return lowering.describe() if hasattr(lowering, "describe") else ""
+def _key(name: str) -> str:
+    return name.removeprefix("gatex::").replace("_", "").lower()
 
 
-def _param_text(p: Param) -> Text:
-    default = p.default
-    if isinstance(default, tuple):
-        default = "(" + ", ".join(map(str, default)) + ")"
-    text = Text(f"{p.name}={default}", style="bold")
-    text.append(f" {p.range_text()}")
-    if p.learnable:
+def find_record(records: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The op ``name`` (name, id or torch name, any case, underscores ignored), or
+    `UnknownOpError` with the closest names."""
+    for record in records:
+        if _key(name) in (_key(record["name"]), _key(record["torch_op"])):
+            return record
+    names = [r["name"] for r in records]
+    by_key = {_key(n): n for n in names}
+    close = difflib.get_close_matches(_key(name), list(by_key), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(by_key[c] for c in close)}?" if close else ""
+    raise UnknownOpError(f"unknown op {name!r}{hint} (`gatex units` lists them)")
+
+
+def _default_text(default: Any) -> str:
+    return "(" + ", ".join(map(str, default)) + ")" if isinstance(default, list) else str(default)
+
+
+def _param_text(p: dict[str, Any]) -> Text:
+    text = Text(f"{p['name']}={_default_text(p['default'])}", style="bold")
+    text.append(f" {p['range']}")
+    if p["learnable"]:
         text.append(" learnable", style="green")
     return text
 
 
-def _inputs_text(spec: OpSpec) -> str:
-    return ", ".join(f"{name}?" if name in spec.optional_inputs else name for name in spec.inputs)
+def _inputs_text(op: dict[str, Any]) -> str:
+    return ", ".join(f"{n}?" if n in op["optional_inputs"] else n for n in op["inputs"])
 
 
-def _all_ops_table(specs: list[OpSpec]) -> Table:
-    table = Table(title=f"gatex ops ({len(specs)})", show_lines=True)
+def _all_ops_table(ops: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"gatex ops ({len(ops)})", show_lines=True)
     table.add_column("op", no_wrap=True, style="bold cyan")
     table.add_column("family", no_wrap=True)
     table.add_column("inputs")
     table.add_column("formula")
     table.add_column(Text("parameters: name=default [range]"))
     table.add_column("backends")
-    for spec in specs:
-        params = Text("\n").join(_param_text(p) for p in spec.params) if spec.params else Text("-")
+    for op in ops:
+        params = Text("\n").join(_param_text(p) for p in op["params"]) if op["params"] \
+            else Text("-")
         # Text, not str: rich would read "[...]" in a formula as markup
-        table.add_row(spec.name, spec.family, Text(_inputs_text(spec)), Text(spec.formula),
-                      params, ", ".join(spec.backends()))
+        table.add_row(op["name"], op["family"], Text(_inputs_text(op)), Text(op["formula"]),
+                      params, ", ".join(op["backends"]))
     return table
 
 
-def _one_op_table(spec: OpSpec) -> Table:
-    table = Table(title=f"{spec.id}  (torch.ops.gatex.{spec.torch_name})", show_header=False,
+def _one_op_table(op: dict[str, Any]) -> Table:
+    torch_name = op["torch_op"].removeprefix("gatex::")
+    table = Table(title=f"{op['id']}  (torch.ops.gatex.{torch_name})", show_header=False,
                   show_lines=True)
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value")
     params = Table(show_edge=False, pad_edge=False)
     for column in ("name", "default", "range", "learnable", "meaning"):
         params.add_column(column)
-    for p in spec.params:
-        params.add_row(p.name, Text(repr(p.default)), Text(p.range_text()),
-                       "yes" if p.learnable else "no", Text(p.doc))
-    tolerances = "\n".join(f"{dtype}: rtol={tol.rtol:g}, atol={tol.atol:g}"
-                           for dtype, tol in spec.tolerances.items())
-    unsupported = "\n".join(f"{b}: {reason}" for b, reason in spec.unsupported_reasons.items())
+    for p in op["params"]:
+        default = tuple(p["default"]) if isinstance(p["default"], list) else p["default"]
+        params.add_row(p["name"], Text(repr(default)), Text(p["range"]),
+                       "yes" if p["learnable"] else "no", Text(p["doc"]))
+    tolerances = "\n".join(f"{dtype}: rtol={tol['rtol']:g}, atol={tol['atol']:g}"
+                           for dtype, tol in op["tolerances"].items())
+    unsupported = "\n".join(f"{b}: {reason}" for b, reason in op["unsupported"].items())
     rows: list[tuple[str, Any]] = [
-        ("summary", spec.summary),
-        ("formula", spec.formula),
-        ("family", spec.family),
-        ("source", spec.source),
-        ("inputs", _inputs_text(spec) + ("   (? optional)" if spec.optional_inputs else "")),
-        ("parameters", params if spec.params else "none"),
-        ("elementwise", "yes" if spec.elementwise else "no"),
-        ("dtypes", ", ".join(spec.dtypes)),
+        ("summary", op["summary"]),
+        ("formula", op["formula"]),
+        ("family", op["family"]),
+        ("source", op["source"]),
+        ("inputs", _inputs_text(op) + ("   (? optional)" if op["optional_inputs"] else "")),
+        ("parameters", params if op["params"] else "none"),
+        ("elementwise", "yes" if op["elementwise"] else "no"),
+        ("dtypes", ", ".join(op["dtypes"])),
         ("tolerances", tolerances),
-        ("backends", ", ".join(spec.backends())),
-        ("tensorrt", _tensorrt_text(spec) or "-"),
+        ("backends", ", ".join(op["backends"])),
+        ("tensorrt", op["tensorrt"] or "-"),
         ("unsupported", unsupported or "-"),
-        ("hazards", spec.hazards or "none known"),
+        ("hazards", op["hazards"] or "none known"),
     ]
     for field, value in rows:
         table.add_row(field, Text(value) if isinstance(value, str) else value)
@@ -141,21 +144,21 @@ def units(
     ({backend: reason}), hazards.
     An unknown NAME exits with code 2.
     """
-    specs = [REGISTRY.get(name)] if name is not None else list(REGISTRY)
+    records = op_records()
+    ops = [find_record(records, name)] if name is not None else records
     if as_json:
-        records = [op_record(spec) for spec in specs]
-        typer.echo(json.dumps(records[0] if name is not None else records, indent=2))
+        typer.echo(json.dumps(ops[0] if name is not None else ops, indent=2))
         return
     console = Console()
     if name is not None:
-        console.print(_one_op_table(specs[0]))
+        console.print(_one_op_table(ops[0]))
         return
-    console.print(_all_ops_table(specs))
-    hazards = [spec for spec in specs if spec.hazards]
+    console.print(_all_ops_table(ops))
+    hazards = [op for op in ops if op["hazards"]]
     if hazards:
         console.print("\n[bold]Numerical hazards[/bold] (low precision, hard gates) and how gatex "
                       "handles them:")
-        for spec in hazards:
-            console.print(Text.assemble((f"  {spec.name}: ", "bold cyan"), spec.hazards))
+        for op in hazards:
+            console.print(Text.assemble((f"  {op['name']}: ", "bold cyan"), op["hazards"]))
     console.print("\n`gatex units NAME` shows one op in detail; "
                   "`--json` for machine-readable output.")

@@ -95,8 +95,9 @@ def check_writable(path: str | Path) -> Path:
     if path.is_dir():
         raise BadInputError(f"cannot write {path}: it is a directory; give a file path")
     parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    if not parent.exists():  # a typo in a CI path must not quietly make a new tree
+        raise BadInputError(f"cannot write {path}: folder {parent} does not exist; create it "
+                            "first or give an existing folder")
     if not parent.is_dir():
         raise BadInputError(f"cannot write {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -146,7 +146,7 @@ class Runtime(ABC):
         specs = self.input_specs
         if specs is None:
             return arrays
-        declared = ", ".join(s.name + " " + s.describe() for s in specs)
+        declared = ", ".join(f"{s.name!r} ({s.describe()})" for s in specs)  # 'x' (float32[N,64])
         known = {s.name for s in specs}
         for name in arrays:
             if name not in known:

@@ -418,7 +418,7 @@ BAD = {
     "wrong dtype": (lambda t, d, z: tiny_args(t, npz(d, x=t.x.astype(np.float64))),
                     r"input 'x' expects float32\[N,64\], got float64\[32,64\]"),
     "unknown input name": (lambda t, d, z: tiny_args(t, npz(d, x=t.x, y=t.x)),
-                           r"unknown input 'y'; the model takes x float32\[N,64\]"),
+                           r"unknown input 'y'; the model takes 'x' \(float32\[N,64\]\)"),
     "missing input": (lambda t, d, z: tiny_args(t, npz(d)),
                       r"missing input 'x' \(float32\[N,64\]\)"),
     "strings": (lambda t, d, z: tiny_args(t, npz(d, x=np.array(["a"] * 64))),
@@ -463,6 +463,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tiny, zoo_golu, 
     build, message = BAD[case]
     args = build(tiny, tmp_path, zoo_golu)
     verdict = tmp_path / "out" / "verdict.json"
+    verdict.parent.mkdir()  # a missing verdict folder is itself bad input (test_cli_start.py)
     before = set(tmp_path.rglob("*"))
     result = parity(*args, "--json", verdict)
     assert result.exit_code == 2, result.output
@@ -470,7 +471,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tiny, zoo_golu, 
     import re
 
     assert re.search(message, line), line
-    assert set(tmp_path.rglob("*")) == before  # no verdict, no temporary file, no directory
+    assert set(tmp_path.rglob("*")) == before  # no verdict, no temporary file
 
 
 def test_bad_input_leaves_the_artifact_and_inputs_untouched(tiny, zoo_golu):

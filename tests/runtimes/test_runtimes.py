@@ -93,7 +93,7 @@ def test_context_manager_loads_once_and_closes_even_on_error():
     ({"x": np.ones((2, 3), np.float64)}, r"input 'x' expects float32\[N,3\], got float64\[2,3\]"),
     ({"x": np.ones((2, 4), np.float32)}, r"input 'x' expects float32\[N,3\], got float32\[2,4\]"),
     ({"x": np.ones(3, np.float32)}, r"expects float32\[N,3\], got float32\[3\]"),
-    ({"y": np.ones((2, 3), np.float32)}, r"unknown input 'y'; the model takes x float32\[N,3\]"),
+    ({"y": np.ones((2, 3), np.float32)}, r"unknown input 'y'; the model takes 'x' \(float32\[N,3\]\)"),
     ({}, r"missing input 'x' \(float32\[N,3\]\)"),
     ({"x": np.array(["a", "b"])}, r"input 'x' must be a numeric array; got dtype <U1"),
     ([np.ones((2, 3), np.float32)], r"feeds must map input names to arrays; got list"),

@@ -7,9 +7,10 @@ precision: there it computes in fp32 and rounds once. The ``auto`` policy measur
 and precision, instead of guessing:
 
 - the op's ONNX decomposition (the portable flavor's function body,
-  `gatex.ops.lowering.onnx.inline_nodes`, with the model's parameter values) runs in ``onnx.reference`` with every op rounded to the
-  precision (NumPy evaluates fp16/bf16 ops in that dtype): the model of an unfused execution,
-  and an upper bound for a fused one that keeps fp32 inside;
+  `gatex.ops.lowering.onnx.inline_nodes`, with the model's parameter values) runs in
+  ``onnx.reference`` with every op rounded to the precision (NumPy evaluates fp16/bf16 ops in
+  that dtype): the model of an unfused execution, and an upper bound for a fused one that
+  keeps fp32 inside;
 - on hazard inputs (OPS.md: +-0, the dtype's smallest normal, 1e-4 .. 1000, GoLU's 11.09,
   Mish's 20, up to fp16's 65504, a dense grid on [-30, 30]; every (v, u) pair for paGating);
 - against the op's torch impl in float64, with the op spec's tolerance for that precision.

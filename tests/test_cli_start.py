@@ -1,0 +1,74 @@
+"""The command line as a person first meets it: fast (no torch for help, version, units and bad
+options) and one `error:` line for every mistake, Click's included."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from gatex.ops.catalogue import CATALOGUE_FILE, builtin_records
+
+PROBE = textwrap.dedent("""
+    import json, sys
+    from gatex.cli import main
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "onnx", "onnxruntime"})
+    sys.stderr.write("RESULT " + json.dumps({"code": code, "heavy": heavy}) + "\\n")
+""")
+
+
+def _probe(run_python, *argv: str) -> tuple[dict, str, str]:
+    proc = run_python("-c", PROBE, *argv)
+    *lines, last = proc.stderr.splitlines() or [""]
+    assert last.startswith("RESULT "), proc.stderr
+    return json.loads(last.removeprefix("RESULT ")), proc.stdout, "\n".join(lines)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["units"], ["units", "GoLU"],
+                                  ["units", "--json"], ["export", "--help"], ["export", "--bogus"],
+                                  ["nope"]], ids=" ".join)
+def test_first_commands_import_no_torch(run_python, argv: list[str]) -> None:
+    result, stdout, stderr = _probe(run_python, *argv)
+    assert result["heavy"] == [], f"gatex {' '.join(argv)} imported {result['heavy']}"
+    assert result["code"] in (0, 2, None)
+
+
+def test_units_from_the_catalogue_match_the_registry(run_python) -> None:
+    """`gatex units` reads catalogue.json; it must say what the registry says (regenerate with
+    python -m gatex.ops.catalogue after changing an op)."""
+    assert json.loads(CATALOGUE_FILE.read_text()) == builtin_records(), \
+        "gatex/ops/catalogue.json is stale: python -m gatex.ops.catalogue"
+    result, stdout, _ = _probe(run_python, "units", "--json")
+    assert result["code"] in (0, None)
+    assert json.loads(stdout) == builtin_records()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["export", "--bogus"], "error: No such option: --bogus (see gatex export --help)"),
+    (["nope"], "error: No such command 'nope' (see gatex --help)"),
+    (["units", "pagl"], "error: unknown op 'pagl'; did you mean paGLU, paGELU, paReGLU? "
+                        "(`gatex units` lists them)"),
+    (["export", "--unit", "paGLU", "--dtype", "fp99"],
+     "error: unknown dtype 'fp99'; choose one of fp32, fp16"),
+])
+def test_every_mistake_is_one_error_line_and_exit_2(run_python, argv: list[str],
+                                                      message: str) -> None:
+    result, stdout, stderr = _probe(run_python, *argv)
+    assert result["code"] == 2
+    assert stderr == message
+    assert stdout == ""
+
+
+def test_a_verdict_path_in_a_missing_folder_is_bad_input(tmp_path, run_python) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"")   # the verdict paths are checked before the file
+    result, stdout, stderr = _probe(run_python, "parity", str(tmp_path / "m.onnx"), "--json",
+                                    str(tmp_path / "no" / "such" / "p.json"))
+    assert result["code"] == 2
+    assert stderr.startswith(f"error: cannot write {tmp_path / 'no' / 'such' / 'p.json'}: folder ")
+    assert "does not exist" in stderr
+    assert not (tmp_path / "no").exists()
