@@ -72,3 +72,15 @@ def test_a_verdict_path_in_a_missing_folder_is_bad_input(tmp_path, run_python) -
     assert stderr.startswith(f"error: cannot write {tmp_path / 'no' / 'such' / 'p.json'}: folder ")
     assert "does not exist" in stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_docs_ops_page_is_the_specs(run_python) -> None:
+    """docs/ops.md is `gatex units --markdown` (regenerate: gatex units --markdown > docs/ops.md)."""
+    from pathlib import Path
+
+    from gatex.cli.units import markdown
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "ops.md").read_text()
+    assert page == markdown(builtin_records()), "docs/ops.md is stale: gatex units --markdown"
+    for record in builtin_records():
+        assert f"## {record['name']}\n" in page and record["formula"] in page

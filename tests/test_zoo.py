@@ -88,3 +88,25 @@ def test_readme_zoo_table_matches_shipped_metadata() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = readme.split("<!-- zoo-table -->\n", 1)[1].split("\n<!-- /zoo-table -->", 1)[0]
     assert table == zoo.markdown_table()
+
+
+def test_weight_files_are_byte_for_byte_reproducible(tmp_path, run_python) -> None:
+    """safetensors writes its metadata in hash order (new in every process): `save` sorts the
+    header, so saving the same weights twice, in two processes, gives the same bytes, and the
+    shipped files are in that form (a retrain that changes nothing changes no file)."""
+    import json
+
+    child = ("import sys; from pathlib import Path; from gatex.models import zoo; "
+             "from gatex.models.zoo.train import save; e = zoo.entry('paGLU'); "
+             "save(zoo.load('paGLU'), e, {'test_accuracy': 1.0}, Path(sys.argv[1]))")
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        proc = run_python("-c", child, str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+    one, two = ((tmp_path / n / "paGLU.safetensors").read_bytes() for n in ("one", "two"))
+    assert one == two
+    for entry in zoo.ENTRIES:
+        raw = entry.weights_path.read_bytes()
+        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+        assert list(header) == sorted(header), entry.unit
+        assert list(header["__metadata__"]) == sorted(header["__metadata__"]), entry.unit

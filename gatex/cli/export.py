@@ -34,6 +34,14 @@ def export(
         "--input-shape", help="Example input shape for --model, batch first (e.g. 4,64); "
                               "the check runs on random normal inputs of this shape.",
     )] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="The artifact's file stem (default: the unit, or --model's attribute), "
+                       "e.g. --name encoder writes encoder-portable-fp32.onnx.",
+    )] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an artifact of the same name that another model wrote (by "
+                        "default that is refused, exit 2).",
+    )] = False,
     to: Annotated[str, typer.Option(
         "--to", help="Backend: onnx, coreml or trt (a TensorRT build bundle; the engine too "
                      "where TensorRT is installed, else exit 3 once the bundle is written).",
@@ -108,11 +116,12 @@ def export(
     pipeline.check_pg_scale(pg_scale)  # before --model loads anything
     if calibration is not None and pg_scale != "calibrated":
         raise BadInputError("--calibration goes with --pg-scale calibrated")
-    target, examples, check_inputs, name, calibration_inputs = _model_and_inputs(
+    target, examples, check_inputs, stem, calibration_inputs = _model_and_inputs(
         unit, model, weights, trust_checkpoint, input_shape, pg_scale, calibration)
     console = Console()
     try:
-        result = pipeline.export(target, examples, to=to, out_dir=out_dir, name=name,
+        result = pipeline.export(target, examples, to=to, out_dir=out_dir, name=name or stem,
+                                  source_ref=_source_ref(unit, model), force=force,
                                   flavor=flavor, dtype=dtype, opset=opset,
                                   dynamic_batch=dynamic_batch, check=check,
                                   check_inputs=check_inputs, precision=precision or "fp16",
@@ -190,6 +199,17 @@ def _model_and_inputs(unit: str | None, model: str | None, weights: Path | None,
                                 "F.npz (an array x of inputs shaped like --input-shape)")
         calibration_inputs = load_calibration(calibration, shape[1:])
     return target, examples, check_inputs, name, calibration_inputs
+
+
+def _source_ref(unit: str | None, model: str | None) -> str | None:
+    """What the artifact records as its model: the zoo unit, or --model with its file made
+    absolute (``a.py:build`` from two folders are two models)."""
+    if unit is not None or model is None:
+        return None   # the pipeline records zoo:<unit>
+    path, colon, attr = model.rpartition(":")
+    if colon and path.endswith(".py"):
+        return f"{Path(path).resolve()}:{attr}"
+    return str(Path(model).resolve()) if model.endswith(".pt2") else model
 
 
 def _print_result(console: Console, result: Any, check: bool) -> None:
@@ -276,7 +296,8 @@ def _print_trt(console: Console, art) -> None:
     for d in art.decisions:
         table.add_row(d.op, d.choice, Text(d.reason))
     console.print(table)
-    kernels = ("plugin kernels precompiled to PTX (kernels.json)" if art.kernels_precompiled
+    kernels = ("no plugin, so no kernel to compile" if not art.plugins else
+               "plugin kernels precompiled to PTX (kernels.json)" if art.kernels_precompiled
                else "no kernels.json: the build compiles the plugin kernels with gatex[triton]")
     console.print(f"wrote [bold]{art.bundle}[/]: {', '.join(art.files)}; {kernels}")
     if art.engine_path is not None:

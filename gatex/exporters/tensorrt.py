@@ -84,7 +84,7 @@ class TensorrtArtifact:
     ops: tuple[str, ...]         # gatex ops of the model
     plugins: tuple[str, ...]     # the ops that became plugins
     decisions: tuple[PluginDecision, ...]
-    kernels_precompiled: bool    # kernels.json written (triton installed here)
+    kernels_precompiled: bool    # kernels.json written (plugins, and triton installed here)
     files: tuple[str, ...]       # bundle file names
 
     @property
@@ -325,10 +325,11 @@ def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, polic
         "build_engine.py": inspect.getsource(trt_bundle),
         "README.md": bundle_readme(stem, plan, precompiled=kernels is not None, batch=batch),
     }
-    if kernels is not None:
+    if kernels:  # no plugin node: no kernel to ship
         files["kernels.json"] = json.dumps({"schema": "gatex.trt-kernels/1", "kernels": kernels},
                                            indent=1) + "\n"
-    with _io.staged_dir(final, "the bundle") as tmp:  # an older bundle is replaced only once this is whole
+    # an older bundle is replaced only once this one is whole
+    with _io.staged_dir(final, "the bundle") as tmp:
         tmp.mkdir()
         onnx.save_model(proto, str(tmp / onnx_name))
         for fname, text in files.items():
@@ -336,13 +337,16 @@ def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, polic
         (tmp / "build_engine.py").chmod(0o755)
     return TensorrtArtifact(final, final / onnx_name, None, precision, policy, opset, ops,
                             tuple(d.op for d in decisions if d.plugin), tuple(decisions),
-                            kernels is not None, tuple(sorted([onnx_name, *files])))
+                            bool(kernels), tuple(sorted([onnx_name, *files])))
 
 
 def bundle_readme(stem: str, plan: dict[str, Any], *, precompiled: bool,
                   batch: tuple[int, int, int]) -> str:
     rows = "\n".join(f"| {d['op']} | {d['choice']} | {d['reason']} |" for d in plan["decisions"])
-    kernels = ("`kernels.json` holds every plugin kernel as PTX (sm_80, PTX ISA 8.0; the CUDA "
+    kernels = ("No op is a plugin here: every op runs as its standard-op decomposition, so "
+               "there is no kernel to compile and the build needs only `tensorrt`."
+               if not plan["plugins"] else
+               "`kernels.json` holds every plugin kernel as PTX (sm_80, PTX ISA 8.0; the CUDA "
                "driver JIT-compiles it for newer GPUs), so the build needs only `tensorrt`."
                if precompiled else
                "There is no `kernels.json` (triton was not installed where this bundle was "

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from torch import nn
 
@@ -26,8 +27,8 @@ from gatex.exporters.compact import (
     fold_gates,
     has_gated_dense,
 )
-from gatex.exporters.coreml import DEFAULT_TARGET, check_options, export_coreml
-from gatex.exporters.tensorrt import EngineNotBuilt, export_tensorrt
+from gatex.exporters.coreml import DEFAULT_TARGET, check_options, export_coreml, read_metadata
+from gatex.exporters.tensorrt import EngineNotBuilt, bundle_name, export_tensorrt
 from gatex.models import zoo
 from gatex.models.calibrate import calibrate_pg_scales
 from gatex.ops.kernels.policy import check_choice
@@ -77,8 +78,13 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
            deployment_target: str | None = None, compute_units: str = "all",
            precision_floor: bool = True, plugins: str = "auto", compact: bool = False,
            sparse_weights: bool = False, pg_scale: str = "dynamic",
-           calibration: Sequence[torch.Tensor] | torch.Tensor | None = None) -> ExportResult:
+           calibration: Sequence[torch.Tensor] | torch.Tensor | None = None,
+           source_ref: str | None = None, force: bool = False) -> ExportResult:
     """Export ``model`` (an nn.Module, or a zoo unit name) and check the artifact against it.
+
+    The artifact records which model it came from (``gatex.model``: ``source_ref``, default
+    ``zoo:<unit>`` or the module's class). An artifact of the same file name from a different
+    model is not replaced unless ``force``: give another ``name`` (`BadInputError`, exit 2).
 
     For a zoo unit the example and check inputs default to its held-out digits. The check runs
     the artifact on onnxruntime and the model in torch on ``check_inputs`` (default: the
@@ -133,8 +139,13 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     model, calibrated = _calibrate(model, pg_scale, calibration, unit if from_zoo else None)
     stem = name or unit or getattr(model, "gatex_name", None) or type(model).__name__
     source = model
-    model, compaction, metadata = _compact(model, compact, sparse_weights)
     out_dir = Path(out_dir)
+    source_ref = source_ref or (f"zoo:{unit}" if from_zoo else
+                                f"{type(model).__module__}.{type(model).__qualname__}")
+    _guard_overwrite(_artifact_path(to, out_dir, stem, flavor, dtype, precision), source_ref,
+                     force)
+    model, compaction, metadata = _compact(model, compact, sparse_weights)
+    metadata[MODEL_KEY] = source_ref
     if to == "trt":
         return replace(export_tensorrt_checked(
             model, example_inputs, out_dir, stem, unit=unit, precision=precision,
@@ -157,6 +168,47 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
                               source=source, sparse_weights=sparse_weights, metadata=metadata)
     return replace(result, compaction=compaction, calibration=calibrated,
                    pruned=_pruned(source, result.path, compaction) if check else None)
+
+
+MODEL_KEY = "gatex.model"   # artifact metadata: the model an artifact was exported from
+
+
+def _artifact_path(to: str, out_dir: Path, stem: str, flavor: str, dtype: str,
+                   precision: str) -> Path:
+    """Where the export of ``stem`` goes (a TensorRT bundle: its ONNX file)."""
+    if to == "coreml":
+        return out_dir / coreml_artifact_name(stem, precision)
+    if to == "trt":
+        bundle = bundle_name(stem, precision)
+        return out_dir / bundle / f"{bundle}.onnx"
+    return out_dir / artifact_name(stem, flavor, dtype)
+
+
+def _recorded_model(path: Path) -> str | None:
+    """The ``gatex.model`` an existing artifact records, None when it records none."""
+    if path.suffix == ".mlpackage":
+        try:
+            return read_metadata(path).get(MODEL_KEY)
+        except GatexError:
+            return None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001  (not an ONNX file we can read: it records nothing)
+        return None
+    return {p.key: p.value for p in proto.metadata_props}.get(MODEL_KEY)
+
+
+def _guard_overwrite(path: Path, source_ref: str, force: bool) -> None:
+    """Refuse to replace an artifact that another model wrote (or that records no model)."""
+    if force or not path.exists():
+        return
+    recorded = _recorded_model(path)
+    if recorded == source_ref:
+        return
+    shown = path.parent if path.parent.name.endswith(path.stem) else path
+    written = f"from {recorded}" if recorded else "by something else (it records no model)"
+    raise BadInputError(f"{shown} exists, written {written}, not from {source_ref}; give "
+                        "--name NAME for another file, or --force to replace it")
 
 
 def _check_target_options(to: str, precision: str, deployment_target: str | None,

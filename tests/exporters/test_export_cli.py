@@ -308,3 +308,35 @@ def test_check_that_cannot_run_removes_the_artifact(zoo_exports: ZooExports, tmp
     assert result.exit_code == 0, result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["GoLU-portable-fp32.onnx"]
     assert "parity: not checked (--no-check)" in result.stdout
+
+
+def test_an_artifact_of_another_model_is_not_replaced_unless_forced(tmp_path: Path) -> None:
+    """Two user models with the same factory name write the same file name: the second export
+    is refused (exit 2, the file untouched) until --name or --force says what is meant."""
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.py").write_text(
+            "import torch\nfrom gatex.models import paGLU\n\n\ndef build():\n"
+            "    torch.manual_seed(0)\n    return torch.nn.Sequential(paGLU(16, 8))\n")
+    out = tmp_path / "out"
+    common = ("--input-shape", "4,16", "-o", str(out), "--no-check")
+    first = gatex_process("export", "--model", "a.py:build", *common, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    written = (out / "build-portable-fp32.onnx").read_bytes()
+    model = onnx.load(str(out / "build-portable-fp32.onnx"))
+    recorded = {p.key: p.value for p in model.metadata_props}["gatex.model"]
+    assert recorded == f"{tmp_path.resolve() / 'a.py'}:build"
+    again = gatex_process("export", "--model", "a.py:build", *common, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # the same model may replace its own artifact
+    other = gatex_process("export", "--model", "b.py:build", *common, cwd=tmp_path)
+    assert other.returncode == 2
+    assert other.stderr.splitlines() == [
+        f"error: {out / 'build-portable-fp32.onnx'} exists, written from {recorded}, "
+        f"not from {tmp_path.resolve() / 'b.py'}:build; give --name NAME for another file, or "
+        "--force to replace it"]
+    assert (out / "build-portable-fp32.onnx").read_bytes() == written
+    named = gatex_process("export", "--model", "b.py:build", "--name", "b", *common, cwd=tmp_path)
+    assert named.returncode == 0 and (out / "b-portable-fp32.onnx").is_file(), named.stderr
+    forced = gatex_process("export", "--model", "b.py:build", "--force", *common, cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    model = onnx.load(str(out / "build-portable-fp32.onnx"))
+    assert {p.key: p.value for p in model.metadata_props}["gatex.model"].endswith("b.py:build")

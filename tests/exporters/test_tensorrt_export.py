@@ -258,6 +258,14 @@ def test_bundle_files_and_build_script_is_the_standalone_module(bundles) -> None
     assert art.kernels_precompiled is HAS_TRITON
 
 
+def test_a_bundle_without_plugins_ships_no_kernels_and_says_so(bundles) -> None:
+    art = bundles["paMishU-bf16-none"]
+    assert art.plugins == () and not art.kernels_precompiled
+    assert "kernels.json" not in {p.name for p in art.bundle.iterdir()}
+    readme = (art.bundle / "README.md").read_text()
+    assert "No op is a plugin here" in readme and "kernels.json" not in readme
+
+
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed: no kernels.json")
 def test_kernels_json_holds_one_ptx_kernel_per_plugin_node(bundles) -> None:
     from gatex.ops.kernels.ptx import entry_params

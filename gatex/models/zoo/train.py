@@ -92,8 +92,27 @@ def save(model: nn.Module, e: ZooEntry, metrics: dict[str, float], out: Path) ->
     path = out / f"{e.unit}.safetensors"
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+    sort_header(tmp)
     tmp.replace(path)
     return path
+
+
+def sort_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, in place.
+
+    safetensors writes ``__metadata__`` in hash order, different in every process, so a
+    retrain with the same values would rewrite every file byte for byte differently. Sorting
+    changes no length (same keys, same values), so the tensor offsets stay valid; the header
+    keeps its padding to 8 bytes."""
+    raw = bytearray(path.read_bytes())
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(dict(sorted(header.items())), separators=(",", ":")).encode()
+    if len(text) > size:
+        raise RuntimeError(f"{path}: the sorted header is longer than the original")
+    raw[8:8 + size] = text + b" " * (size - len(text))
+    path.write_bytes(bytes(raw))
 
 
 def write_readme_table(readme: Path) -> int:
