@@ -52,9 +52,23 @@ def test_version():
     assert result.stdout.strip() == f"gatex {gatex.__version__}"
 
 
+def test_units_at_80_columns_lists_every_op_and_cuts_nothing():
+    result = invoke("units", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    assert "…" not in result.stdout                         # wrapped, never cut
+    heads = {line.split()[0] for line in lines if line and not line.startswith(" ")
+             and "(" in line}
+    assert ALL_OPS <= heads
+    flat = " ".join(result.stdout.split())
+    for record in json.loads(invoke("units", "--json").stdout):
+        assert " ".join(record["formula"].split()) in flat, record["name"]
+
+
 def test_units_lists_every_op():
     assert {spec.name for spec in REGISTRY} == ALL_OPS
-    result = invoke("units")
+    result = invoke("units", "--wide")
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip() for line in result.stdout.splitlines()
             if line.startswith("│") and line.split("│")[1].strip()}

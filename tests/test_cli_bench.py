@@ -156,9 +156,24 @@ def test_within_the_allowed_regression_exits_0(monkeypatch):
     result = invoke("bench", "--unit", "GoLU")
     assert result.exit_code == 0, result.output
     assert "no backend slower than 10 %" in result.stdout
-    # not a terminal (a CI log): the table is not folded into 80 columns, a header is one line
-    header = next(line for line in result.stdout.splitlines() if "p50 ms" in line)
+    # --wide, not a terminal (a CI log): every column, not folded into 80 columns
+    wide = invoke("bench", "--unit", "GoLU", "--wide")
+    header = next(line for line in wide.stdout.splitlines() if "p50 ms" in line)
     assert "peak RSS MiB" in header and len(header) > 80
+
+
+def test_the_default_table_fits_80_columns_with_every_number_whole(monkeypatch):
+    monkeypatch.setattr(bench_module, "bench", lambda *a, **k: crafted(2.1234, 0.5678))
+    for env in ({"COLUMNS": "80"}, {}):   # a terminal of 80 columns, and a piped log
+        result = invoke("bench", "--unit", "GoLU", env=env)
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        assert max(len(line.rstrip()) for line in lines) <= 80, result.stdout
+        assert "…" not in result.stdout
+        rows = {line.split()[0]: line.split() for line in lines
+                if line.strip().startswith(("torch ", "ort "))}
+        assert rows["torch"][1:4] == ["2.12", "2.12", "2.12"]        # p50 p90 p99, whole
+        assert rows["ort"][1] == "0.568" and rows["ort"][-1] == "0.267"  # x torch
 
 
 def test_failed_backend_exits_1_naming_it(monkeypatch):

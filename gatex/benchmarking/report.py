@@ -93,7 +93,54 @@ def _cells(row: BackendRow, spread: bool = False) -> list[str]:
     return cells
 
 
+# The compact default (fits 80 columns): the numbers a user compares. --wide / JSON / Markdown
+# carry the rest (mean and std, cv, load time, the artifact's name).
+COMPACT = ("backend", "p50", "p90", "p99", "samples/s", "peak MiB", "size KiB", "x torch")
+
+
+def _short(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _compact_label(row: BackendRow, rows: list[BackendRow]) -> Any:
+    """The backend's short name; its artifact's stem too where one backend has several rows."""
+    label = row.backend
+    if row.artifact and sum(r.backend == row.backend for r in rows) > 1:
+        stem = Path(row.artifact).stem
+        label += ":" + (stem if len(stem) <= 12 else stem[:11] + "~")
+    if row.ok:
+        return label
+    return Text(f"{label} {row.status}", style="red" if row.status == "error" else "yellow")
+
+
+def _compact_cells(row: BackendRow, rows: list[BackendRow]) -> list[Any]:
+    lat = row.latency
+    peak = (row.memory or {}).get("peak_above_baseline_bytes")
+    p50 = _short(lat and lat.p50)
+    return [_compact_label(row, rows),
+            Text(p50 + "!", style="yellow") if row.unstable or row.unsteady else p50,
+            _short(lat and lat.p90), _short(lat and lat.p99),
+            f"{row.throughput_sps:,.0f}" if row.throughput_sps else "-", mib(peak),
+            kib(row.model_size_bytes), ratio(row)]
+
+
+def compact_table(result: BenchResult) -> Table:
+    """The default table: one line per backend within 80 columns (a "!" marks a p50 that varied:
+    cv or the spread between processes past its threshold)."""
+    from rich import box
+
+    t = Table(title=_title(result) + "; latency in ms, x torch = p50 / torch's p50",
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True,
+              title_justify="left")
+    for c in COMPACT:
+        t.add_column(c, justify="left" if c == "backend" else "right", no_wrap=True)
+    for row in result.rows:
+        t.add_row(*_compact_cells(row, result.rows))
+    return t
+
+
 def table(result: BenchResult) -> Table:
+    """Every column (``--wide``)."""
     t = Table(title=_title(result))
     columns = _columns(result)
     spread = SPREAD_COLUMN in columns
@@ -112,8 +159,8 @@ def table(result: BenchResult) -> Table:
     return t
 
 
-def print_result(result: BenchResult, console: Console) -> None:
-    console.print(table(result))
+def print_result(result: BenchResult, console: Console, wide: bool = False) -> None:
+    console.print(table(result) if wide else compact_table(result))
     for row in result.rows:
         if not row.ok:
             style = "red" if row.status == "error" else "yellow"
@@ -256,7 +303,7 @@ def write_reports(result: BenchResult, *, json_path: Path | None = None,
 def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
                       markdown_path: Path | None = None, plot_path: Path | None = None,
                       console: Console | None = None, progress_console: Console | None = None,
-                      **options: Any) -> BenchResult:
+                      wide: bool = False, **options: Any) -> BenchResult:
     """``gatex bench``: check the outputs, measure with progress bars, print, write, gate.
 
     Output paths and the plot extra are checked before anything runs, so a bad path costs no
@@ -273,8 +320,8 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
         check_plot_available()
     if console is None:
         console = Console()
-        if not console.is_terminal and "COLUMNS" not in os.environ:
-            # a CI log or a file: the table at its natural width, not folded into 80 columns
+        if wide and not console.is_terminal and "COLUMNS" not in os.environ:
+            # a CI log or a file: the wide table at its natural width, not folded
             console.width = max(console.width, LOG_WIDTH)
     bars = Progress(TextColumn("{task.description}"), BarColumn(),
                     TextColumn("{task.fields[done]}"), TimeElapsedColumn(),
@@ -294,7 +341,7 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
     with bars:
         result = bench_run.bench(artifacts, on_plan=on_plan, on_progress=on_progress,
                                  **options)
-    print_result(result, console)
+    print_result(result, console, wide)
     write_reports(result, json_path=json_path, markdown_path=markdown_path,
                   plot_path=plot_path)
     if result.failed:
@@ -310,5 +357,6 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
     return result
 
 
-__all__ = ["check_plot_available", "markdown", "print_result", "run_bench_command", "table",
+__all__ = ["check_plot_available", "compact_table", "markdown", "print_result",
+           "run_bench_command", "table",
            "to_json", "write_plot", "write_reports"]

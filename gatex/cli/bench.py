@@ -92,6 +92,10 @@ def bench(
     timeout: Annotated[float, typer.Option(
         help="Seconds one backend's process may take before it is killed.",
     )] = 600.0,
+    wide: Annotated[bool, typer.Option(
+        "--wide", help="Every column (mean and std, cv, load time, artifact); the default "
+                       "table fits 80 columns. JSON and Markdown always have them all.",
+    )] = False,
 ) -> None:
     """Measure latency, throughput, peak memory, load time and model size on each backend.
 
@@ -111,4 +115,5 @@ def bench(
                       backends=backend, batch_size=batch_size, warmup=warmup,
                       iterations=iterations, duration=duration, threads=threads, device=device,
                       cpus=cpus, repeat=repeat,
-                      baseline=baseline, max_regression=max_regression, timeout=timeout)
+                      baseline=baseline, max_regression=max_regression, timeout=timeout,
+                      wide=wide)

@@ -90,6 +90,23 @@ def _all_ops_table(ops: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _print_compact(console: Console, ops: list[dict[str, Any]]) -> None:
+    """The default listing: per op a head line and two indented lines (formula, parameters)
+    that wrap at the terminal's width instead of being cut (80 columns included)."""
+    from rich.padding import Padding
+
+    console.print(Text(f"gatex ops ({len(ops)})", style="bold"))
+    for op in ops:
+        head = Text.assemble((op["name"], "bold cyan"), f"  ({op['family']})  ",
+                             ("inputs ", "dim"), _inputs_text(op), ("  backends ", "dim"),
+                             ", ".join(op["backends"]))
+        console.print(Padding(head, (1, 0, 0, 0)))
+        console.print(Padding(Text(op["formula"]), (0, 0, 0, 4)))
+        if op["params"]:
+            console.print(Padding(Text("  ").join(_param_text(p) for p in op["params"]),
+                                  (0, 0, 0, 4)))
+
+
 def _one_op_table(op: dict[str, Any]) -> Table:
     torch_name = op["torch_op"].removeprefix("gatex::")
     table = Table(title=f"{op['id']}  (torch.ops.gatex.{torch_name})", show_header=False,
@@ -166,6 +183,10 @@ def units(
     as_markdown: Annotated[bool, typer.Option(
         "--markdown", help="Print the ops as a Markdown page (docs/ops.md is this output).",
     )] = False,
+    wide: Annotated[bool, typer.Option(
+        "--wide", help="One table with a column per field (for wide terminals); the default "
+                       "listing wraps at any width.",
+    )] = False,
 ) -> None:
     """List every gated op: formula, parameters with defaults and ranges, backends, hazards.
 
@@ -188,12 +209,15 @@ def units(
     if name is not None:
         console.print(_one_op_table(ops[0]))
         return
-    console.print(_all_ops_table(ops))
+    if wide:
+        console.print(_all_ops_table(ops))
+    else:
+        _print_compact(console, ops)
     hazards = [op for op in ops if op["hazards"]]
     if hazards:
         console.print("\n[bold]Numerical hazards[/bold] (low precision, hard gates) and how gatex "
                       "handles them:")
         for op in hazards:
             console.print(Text.assemble((f"  {op['name']}: ", "bold cyan"), op["hazards"]))
-    console.print("\n`gatex units NAME` shows one op in detail; "
-                  "`--json` for machine-readable output.")
+    console.print("\n`gatex units NAME` shows one op in detail; `--wide` as one table; "
+                  "`--json` or `--markdown` for machine-readable output.")
