@@ -84,3 +84,20 @@ def test_docs_ops_page_is_the_specs(run_python) -> None:
     assert page == markdown(builtin_records()), "docs/ops.md is stale: gatex units --markdown"
     for record in builtin_records():
         assert f"## {record['name']}\n" in page and record["formula"] in page
+
+
+@pytest.mark.parametrize("command", ["units", "doctor", "export", "parity", "bench", "inspect"])
+def test_every_help_has_examples_and_no_type_placeholder_on_flags(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from gatex.cli import EXAMPLES, app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "Examples:" in result.stdout and len(EXAMPLES[command]) >= 2
+    for example in EXAMPLES[command]:
+        assert example in result.stdout
+        assert example.split()[1] == command
+    assert "<bool>" not in result.stdout
+    usage = next(line for line in result.stdout.splitlines() if "Usage:" in line)
+    assert "[[" not in usage and "]...]" not in usage, usage

@@ -41,6 +41,42 @@ EXIT_CODES_EPILOG = (
 )
 
 
+EXAMPLES = {
+    "units": ["gatex units", "gatex units paGLU", "gatex units --json > ops.json"],
+    "doctor": ["gatex doctor", "gatex doctor --json"],
+    "export": ["gatex export --unit paGLU --to onnx -o out/",
+               "gatex export --model net.py:build --input-shape 1,64 --to coreml",
+               "gatex export --unit GoLU --to trt --precision fp16 --plugins auto"],
+    "parity": ["gatex parity out/paGLU-portable-fp32.onnx --junit parity.xml",
+               "gatex parity m.onnx m-fp16.mlpackage --model net.py:build --inputs x.npz",
+               "gatex parity m.onnx --unit paGLU --locate"],
+    "bench": ["gatex bench --unit GoLU --backend torch,ort",
+              "gatex bench m.onnx --model net.py:build --input-shape 1,64 --json b.json",
+              "gatex bench m.onnx --unit paGLU --baseline b.json --max-regression 10"],
+    "inspect": ["gatex inspect out/paGLU-portable-fp32.onnx", "gatex inspect m.mlpackage --json"],
+}
+
+
+def _epilog(command: str) -> str:
+    """Two or three examples, then the exit codes (Typer's epilog: paragraphs are kept)."""
+    lines = "\n\n".join(f"  {e}" for e in EXAMPLES[command])
+    return f"Examples:\n\n{lines}\n\n{EXIT_CODES_EPILOG}"
+
+
+def _hide_flag_types() -> None:
+    """Typer 0.2x prints a value type after every option, ``<bool>`` after a flag too, which
+    takes no value: show none there. (Older Typer has no such column: nothing to do.)"""
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None:
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    option.display_type_rich = display_type_rich
+
+
 def _debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
@@ -152,12 +188,13 @@ def _root(
     """Options that apply to every command (the app's help= text is what --help shows)."""
 
 
-app.command("units", epilog=EXIT_CODES_EPILOG)(units.units)
-app.command("doctor", epilog=EXIT_CODES_EPILOG)(doctor.doctor)
-app.command("export", epilog=EXIT_CODES_EPILOG)(export.export)
-app.command("parity", epilog=EXIT_CODES_EPILOG)(parity.parity)
-app.command("bench", epilog=EXIT_CODES_EPILOG)(bench.bench)
-app.command("inspect", epilog=EXIT_CODES_EPILOG)(inspect.inspect)
+_hide_flag_types()
+app.command("units", epilog=_epilog("units"))(units.units)
+app.command("doctor", epilog=_epilog("doctor"))(doctor.doctor)
+app.command("export", epilog=_epilog("export"))(export.export)
+app.command("parity", epilog=_epilog("parity"))(parity.parity)
+app.command("bench", epilog=_epilog("bench"))(bench.bench)
+app.command("inspect", epilog=_epilog("inspect"))(inspect.inspect)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,7 +17,7 @@ def _shape(text: str) -> tuple[int, ...]:
 def bench(
     artifacts: Annotated[list[Path] | None, typer.Argument(
         help="Artifacts to measure: .onnx (ort), .mlpackage (coreml), .engine (trt).",
-        show_default=False, metavar="[ARTIFACT]...",
+        show_default=False, metavar="ARTIFACT",
     )] = None,
     unit: Annotated[str | None, typer.Option(
         "--unit", "-u", help="Zoo unit: its digits model is the torch reference (and, with no "

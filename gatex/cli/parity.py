@@ -12,7 +12,7 @@ def parity(
     artifacts: Annotated[list[Path], typer.Argument(
         help="Artifacts to check: ONNX files (.onnx), CoreML ML Programs (.mlpackage) and "
              "TensorRT engines (.engine, .plan).",
-        show_default=False, metavar="ARTIFACT...",
+        show_default=False, metavar="ARTIFACT",
     )],
     reference: Annotated[str, typer.Option(
         help="What the artifacts are compared against: torch (the eager model).",

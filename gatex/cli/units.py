@@ -175,6 +175,7 @@ def markdown(ops: list[dict[str, Any]]) -> str:
 def units(
     name: Annotated[str | None, typer.Argument(
         help="Show one op in detail (e.g. GoLU, gatex::GoLU, golu).", show_default=False,
+        metavar="NAME",
     )] = None,
     as_json: Annotated[bool, typer.Option(
         "--json",
