@@ -101,3 +101,10 @@ def test_every_help_has_examples_and_no_type_placeholder_on_flags(command: str) 
     assert "<bool>" not in result.stdout
     usage = next(line for line in result.stdout.splitlines() if "Usage:" in line)
     assert "[[" not in usage and "]...]" not in usage, usage
+
+
+def test_a_bench_error_in_a_log_is_one_line_with_no_blank_line_before_it(run_python) -> None:
+    proc = run_python("-m", "gatex", "bench", "--unit", "Nope", "--backend", "torch")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: no zoo model for unit 'Nope'")
+    assert proc.stderr.count("\n") == 1 and proc.stdout == ""

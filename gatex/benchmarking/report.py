@@ -323,9 +323,12 @@ def run_bench_command(artifacts: list[Path], *, json_path: Path | None = None,
         if wide and not console.is_terminal and "COLUMNS" not in os.environ:
             # a CI log or a file: the wide table at its natural width, not folded
             console.width = max(console.width, LOG_WIDTH)
+    progress_console = progress_console or Console(stderr=True)
+    # bars only on a terminal: in a log they would leave a blank line before any error line
     bars = Progress(TextColumn("{task.description}"), BarColumn(),
                     TextColumn("{task.fields[done]}"), TimeElapsedColumn(),
-                    console=progress_console or Console(stderr=True), transient=True)
+                    console=progress_console, transient=True,
+                    disable=not progress_console.is_terminal)
     tasks: dict[str, TaskID] = {}
 
     def on_plan(rows: list[BackendRow]) -> None:

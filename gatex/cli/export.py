@@ -42,6 +42,9 @@ def export(
         "--force", help="Replace an artifact of the same name that another model wrote (by "
                         "default that is refused, exit 2).",
     )] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No stage progress and no stage times; results and errors only.",
+    )] = False,
     to: Annotated[str, typer.Option(
         "--to", help="Backend: onnx, coreml or trt (a TensorRT build bundle; the engine too "
                      "where TensorRT is installed, else exit 3 once the bundle is written).",
@@ -119,22 +122,62 @@ def export(
     target, examples, check_inputs, stem, calibration_inputs = _model_and_inputs(
         unit, model, weights, trust_checkpoint, input_shape, pg_scale, calibration)
     console = Console()
+    status = _StageStatus(quiet)
     try:
-        result = pipeline.export(target, examples, to=to, out_dir=out_dir, name=name or stem,
-                                  source_ref=_source_ref(unit, model), force=force,
-                                  flavor=flavor, dtype=dtype, opset=opset,
-                                  dynamic_batch=dynamic_batch, check=check,
-                                  check_inputs=check_inputs, precision=precision or "fp16",
-                                  deployment_target=deployment_target,
-                                  compute_units=compute_units or "all", plugins=plugins or "auto",
-                                  compact=compact, sparse_weights=sparse_weights,
-                                  pg_scale=pg_scale, calibration=calibration_inputs)
+        with status:
+            result = pipeline.export(target, examples, to=to, out_dir=out_dir,
+                                      name=name or stem, source_ref=_source_ref(unit, model),
+                                      force=force, on_stage=status.update,
+                                      flavor=flavor, dtype=dtype, opset=opset,
+                                      dynamic_batch=dynamic_batch, check=check,
+                                      check_inputs=check_inputs, precision=precision or "fp16",
+                                      deployment_target=deployment_target,
+                                      compute_units=compute_units or "all",
+                                      plugins=plugins or "auto", compact=compact,
+                                      sparse_weights=sparse_weights, pg_scale=pg_scale,
+                                      calibration=calibration_inputs)
     except BackendUnavailableError as exc:  # a TensorRT bundle without engine: show the plan
         if hasattr(exc, "artifact"):
             _print_trt(console, exc.artifact)
             _print_pruning(console, exc)  # a violated pruned-weights check: exit 1, not 3
         raise
     _print_result(console, result, check)
+    if not quiet and result.timings:
+        console.print(_times_text(result.timings), markup=False)
+
+
+class _StageStatus:
+    """The stage an export is in, as a rich status line on stderr (a terminal only: a log gets
+    the times at the end, not a spinner's redraws)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self._console = Console(stderr=True)
+        self._status = None if quiet or not self._console.is_terminal else \
+            self._console.status("export: starting")
+
+    def __enter__(self) -> _StageStatus:
+        if self._status is not None:
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def update(self, stage: str) -> None:
+        if self._status is not None:
+            self._status.update(f"export: {STAGE_TEXT.get(stage, stage)}")
+
+
+STAGE_TEXT = {"prepare": "loading the model and checking its op parameters",
+              "trace": "tracing (torch.export) and translating to ONNX",
+              "write": "building functions and saving", "convert": "converting to CoreML",
+              "bundle": "writing the TensorRT bundle", "check": "checking parity"}
+
+
+def _times_text(timings: dict[str, float]) -> str:
+    parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+    return f"stages: {parts} (total {sum(timings.values()):.1f} s)"
 
 
 def _check_option_combinations(unit: str | None, model: str | None, to: str, flavor: str,

@@ -8,8 +8,11 @@ ONNX, CoreML and TensorRT (a build bundle, and the engine where TensorRT is inst
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import contextlib
+import contextvars
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,7 @@ class ExportResult:
     compaction: Any | None = None  # gatex.exporters.compact.CompactionReport (compact=True)
     pruned: Any | None = None      # gatex.exporters.compact.PrunedWeightsCheck (GatedDense models)
     calibration: Any | None = None  # gatex.models.calibrate.PgCalibration (pg_scale="calibrated")
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (`Stages`)
 
     @property
     def passed(self) -> bool:
@@ -79,8 +83,12 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
            precision_floor: bool = True, plugins: str = "auto", compact: bool = False,
            sparse_weights: bool = False, pg_scale: str = "dynamic",
            calibration: Sequence[torch.Tensor] | torch.Tensor | None = None,
-           source_ref: str | None = None, force: bool = False) -> ExportResult:
+           source_ref: str | None = None, force: bool = False,
+           on_stage: Callable[[str], None] | None = None) -> ExportResult:
     """Export ``model`` (an nn.Module, or a zoo unit name) and check the artifact against it.
+
+    ``on_stage(name)`` is called as each stage starts (prepare, trace, write, convert, bundle,
+    check); ``result.timings`` holds each stage's seconds.
 
     The artifact records which model it came from (``gatex.model``: ``source_ref``, default
     ``zoo:<unit>`` or the module's class). An artifact of the same file name from a different
@@ -129,22 +137,46 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     >>> bool(result.parity)
     True
     """
+    stages = Stages(on_stage)
+    token = _STAGES.set(stages)
+    try:
+        result = _export(model, example_inputs, to=to, out_dir=Path(out_dir), name=name,
+                         flavor=flavor, dtype=dtype, opset=opset, dynamic_batch=dynamic_batch,
+                         check=check, check_inputs=check_inputs, precision=precision,
+                         deployment_target=deployment_target, compute_units=compute_units,
+                         precision_floor=precision_floor, plugins=plugins, compact=compact,
+                         sparse_weights=sparse_weights, pg_scale=pg_scale,
+                         calibration=calibration, source_ref=source_ref, force=force)
+    finally:
+        _STAGES.reset(token)
+    return replace(result, timings=dict(stages.times))
+
+
+def _export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None, *, to: str,
+            out_dir: Path, name: str | None, flavor: str, dtype: str, opset: int | None,
+            dynamic_batch: bool, check: bool, check_inputs: Sequence[torch.Tensor] | None,
+            precision: str, deployment_target: str | None, compute_units: str,
+            precision_floor: bool, plugins: str, compact: bool, sparse_weights: bool,
+            pg_scale: str, calibration: Any, source_ref: str | None,
+            force: bool) -> ExportResult:
+    """`export` inside its stage timer."""
     deployment_target = _check_target_options(to, precision, deployment_target, compute_units,
                                               sparse_weights, plugins, flavor)
     check_pg_scale(pg_scale)
     from_zoo = isinstance(model, str)
-    model, unit, example_inputs, check_inputs, inputs_note = _resolve(model, example_inputs,
-                                                                      check_inputs)
-    check_op_params(model, example_inputs)  # values set or loaded after construction included
-    model, calibrated = _calibrate(model, pg_scale, calibration, unit if from_zoo else None)
+    with stage("prepare"):
+        model, unit, example_inputs, check_inputs, inputs_note = _resolve(model, example_inputs,
+                                                                          check_inputs)
+        check_op_params(model, example_inputs)  # values set or loaded after construction too
+        model, calibrated = _calibrate(model, pg_scale, calibration, unit if from_zoo else None)
     stem = name or unit or getattr(model, "gatex_name", None) or type(model).__name__
     source = model
-    out_dir = Path(out_dir)
     source_ref = source_ref or (f"zoo:{unit}" if from_zoo else
                                 f"{type(model).__module__}.{type(model).__qualname__}")
     _guard_overwrite(_artifact_path(to, out_dir, stem, flavor, dtype, precision), source_ref,
                      force)
-    model, compaction, metadata = _compact(model, compact, sparse_weights)
+    with stage("prepare"):
+        model, compaction, metadata = _compact(model, compact, sparse_weights)
     metadata[MODEL_KEY] = source_ref
     if to == "trt":
         return replace(export_tensorrt_checked(
@@ -166,11 +198,51 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
                               dynamic_batch=dynamic_batch, check=check, check_inputs=check_inputs,
                               inputs_note=inputs_note, precision_floor=precision_floor,
                               source=source, sparse_weights=sparse_weights, metadata=metadata)
-    return replace(result, compaction=compaction, calibration=calibrated,
-                   pruned=_pruned(source, result.path, compaction) if check else None)
+    with stage("check"):
+        pruned = _pruned(source, result.path, compaction) if check else None
+    return replace(result, compaction=compaction, calibration=calibrated, pruned=pruned)
 
 
 MODEL_KEY = "gatex.model"   # artifact metadata: the model an artifact was exported from
+
+
+class Stages:
+    """The wall time of an export's stages, each exclusive of the stages inside it (CoreML's
+    check runs inside its conversion), reported to ``on_stage`` as each one starts."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None = None) -> None:
+        self.times: dict[str, float] = {}
+        self.on_stage = on_stage
+        self._inner: list[float] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.on_stage is not None:
+            self.on_stage(name)
+        start = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - start
+            self.times[name] = self.times.get(name, 0.0) + took - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += took
+
+
+_STAGES: contextvars.ContextVar[Stages | None] = contextvars.ContextVar("gatex_stages",
+                                                                        default=None)
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Time the block as stage ``name`` of the export running in this context (if any)."""
+    stages = _STAGES.get()
+    if stages is None:
+        yield
+        return
+    with stages(name):
+        yield
 
 
 def _artifact_path(to: str, out_dir: Path, stem: str, flavor: str, dtype: str,
@@ -284,20 +356,24 @@ def _export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path:
                  sparse_weights: bool, metadata: dict[str, str]) -> ExportResult:
     """Trace and write the ONNX file, then check it against ``source`` (no artifact stays when
     the check cannot run)."""
-    traced = onnx_export.trace_onnx(model, example_inputs, dtype=dtype, dynamic_batch=dynamic_batch,
-                                    opset=onnx_export.DEFAULT_OPSET if opset is None else opset)
+    with stage("trace"):
+        traced = onnx_export.trace_onnx(model, example_inputs, dtype=dtype,
+                                        dynamic_batch=dynamic_batch,
+                                        opset=onnx_export.DEFAULT_OPSET if opset is None else opset)
     checking = check and flavor != "plugin"  # a plugin model needs TensorRT's plugins to run
     if checking and not traced.ops:
         raise BadInputError("the model holds no gatex op (no gated unit was found or adapted), "
                             "so no op spec gives the parity tolerance; export it with --no-check "
                             "(check=False), or check it with gatex parity --rtol/--atol")
-    artifact = onnx_export.write_onnx(traced, path, flavor=flavor, unit=unit,
-                                      sparse_weights=sparse_weights, metadata=metadata)
+    with stage("write"):
+        artifact = onnx_export.write_onnx(traced, path, flavor=flavor, unit=unit,
+                                          sparse_weights=sparse_weights, metadata=metadata)
     parity = None
     if checking:
         try:
-            parity = check_onnx(source, artifact.path, check_inputs, inputs_note=inputs_note,
-                                precision_floor=precision_floor)
+            with stage("check"):
+                parity = check_onnx(source, artifact.path, check_inputs,
+                                    inputs_note=inputs_note, precision_floor=precision_floor)
         except GatexError:  # the check could not run (bad inputs, no onnxruntime): no artifact
             onnx_export.remove_artifact(artifact.path)
             raise
@@ -348,16 +424,18 @@ def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out
     reference = model if source is None else source
 
     def measure(package: Path, precision: str) -> Any:
-        return check_coreml(reference, package, check_inputs, precision=precision,
-                            compute_units=compute_units, inputs_note=inputs_note,
-                            precision_floor=precision_floor)
+        with stage("check"):
+            return check_coreml(reference, package, check_inputs, precision=precision,
+                                compute_units=compute_units, inputs_note=inputs_note,
+                                precision_floor=precision_floor)
 
     path = out_dir / coreml_artifact_name(stem, precision)
-    artifact, parity = export_coreml(model, example_inputs, path, precision=precision,
-                                     target=deployment_target, compute_units=compute_units,
-                                     unit=unit, dynamic_batch=dynamic_batch,
-                                     sparse_weights=sparse_weights, extra_metadata=metadata,
-                                     check=measure if check else None)
+    with stage("convert"):   # torch.export, coremltools, save; the check inside is its own
+        artifact, parity = export_coreml(model, example_inputs, path, precision=precision,
+                                         target=deployment_target, compute_units=compute_units,
+                                         unit=unit, dynamic_batch=dynamic_batch,
+                                         sparse_weights=sparse_weights, extra_metadata=metadata,
+                                         check=measure if check else None)
     return ExportResult(artifact.path, "coreml", "mlprogram", precision, artifact.ops, unit,
                         artifact, parity)
 
@@ -379,29 +457,32 @@ def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *
                                 precision_floor=precision_floor)
 
 
-def export_tensorrt_checked(model: nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: Path,
-                  stem: str, *, unit: str | None, precision: str, plugins: str,
-                  opset: int | None, dynamic_batch: bool, check: bool,
-                  check_inputs: Sequence[torch.Tensor], inputs_note: str,
-                  source: nn.Module | None = None, compaction: Any = None,
-                  metadata: dict[str, str] | None = None) -> Any:
+def export_tensorrt_checked(model: nn.Module, example_inputs: Sequence[torch.Tensor],
+                            out_dir: Path, stem: str, *, unit: str | None, precision: str,
+                            plugins: str, opset: int | None, dynamic_batch: bool, check: bool,
+                            check_inputs: Sequence[torch.Tensor], inputs_note: str,
+                            source: nn.Module | None = None, compaction: Any = None,
+                            metadata: dict[str, str] | None = None) -> Any:
     """`gatex.export` for ``to="trt"``: the bundle, the engine, and the engine's parity against
     ``source`` (default ``model``; the uncompacted model when ``model`` is its compacted copy,
     ``compaction`` its report) when ``check``; with GatedDense layers, the pruned-weights check
     of the bundle's ONNX (also on `EngineNotBuilt`, as its ``pruned``)."""
     source = model if source is None else source
     try:
-        artifact = export_tensorrt(model, example_inputs, out_dir, name=stem,
-                                   precision=precision, plugins=plugins, unit=unit,
-                                   dynamic_batch=dynamic_batch, opset=opset, metadata=metadata)
+        with stage("bundle"):
+            artifact = export_tensorrt(model, example_inputs, out_dir, name=stem,
+                                       precision=precision, plugins=plugins, unit=unit,
+                                       dynamic_batch=dynamic_batch, opset=opset,
+                                       metadata=metadata)
     except EngineNotBuilt as exc:
         exc.compaction = compaction
         exc.pruned = _pruned(source, exc.artifact.onnx_path, compaction) if check else None
         raise
     parity = None
     if check and artifact.engine_path is not None:
-        parity = check_engine(source, artifact.engine_path, check_inputs, precision=precision,
-                              inputs_note=inputs_note)
+        with stage("check"):
+            parity = check_engine(source, artifact.engine_path, check_inputs,
+                                  precision=precision, inputs_note=inputs_note)
     pruned = _pruned(source, artifact.onnx_path, compaction) if check else None
     return ExportResult(artifact.path, "trt", "plugin", precision, artifact.ops, unit, artifact,
                         parity, compaction, pruned)

@@ -340,3 +340,19 @@ def test_an_artifact_of_another_model_is_not_replaced_unless_forced(tmp_path: Pa
     assert forced.returncode == 0, forced.stderr
     model = onnx.load(str(out / "build-portable-fp32.onnx"))
     assert {p.key: p.value for p in model.metadata_props}["gatex.model"].endswith("b.py:build")
+
+
+def test_export_reports_its_stages_and_their_times_and_q_silences_them(tmp_path: Path) -> None:
+    seen: list[str] = []
+    from gatex.pipeline import export
+
+    result = export("GoLU", out_dir=tmp_path, on_stage=seen.append)
+    assert list(dict.fromkeys(seen)) == ["prepare", "trace", "write", "check"]
+    assert set(result.timings) == {"prepare", "trace", "write", "check"}
+    assert all(t >= 0 for t in result.timings.values())
+    loud = invoke("--unit", "GoLU", "-o", str(tmp_path))
+    assert loud.exit_code == 0, loud.output
+    (line,) = [ln for ln in loud.stdout.splitlines() if ln.startswith("stages: ")]
+    assert "trace " in line and "check " in line and "(total " in line
+    quiet = invoke("--unit", "GoLU", "-o", str(tmp_path), "-q")
+    assert quiet.exit_code == 0 and "stages:" not in quiet.stdout and " pass " in quiet.stdout

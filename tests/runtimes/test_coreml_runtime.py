@@ -191,6 +191,7 @@ def test_core_ml_branch_with_a_stand_in_model(pa_glu_fp16: Path,
 
 def test_gatex_parity_on_mlpackage_is_labelled_emulated(pa_glu_fp16: Path, tmp_path: Path) -> None:
     out = tmp_path / "verdicts"
+    out.mkdir()  # a verdict folder must exist (a missing one is bad input)
     result = parity(pa_glu_fp16, "--json", out / "v.json", "--junit", out / "v.xml",
                     "--markdown", out / "v.md")
     assert result.exit_code == 0, result.output
