@@ -318,26 +318,27 @@ def test_an_artifact_of_another_model_is_not_replaced_unless_forced(tmp_path: Pa
             "import torch\nfrom gatex.models import paGLU\n\n\ndef build():\n"
             "    torch.manual_seed(0)\n    return torch.nn.Sequential(paGLU(16, 8))\n")
     out = tmp_path / "out"
-    common = ("--input-shape", "4,16", "-o", str(out), "--no-check")
-    first = gatex_process("export", "--model", "a.py:build", *common, cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+    a, b = f"{tmp_path / 'a.py'}:build", f"{tmp_path / 'b.py'}:build"
+    common = ("--input-shape", "4,16", "-o", str(out), "--no-check", "-q")
+    first = invoke("--model", a, *common)
+    assert first.exit_code == 0, first.output
     written = (out / "build-portable-fp32.onnx").read_bytes()
     model = onnx.load(str(out / "build-portable-fp32.onnx"))
     recorded = {p.key: p.value for p in model.metadata_props}["gatex.model"]
-    assert recorded == f"{tmp_path.resolve() / 'a.py'}:build"
-    again = gatex_process("export", "--model", "a.py:build", *common, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr  # the same model may replace its own artifact
-    other = gatex_process("export", "--model", "b.py:build", *common, cwd=tmp_path)
-    assert other.returncode == 2
+    assert recorded == f"{(tmp_path / 'a.py').resolve()}:build"
+    again = invoke("--model", a, *common)
+    assert again.exit_code == 0, again.output  # the same model may replace its own artifact
+    other = invoke("--model", b, *common)
+    assert other.exit_code == 2
     assert other.stderr.splitlines() == [
         f"error: {out / 'build-portable-fp32.onnx'} exists, written from {recorded}, "
-        f"not from {tmp_path.resolve() / 'b.py'}:build; give --name NAME for another file, or "
-        "--force to replace it"]
+        f"not from {(tmp_path / 'b.py').resolve()}:build; give --name NAME for another file, "
+        "or --force to replace it"]
     assert (out / "build-portable-fp32.onnx").read_bytes() == written
-    named = gatex_process("export", "--model", "b.py:build", "--name", "b", *common, cwd=tmp_path)
-    assert named.returncode == 0 and (out / "b-portable-fp32.onnx").is_file(), named.stderr
-    forced = gatex_process("export", "--model", "b.py:build", "--force", *common, cwd=tmp_path)
-    assert forced.returncode == 0, forced.stderr
+    named = invoke("--model", b, "--name", "b", *common)
+    assert named.exit_code == 0 and (out / "b-portable-fp32.onnx").is_file(), named.output
+    forced = invoke("--model", b, "--force", *common)
+    assert forced.exit_code == 0, forced.output
     model = onnx.load(str(out / "build-portable-fp32.onnx"))
     assert {p.key: p.value for p in model.metadata_props}["gatex.model"].endswith("b.py:build")
 
