@@ -74,3 +74,8 @@ def require_choice(value: object, choices: Iterable[object], what: str) -> None:
     if value not in choices:
         raise BadInputError(f"unknown {what} {value!r}; choose one of "
                             f"{', '.join(str(c) for c in choices)}")
+
+
+class NotScriptableError(GatexError, RuntimeError):
+    """``torch.jit.script`` was asked to compile a gatex module (it cannot: see
+    `gatex.models.scripting`)."""

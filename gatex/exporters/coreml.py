@@ -42,7 +42,7 @@ from gatex.artifacts.mlprogram import constexpr_values, import_coremltools
 from gatex.artifacts.mlprogram import quiet_coremltools as quiet
 from gatex.comparison.report import result_record
 from gatex.errors import BadInputError, CoremlExportError, GatexError, require_choice
-from gatex.ops import REGISTRY
+from gatex.ops import REGISTRY, keep_ops
 from gatex.ops.gated_dense import COREML_WEIGHT_SUFFIX
 from gatex.ops.lowering.mil import Mil
 from gatex.ops.lowering.mil import is_var as _is_var
@@ -307,7 +307,7 @@ def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...],
         batch = torch.export.Dim("batch", min=1)
         dynamic = tuple({0: batch} for _ in inputs)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), keep_ops():
             warnings.simplefilter("ignore")
             program = torch.export.export(model, inputs, dynamic_shapes=dynamic)
             return program.run_decompositions({})

@@ -43,7 +43,7 @@ from gatex.artifacts.onnx_nodes import gatex_spec as _spec
 from gatex.artifacts.onnx_nodes import node_params
 from gatex.errors import BadInputError, GatexError
 from gatex.exporters.compact import sparsify_initializers
-from gatex.ops import REGISTRY, OpSpec
+from gatex.ops import REGISTRY, OpSpec, keep_ops
 from gatex.ops.lowering import onnx as onnx_build
 from gatex.torch_logs import held_torch_logs
 
@@ -258,7 +258,8 @@ def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int
             dynamic[t] = {0: batch}
     chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), held_torch_logs():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), held_torch_logs(), \
+                keep_ops():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, inputs, dynamo=True, opset_version=opset,
                                         custom_translation_table=onnx_build.translation_table(),
@@ -310,7 +311,7 @@ def _where_called(model: nn.Module, inputs: tuple[torch.Tensor, ...], target: st
     """`` (in module 'net' (Net), called at file.py:12 in forward)`` for the first node calling
     ``target``, from a fresh ``torch.export`` (the failure path only); '' if it cannot tell."""
     try:
-        with warnings.catch_warnings(), held_torch_logs():
+        with warnings.catch_warnings(), held_torch_logs(), keep_ops():
             warnings.simplefilter("ignore")
             program = torch.export.export(model, inputs, strict=False)
     except Exception:  # noqa: BLE001  (the location is a courtesy; the error stands without it)

@@ -37,7 +37,7 @@ from gatex.errors import GatexError, ParameterRangeError
 from gatex.models.conv_gating import CGConv2d, PactReLU, PGConv2d
 from gatex.models.gated_dense import GatedDense
 from gatex.models.golu import GoLU
-from gatex.models.pagating import UNITS, PrePostNormWrapper, paGating2D
+from gatex.models.pagating import UNITS, PrePostNormWrapper, paGating2D, paGatingBase
 from gatex.models.pagru import PaGRUCell
 from gatex.models.state import load_state_dict
 from gatex.models.zilu import ArcTan, ArcTan_Approx, GELU_s, SiLU_s, ZiLU, ZiLU_Approx
@@ -169,12 +169,13 @@ def _pa_unit(mod: nn.Module, walk: Walk, path: str) -> nn.Module:
     name = type(mod).__name__
     if name == "paSwishU":
         kwargs["beta"] = _number(mod, "beta") if _own(mod, "beta") is not None else 1.0
-    if name == "paUnit":
+    unit = UNITS.get(name, paGatingBase)  # an upstream base or base-forward subclass: generic
+    if unit.generic:
         (fn,) = _require(mod, "activation_fn")
         kwargs["activation_fn"] = walk(fn, _join(path, "activation_fn")) \
             if isinstance(fn, nn.Module) else fn
-    new = UNITS[name](value_proj.in_features, value_proj.out_features, alpha=alpha,
-                      use_gate_norm=use_gate_norm, norm_eps=eps, **kwargs)
+    new = unit(value_proj.in_features, value_proj.out_features, alpha=alpha,
+               use_gate_norm=use_gate_norm, norm_eps=eps, **kwargs)
     if use_gate_norm and not getattr(gate_norm, "elementwise_affine", True):
         new.gate_norm = nn.LayerNorm(value_proj.out_features, eps=eps, elementwise_affine=False)
     return _finish(new, mod)
@@ -313,6 +314,7 @@ def _gated_dense(mod: nn.Module, walk: Walk, path: str) -> nn.Module:
 
 CONVERTERS: dict[str, Callable[[nn.Module, Walk, str], nn.Module]] = {
     **{name: _pa_unit for name in UNITS},
+    "paGatingBase": _pa_unit,
     "PrePostNormWrapper": _pre_post_norm,
     "paGating2D": _pa_2d,
     "PaGRUCell": _pagru,
@@ -329,6 +331,18 @@ CONVERTERS: dict[str, Callable[[nn.Module, Walk, str], nn.Module]] = {
     "PactReLU": _pact,
     "GatedDense": _gated_dense,
 }
+
+
+def _converter(mod: nn.Module) -> Callable[[nn.Module, Walk, str], nn.Module] | None:
+    """The converter of ``mod``'s class by name; failing that, a subclass of upstream's
+    paGatingBase that keeps the base's forward (a user's own unit, upstream-style) is generic."""
+    convert = CONVERTERS.get(type(mod).__name__)
+    if convert is not None:
+        return convert
+    for cls in type(mod).__mro__[1:]:
+        if cls.__name__ == "paGatingBase" and type(mod).forward is cls.forward:
+            return _pa_unit
+    return None
 """Upstream class name -> converter; class names are matched exactly."""
 
 
@@ -368,7 +382,7 @@ class _Walker:
             return self.done[key]
         new = mod
         if not _is_gatex(mod):
-            convert = CONVERTERS.get(type(mod).__name__)
+            convert = _converter(mod)
             try:
                 if convert is None:
                     raise _NotUpstream(_looks_gated(mod) or "")

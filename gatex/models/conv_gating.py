@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gatex.errors import BadInputError, ParameterRangeError
+from gatex.models.scripting import NotScriptable
+from gatex.ops._torch import call_op
 from gatex.ops.conv_gating import PG_CONV2D, PG_EPS, fold_cg_threshold
 
 
@@ -76,7 +78,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-class CGConv2d(nn.Conv2d):
+class CGConv2d(NotScriptable, nn.Conv2d):
     """Channel-gated convolution.
 
     Yp = conv(x, W*M); d = 1[BN(Yp) > threshold]; out = Yp + d * conv(x, W*(1-M)).
@@ -131,9 +133,9 @@ class CGConv2d(nn.Conv2d):
         if self.shuffle:
             x = channel_shuffle(x, self.p)
         if not self.training:
-            return torch.ops.gatex.cg_conv2d(x, self.weight, self.mask, self.folded_threshold(),
-                                             list(self.stride), list(self.padding),
-                                             list(self.dilation), self.groups)
+            return call_op("cg_conv2d", x, self.weight, self.mask, self.folded_threshold(),
+                           list(self.stride), list(self.padding), list(self.dilation),
+                           self.groups)
         partial = self._conv(x, self.weight * self.mask)
         d = _hard_gate(torch.sigmoid(self.alpha * (self.bn(partial) - self.threshold)),
                        self.sparse_bp)
@@ -178,7 +180,7 @@ def _act_scale(t: torch.Tensor, scale: float | None) -> torch.Tensor:
     return torch.amax(torch.abs(t)).detach() + PG_EPS
 
 
-class PGConv2d(nn.Conv2d):
+class PGConv2d(NotScriptable, nn.Conv2d):
     """Precision-gated convolution.
 
     O_msb = conv(T(x), Q_w(W)); M = 1[O_msb > threshold];
@@ -219,10 +221,9 @@ class PGConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
-            return torch.ops.gatex.pg_conv2d(x, self.weight, self.threshold, self.wbits,
-                                             self.abits, self.pred_bits, self._act_scale,
-                                             list(self.stride), list(self.padding),
-                                             list(self.dilation), self.groups)
+            return call_op("pg_conv2d", x, self.weight, self.threshold, self.wbits, self.abits,
+                           self.pred_bits, self._act_scale, list(self.stride),
+                           list(self.padding), list(self.dilation), self.groups)
         w = _quantize_ste(self.weight, self.wbits, None)
         if self.wbits == 1:  # upstream's binary rescale, as gatex.ops.conv_gating.pg_weight
             w = w * math.sqrt(1.0 / (self.weight.shape[-1] ** 2 * self.in_channels))

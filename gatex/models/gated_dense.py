@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from gatex.errors import BadInputError
+from gatex.models.scripting import NotScriptable
+from gatex.ops._torch import call_op
 from gatex.ops.gated_dense import GATED_DENSE
 
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
@@ -30,7 +32,7 @@ ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
 }
 
 
-class GatedDense(nn.Module):
+class GatedDense(NotScriptable, nn.Module):
     """Dense layer whose Keras-layout kernel is multiplied by frozen 0/1 pruning gates."""
 
     def __init__(self, in_features: int, out_features: int, activation: str = "linear",
@@ -63,7 +65,7 @@ class GatedDense(nn.Module):
         return float((self.gates == 0).sum()) / self.gates.numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.gatex.gated_dense(x, self.kernel, self.gates, self.bias, self.activation)
+        return call_op("gated_dense", x, self.kernel, self.gates, self.bias, self.activation)
 
     def fold(self) -> nn.Module:
         """An equivalent ``nn.Linear`` with weight (K * G).T (followed by the activation)."""

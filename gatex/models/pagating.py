@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gatex.errors import BadInputError, ParameterRangeError
+from gatex.models.scripting import NotScriptable
 from gatex.ops import pagating as pa_ops
-from gatex.ops._torch import compute_in_fp32
+from gatex.ops._torch import call_op, compute_in_fp32
 from gatex.ops.registry import REGISTRY
 
 Gate = Callable[[torch.Tensor], torch.Tensor]
@@ -84,24 +85,36 @@ class NamedGate:
         return f"NamedGate({self.name!r})"
 
 
-class paGatingBase(nn.Module):
+class paGatingBase(NotScriptable, nn.Module):
     """Shared body of every paGating unit: two projections, an alpha, an optional GateNorm.
+
+    Upstream's signature: ``paGatingBase(input_dim, output_dim, activation_fn, alpha=0.5,
+    use_gate_norm=False, norm_eps=1e-5)``; built directly (or by an upstream-style subclass
+    that passes its gate), it is the generic unit: a named gate (or torch's own function for
+    one) runs as the ``gatex::paUnit`` op, any other callable as plain torch ops. The named
+    units (paGLU, ...) take ``(input_dim, output_dim, alpha, use_gate_norm, norm_eps)``.
 
     ``alpha``: a float in [0, 1] (buffer ``alpha_fixed``), ``"learnable"`` (parameter
     ``alpha_param`` holding the pre-sigmoid value, init 0.5, used as sigmoid(alpha_param)) or a
-    callable of the input. Subclasses name their op and their value and gate functions.
+    callable of the input.
     """
 
     op_name: ClassVar[str] = ""
     gate_name: ClassVar[str] = ""              # key of gatex.ops.pagating.GATES
     applies_gate_norm: ClassVar[bool] = True   # False for paGTU, as upstream
+    generic: ClassVar[bool] = True             # the gate comes from activation_fn
 
-    def __init__(self, input_dim: int, output_dim: int, alpha: AlphaSpec = 0.5,
-                 use_gate_norm: bool = False, norm_eps: float = 1e-5) -> None:
+    def __init__(self, input_dim: int, output_dim: int, activation_fn: str | Gate | None = None,
+                 alpha: AlphaSpec = 0.5, use_gate_norm: bool = False,
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         unit = type(self).__name__
         _check_dims(unit, input_dim=input_dim, output_dim=output_dim)
         _check_alpha(alpha, unit)
+        self.gate: str | None = self.gate_name or None
+        if self.generic:
+            self.gate = _gate_of(activation_fn, unit)
+            activation_fn = NamedGate(self.gate) if self.gate is not None else activation_fn
         self.value_proj = nn.Linear(input_dim, output_dim)
         self.gate_proj = nn.Linear(input_dim, output_dim)
         self.use_gate_norm = bool(use_gate_norm)
@@ -115,7 +128,8 @@ class paGatingBase(nn.Module):
             self.register_buffer("alpha_fixed", torch.tensor(alpha, dtype=torch.float32))
         else:
             self.alpha_fn = alpha
-        self.activation_fn: Gate | None = NamedGate(self.gate_name) if self.gate_name else None
+        # a callable that is a module registers as submodule ``activation_fn``, as upstream's
+        self.activation_fn: Gate | None = activation_fn
 
     # -- alpha -----------------------------------------------------------------------------
     @property
@@ -146,15 +160,19 @@ class paGatingBase(nn.Module):
 
     @property
     def uses_named_gate(self) -> bool:
-        return True
+        """Whether the gate is one the ops know (False: a user callable, plain torch)."""
+        return not self.generic or self.gate is not None
 
     @property
     def uses_op(self) -> bool:
-        """Whether forward is the single ``gatex::`` op (False with an applied GateNorm)."""
-        return self.gate_norm is None or not self.applies_gate_norm
+        """Whether forward is the single ``gatex::`` op (False with an applied GateNorm or a
+        user callable gate)."""
+        return self.uses_named_gate and (self.gate_norm is None or not self.applies_gate_norm)
 
     def _op(self, v: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return getattr(torch.ops.gatex, self.op_name.lower())(v, u, alpha)
+        if self.generic:
+            return call_op("paunit", v, u, alpha, self.gate)
+        return call_op(self.op_name.lower(), v, u, alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.value_proj(x)
@@ -190,25 +208,44 @@ class paGatingBase(nn.Module):
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this unit (upstream's ``get_config``)."""
-        return {"input_dim": self.value_proj.in_features,
-                "output_dim": self.value_proj.out_features, "alpha": self._alpha_setting(),
-                "use_gate_norm": self.use_gate_norm, "norm_eps": self.norm_eps}
+        config = {"input_dim": self.value_proj.in_features,
+                  "output_dim": self.value_proj.out_features, "alpha": self._alpha_setting(),
+                  "use_gate_norm": self.use_gate_norm, "norm_eps": self.norm_eps}
+        if self.generic:
+            config["activation_fn"] = self.gate if self.gate is not None else self.activation_fn
+        return config
 
     def extra_repr(self) -> str:
         alpha = self._alpha_setting()
         shown = f"{alpha:g}" if isinstance(alpha, float) else "callable" if callable(alpha) \
             else alpha
-        return f"alpha={shown}" + (", gate_norm" if self.use_gate_norm else "")
+        text = f"alpha={shown}" + (", gate_norm" if self.use_gate_norm else "")
+        if not self.generic:
+            return text
+        fn = self.activation_fn
+        gate = self.gate if self.gate is not None else getattr(fn, "__name__", type(fn).__name__)
+        return f"gate={gate}, {text}"
 
 
-class paGLU(paGatingBase):
+class _NamedUnit(paGatingBase):
+    """A unit with its own gate: ``(input_dim, output_dim, alpha, use_gate_norm, norm_eps)``."""
+
+    generic = False
+
+    def __init__(self, input_dim: int, output_dim: int, alpha: AlphaSpec = 0.5,
+                 use_gate_norm: bool = False, norm_eps: float = 1e-5) -> None:
+        super().__init__(input_dim, output_dim, NamedGate(self.gate_name) if self.gate_name
+                         else None, alpha, use_gate_norm, norm_eps)
+
+
+class paGLU(_NamedUnit):
     """y = v * (alpha * sigmoid(u) + (1 - alpha))."""
 
     op_name = "paGLU"
     gate_name = "sigmoid"
 
 
-class paGTU(paGatingBase):
+class paGTU(_NamedUnit):
     """y = tanh(v) * (alpha * tanh(u) + (1 - alpha)); GateNorm is built but never applied."""
 
     op_name = "paGTU"
@@ -219,14 +256,14 @@ class paGTU(paGatingBase):
         return torch.tanh(v)
 
 
-class paReGLU(paGatingBase):
+class paReGLU(_NamedUnit):
     """y = v * (alpha * relu(u) + (1 - alpha))."""
 
     op_name = "paReGLU"
     gate_name = "relu"
 
 
-class paGELU(paGatingBase):
+class paGELU(_NamedUnit):
     """y = v * (alpha * gelu_erf(u) + (1 - alpha)); ``approximate`` is ignored, as upstream."""
 
     op_name = "paGELU"
@@ -239,14 +276,14 @@ class paGELU(paGatingBase):
         self.approximate = approximate
 
 
-class paMishU(paGatingBase):
+class paMishU(_NamedUnit):
     """y = v * (alpha * u tanh(softplus(u)) + (1 - alpha))."""
 
     op_name = "paMishU"
     gate_name = "mish"
 
 
-class paSiLU(paGatingBase):
+class paSiLU(_NamedUnit):
     """y = v * (alpha * u sigmoid(u) + (1 - alpha))."""
 
     op_name = "paSiLU"
@@ -266,7 +303,7 @@ class _Swish:
         return f"Swish(beta={self.beta:g})"
 
 
-class paSwishU(paGatingBase):
+class paSwishU(_NamedUnit):
     """y = v * (alpha * u sigmoid(beta u) + (1 - alpha)); beta is a float, not in the state_dict."""
 
     op_name = "paSwishU"
@@ -282,7 +319,7 @@ class paSwishU(paGatingBase):
         return _Swish(self.beta)
 
     def _op(self, v: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return torch.ops.gatex.paswishu(v, u, alpha, self.beta)
+        return call_op("paswishu", v, u, alpha, self.beta)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta": self.beta}
@@ -316,12 +353,24 @@ def gate_name_of(fn: Any) -> str | None:
         return None
 
 
+def _gate_of(fn: Any, unit: str) -> str | None:
+    """The catalogue name of gate ``fn`` (None: a user callable); anything else is an error."""
+    if fn is None:
+        raise BadInputError(f"{unit} needs activation_fn: a gate callable or one of "
+                            f"{', '.join(pa_ops.GATES)} (upstream's third argument)")
+    name = gate_name_of(fn)
+    if name is None and (isinstance(fn, str) or not callable(fn)):
+        raise ParameterRangeError(f"{unit} gate must be a callable or one of "
+                                  f"{', '.join(pa_ops.GATES)}; got {fn!r}")
+    return name
+
+
 class paUnit(paGatingBase):
     """Generic unit: y = v * (alpha * gate(u) + (1 - alpha)).
 
     ``activation_fn`` (upstream's third argument) or ``gate``: a name from
-    ``gatex.ops.pagating.GATES`` or a callable. Named gates (and torch's own functions for them)
-    run as the ``gatex::paUnit`` op; any other callable runs as plain torch ops.
+    ``gatex.ops.pagating.GATES`` or a callable, sigmoid if neither. Named gates (and torch's own
+    functions for them) run as the ``gatex::paUnit`` op; any other callable runs as plain torch.
     """
 
     op_name = "paUnit"
@@ -332,41 +381,17 @@ class paUnit(paGatingBase):
         if activation_fn is not None and gate is not None:
             raise BadInputError("paUnit takes the gate once: pass activation_fn or gate, not both")
         chosen = gate if gate is not None else activation_fn
-        chosen = "sigmoid" if chosen is None else chosen
-        name = gate_name_of(chosen)
-        if name is None and (isinstance(chosen, str) or not callable(chosen)):
-            raise ParameterRangeError(f"paUnit gate must be a callable or one of "
-                                      f"{', '.join(pa_ops.GATES)}; got {chosen!r}")
-        super().__init__(input_dim, output_dim, alpha, use_gate_norm, norm_eps)
-        self.gate = name
-        # a callable that is a module registers as submodule ``activation_fn``, as upstream's
-        self.activation_fn = NamedGate(name) if name is not None else chosen
-
-    @property
-    def uses_named_gate(self) -> bool:
-        return self.gate is not None
-
-    @property
-    def uses_op(self) -> bool:
-        return self.gate is not None and super().uses_op
-
-    def _op(self, v: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return torch.ops.gatex.paunit(v, u, alpha, self.gate)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "activation_fn": self.activation_fn if self.gate is None
-                else self.gate}
-
-    def extra_repr(self) -> str:
-        fn = self.activation_fn
-        gate = self.gate if self.gate is not None else getattr(fn, "__name__", type(fn).__name__)
-        return f"gate={gate}, {super().extra_repr()}"
+        super().__init__(input_dim, output_dim, "sigmoid" if chosen is None else chosen, alpha,
+                         use_gate_norm, norm_eps)
 
 
 def _units() -> dict[str, type[paGatingBase]]:
     """Every paGating unit class of this module (a subclass naming its op), in registry order:
     derived, so a unit added here is known without a list to edit."""
-    classes = {c.op_name: c for c in paGatingBase.__subclasses__() if c.op_name}
+    def below(cls: type) -> list[type]:
+        return [d for c in cls.__subclasses__() for d in (c, *below(c))]
+
+    classes = {c.op_name: c for c in below(paGatingBase) if c.op_name}
     return {spec.name: classes[spec.name] for spec in REGISTRY if spec.name in classes}
 
 

@@ -30,12 +30,14 @@ import torch
 from torch import nn
 
 from gatex.errors import BadInputError, ParameterRangeError
+from gatex.models.scripting import NotScriptable
+from gatex.ops._torch import call_op
 from gatex.ops.pagru import PAGRU_CELL
 
 ALPHA_NAMES = ("alpha_r", "alpha_z", "alpha_h")
 
 
-class PaGRUCell(nn.Module):
+class PaGRUCell(NotScriptable, nn.Module):
     """One step of a GRU whose reset, update and candidate pre-activations are scaled by alphas."""
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
@@ -103,8 +105,8 @@ class PaGRUCell(nn.Module):
         elif hx.shape != (*input.shape[:-1], self.hidden_size):
             raise BadInputError(f"PaGRUCell hidden state must have shape "
                                 f"{(*input.shape[:-1], self.hidden_size)}; got {tuple(hx.shape)}")
-        return torch.ops.gatex.pagru_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih,
-                                          self.bias_hh, *self._alphas(input))
+        return call_op("pagru_cell", input, hx, self.weight_ih, self.weight_hh, self.bias_ih,
+                       self.bias_hh, *self._alphas(input))
 
     def extra_repr(self) -> str:
         mode = "learnable" if self.learnable else f"static({float(self.alpha_mode):g})"

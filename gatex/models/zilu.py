@@ -18,7 +18,8 @@ Differences from upstream:
 - Forward is one ``gatex::`` op per module (ZiLU and ZiLU_Approx are one op each, not a gate
   op times x), computed in fp32 for fp16/bf16 with sigma x clamped, so ZiLU_Approx cannot
   produce upstream's inf / inf = NaN.
-- ``inplace`` (GELU_s, SiLU_s) is accepted and ignored, as upstream ignores it.
+- ``inplace`` is accepted and ignored by every class (upstream: GELU_s and SiLU_s only), so
+  timm's and torchvision's builders, which call ``act_layer(inplace=True)``, take them.
 - A fixed sigma must be a finite number (upstream accepts anything truthy).
 """
 
@@ -30,6 +31,8 @@ import torch
 from torch import nn
 
 from gatex.errors import ParameterRangeError
+from gatex.models.scripting import NotScriptable
+from gatex.ops._torch import call_op
 from gatex.ops.zilu import SIGMA
 
 LEARNABLE_SIGMA_INIT = 5.0
@@ -44,14 +47,15 @@ def _sigma(sigma: float | None, unit: str) -> float | nn.Parameter:
     return float(SIGMA.validate(sigma, op=unit))
 
 
-class _SigmaUnit(nn.Module):
+class _SigmaUnit(NotScriptable, nn.Module):
     """A module of one input with a sigma that is either a fixed float or a learnable scalar."""
 
     op_name: ClassVar[str] = ""
 
-    def __init__(self, sigma: float | None = None) -> None:
+    def __init__(self, sigma: float | None = None, inplace: bool = False) -> None:
         super().__init__()
         self.sigma = _sigma(sigma, type(self).__name__)
+        self.inplace = inplace  # accepted as model libraries pass it; the op never writes x
 
     @property
     def sigma_learnable(self) -> bool:
@@ -66,7 +70,7 @@ class _SigmaUnit(nn.Module):
         return torch.full((), self.sigma, dtype=dtype, device=like.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return getattr(torch.ops.gatex, self.op_name)(x, self.sigma_tensor(x))
+        return call_op(self.op_name, x, self.sigma_tensor(x))
 
     def extra_repr(self) -> str:
         return "sigma=learnable" if self.sigma_learnable else f"sigma={self.sigma:g}"
@@ -77,19 +81,11 @@ class GELU_s(_SigmaUnit):
 
     op_name = "gelu_s"
 
-    def __init__(self, sigma: float | None = None, inplace: bool = False) -> None:
-        super().__init__(sigma)
-        self.inplace = inplace
-
 
 class SiLU_s(_SigmaUnit):
     """x * sigmoid(sigma x)."""
 
     op_name = "silu_s"
-
-    def __init__(self, sigma: float | None = None, inplace: bool = False) -> None:
-        super().__init__(sigma)
-        self.inplace = inplace
 
 
 class ArcTan(_SigmaUnit):
@@ -104,25 +100,27 @@ class ArcTan_Approx(_SigmaUnit):
     op_name = "arctan_approx"
 
 
-class ZiLU(nn.Module):
+class ZiLU(NotScriptable, nn.Module):
     """x * ArcTan(x); sigma lives in submodule ``arctan`` (key ``arctan.sigma``)."""
 
-    def __init__(self, sigma: float | None = None) -> None:
+    def __init__(self, sigma: float | None = None, inplace: bool = False) -> None:
         super().__init__()
         _sigma(sigma, "ZiLU")  # name this class in a range error, not the inner gate
         self.arctan = ArcTan(sigma)
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.gatex.zilu(x, self.arctan.sigma_tensor(x))
+        return call_op("zilu", x, self.arctan.sigma_tensor(x))
 
 
-class ZiLU_Approx(nn.Module):
+class ZiLU_Approx(NotScriptable, nn.Module):
     """x * ArcTan_Approx(x); sigma lives in ``arctan_approx`` (key ``arctan_approx.sigma``)."""
 
-    def __init__(self, sigma: float | None = None) -> None:
+    def __init__(self, sigma: float | None = None, inplace: bool = False) -> None:
         super().__init__()
         _sigma(sigma, "ZiLU_Approx")
         self.arctan_approx = ArcTan_Approx(sigma)
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.gatex.zilu_approx(x, self.arctan_approx.sigma_tensor(x))
+        return call_op("zilu_approx", x, self.arctan_approx.sigma_tensor(x))

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from gatex.ops import conv_gating, gated_dense, golu, pagating, pagru, zilu  # noqa: F401  (register)
-from gatex.ops._torch import compute_in_fp32, publish, schema_for
+from gatex.ops._torch import call_op, compute_in_fp32, keep_ops, publish, schema_for
 from gatex.ops.kernels import register_cuda_kernels
 from gatex.ops.lowering.gates import CATALOGUE, Gate, register_gate
 from gatex.ops.registry import REGISTRY, OpRegistry
@@ -84,6 +84,7 @@ ENTRY_POINTS = load_entry_points()
 register_cuda_kernels()
 
 
-__all__ = ["BACKENDS", "BUILTIN_OPS", "CATALOGUE", "ENTRY_POINTS", "compute_in_fp32", "ENTRY_POINT_GROUP", "Gate", "OpRegistry",
-           "OpSpec", "Param", "REGISTRY", "TensorrtLowering", "Tolerance", "get_op",
-           "load_entry_points", "register", "register_gate", "schema_for"]
+__all__ = ["BACKENDS", "BUILTIN_OPS", "CATALOGUE", "ENTRY_POINTS", "ENTRY_POINT_GROUP", "Gate",
+           "OpRegistry", "OpSpec", "Param", "REGISTRY", "TensorrtLowering", "Tolerance",
+           "call_op", "compute_in_fp32", "get_op", "keep_ops", "load_entry_points", "register",
+           "register_gate", "schema_for"]

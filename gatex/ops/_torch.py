@@ -7,13 +7,15 @@ trains without a hand-written backward that could drift from the forward.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 from gatex.ops.registry import REGISTRY
+
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -39,6 +41,45 @@ def compute_in_fp32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tens
         return fn(*up, **up_kw).to(first.dtype)
 
     return wrapper
+
+
+# -- who sees the op: gatex's exporters keep it, every other tracer gets standard aten ops ----
+# A module global, not a ContextVar: torch.compile (dynamo) reads a global as a guarded constant,
+# where a ContextVar.get() would break its graph.
+_KEEP_OPS = 0
+_COMPOSITES: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+@contextlib.contextmanager
+def keep_ops() -> Iterator[None]:
+    """While the block runs, tracers see each gatex op as one ``gatex::`` node.
+
+    gatex's exporters trace inside it. Outside it, a gatex module being traced (``torch.export``,
+    ``torch.onnx.export`` with either exporter, ``torch.jit.trace``, ``torch.compile``) runs
+    its op's own impl as standard aten ops instead, so the tools that exported the upstream
+    module export the gatex one too, with the same numbers.
+    Eager calls always run the op (its CUDA kernel where there is one).
+    """
+    global _KEEP_OPS
+    _KEEP_OPS += 1
+    try:
+        yield
+    finally:
+        _KEEP_OPS -= 1
+
+
+def _traced_by_others() -> bool:
+    if _KEEP_OPS:
+        return False
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def call_op(torch_name: str, *args: Any) -> torch.Tensor:
+    """``torch.ops.gatex.<torch_name>(*args)``, or its impl as standard aten ops when a tool
+    other than gatex traces the caller (`keep_ops`)."""
+    if _traced_by_others():
+        return _COMPOSITES[torch_name](*args)
+    return getattr(torch.ops.gatex, torch_name)(*args)
 
 
 def _elementwise_fake(*args: Any) -> torch.Tensor:
@@ -68,6 +109,7 @@ def define_op(
         out = impl(*inputs, **params)
         return out.clone() if any(out is a for a in args) else out
 
+    _COMPOSITES[torch_name] = forward
     op = torch.library.custom_op(f"gatex::{torch_name}", forward, mutates_args=(), schema=schema)
     op.register_fake(fake or _elementwise_fake)
 

@@ -155,3 +155,13 @@ def test_any_sigma_matches_the_formula(unit: str, sigma: float, n: int, seed: in
     else:
         act, params = getattr(models, unit)(sigma=sigma), {"sigma": sigma}
     assert_close_to_spec(act(x), REGISTRY.get(unit).reference(x, **params), unit)
+
+
+@pytest.mark.parametrize("cls", [models.GoLU, models.ZiLU, models.ZiLU_Approx, models.GELU_s,
+                                 models.SiLU_s, models.ArcTan, models.ArcTan_Approx])
+def test_activations_take_the_inplace_flag_model_libraries_pass(cls: type) -> None:
+    # timm and torchvision build activations as act_layer(inplace=True); the op never writes x
+    x = torch.linspace(-4, 4, 17)
+    before = x.clone()
+    torch.testing.assert_close(cls(inplace=True)(x), cls()(x), rtol=0, atol=0)
+    torch.testing.assert_close(x, before, rtol=0, atol=0)

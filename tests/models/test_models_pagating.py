@@ -232,3 +232,66 @@ def test_any_shape_and_alpha_matches_the_formula(unit, lead, in_dim, out_dim, al
     out = module(x)
     assert out.shape == (*lead, out_dim)
     assert_close_to_spec(out, expected(unit, sd, x, sd["alpha_fixed"]), unit)
+
+
+# -- upstream's base signature: (input_dim, output_dim, activation_fn, alpha, use_gate_norm, eps) --
+
+def test_base_takes_upstreams_positional_signature_and_runs_the_paunit_op() -> None:
+    import upstream as up
+
+    g = gen(11)
+    sd = pa_state(12, 10, g, alpha=0.7)
+    mine = models.paGatingBase(12, 10, torch.sigmoid, 0.7).double()
+    theirs = up.paGatingBase(12, 10, torch.sigmoid, 0.7).double()
+    assert mine.alpha_kind == "fixed" and float(mine.alpha_fixed) == pytest.approx(0.7)
+    assert mine.gate == "sigmoid" and mine.uses_op
+    load_state_dict(mine, sd)
+    theirs.load_state_dict(sd)
+    x = randn(5, 12, g=g)
+    assert_close_to_spec(mine(x), theirs(x), "paUnit")
+    assert mine.get_config()["activation_fn"] == "sigmoid"
+
+
+def test_an_upstream_style_subclass_of_the_base_works() -> None:
+    class TanhUnit(models.paGatingBase):
+        def __init__(self, input_dim: int, output_dim: int, alpha: float | str = 0.5) -> None:
+            super().__init__(input_dim, output_dim, torch.tanh, alpha)
+
+    unit = TanhUnit(6, 4, alpha="learnable").double()
+    assert unit.gate == "tanh" and unit.alpha_kind == "learnable"
+    x = randn(3, 6, g=gen(12))
+    v, u = unit.value_proj(x), unit.gate_proj(x)
+    a = torch.sigmoid(unit.alpha_param)
+    assert_close_to_spec(unit(x), v * (a * torch.tanh(u) + (1 - a)), "paUnit")
+
+
+def test_the_base_without_a_gate_is_one_clear_error() -> None:
+    with pytest.raises(BadInputError, match="needs activation_fn"):
+        models.paGatingBase(12, 10)
+    with pytest.raises(ParameterRangeError, match="gate must be a callable"):
+        models.paGatingBase(12, 10, 0.7)
+
+
+def test_adapt_converts_upstream_base_instances_and_base_forward_subclasses() -> None:
+    import upstream as up
+
+    class Custom(up.paGatingBase):  # keeps the base's forward: generic
+        def __init__(self) -> None:
+            super().__init__(6, 4, F.relu, 0.4)
+
+    class OwnForward(up.paGatingBase):  # its own math: not gatex's to replace
+        def __init__(self) -> None:
+            super().__init__(6, 4, F.relu, 0.4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * 2
+
+    model = nn.Sequential(up.paGatingBase(6, 6, torch.sigmoid, 0.7), Custom(), OwnForward())
+    model = model.double()
+    x = randn(4, 6, g=gen(13))
+    want = model[1](model[0](x))
+    adapted, report = models.adapt(model)
+    assert [type(m).__name__ for m in adapted[:2]] == ["paGatingBase", "paGatingBase"]
+    assert isinstance(adapted[2], OwnForward) and report.unknown
+    assert adapted[0].gate == "sigmoid" and adapted[1].gate == "relu"
+    assert_close_to_spec(adapted[1](adapted[0](x)), want, "paUnit")
