@@ -79,3 +79,8 @@ def require_choice(value: object, choices: Iterable[object], what: str) -> None:
 class NotScriptableError(GatexError, RuntimeError):
     """``torch.jit.script`` was asked to compile a gatex module (it cannot: see
     `gatex.models.scripting`)."""
+
+
+class GatexWarning(UserWarning):
+    """Something the user should know that does not stop the work (a dimension exported static
+    where it was asked dynamic, ...); the CLI prints each as one ``warning:`` line."""

@@ -46,6 +46,8 @@ EXAMPLES = {
     "doctor": ["gatex doctor", "gatex doctor --json"],
     "export": ["gatex export --unit paGLU --to onnx -o out/",
                "gatex export --model net.py:build --input-shape 1,64 --to coreml",
+               "gatex export --model lm.py:build --input input_ids:int64[2,32]:0..1000 "
+               "--dynamic 0=batch,1=seq",
                "gatex export --unit GoLU --to trt --precision fp16 --plugins auto"],
     "parity": ["gatex parity out/paGLU-portable-fp32.onnx --junit parity.xml",
                "gatex parity m.onnx m-fp16.mlpackage --model net.py:build --inputs x.npz",

@@ -34,6 +34,23 @@ def export(
         "--input-shape", help="Example input shape for --model, batch first (e.g. 4,64); "
                               "the check runs on random normal inputs of this shape.",
     )] = None,
+    input_specs: Annotated[list[str] | None, typer.Option(
+        "--input", help="An input of --model as [NAME:]DTYPE[SHAPE][:LO..HI], repeated per "
+                        "input in forward's order, e.g. --input input_ids:int64[2,32]:0..1000 "
+                        "(ints uniform in [LO, HI); floats uniform, or normal without a "
+                        "range). Without --input, --input-shape or --inputs: the model "
+                        "file's example_inputs().",
+    )] = None,
+    inputs_npz: Annotated[Path | None, typer.Option(
+        "--inputs", help="The inputs of --model from an .npz (arrays in forward's order; "
+                         "example and check inputs both).",
+    )] = None,
+    dynamic: Annotated[list[str] | None, typer.Option(
+        "--dynamic", help="Dynamic axes by name, [INPUT:]AXIS=NAME[,AXIS=NAME] (INPUT: index "
+                          "or --input name; default every input), e.g. --dynamic 0=batch,1=seq."
+                          " Names reach ONNX dim_params; each is checked at a second size. "
+                          "Default: axis 0 (batch); --static: none.",
+    )] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="The artifact's file stem (default: the unit, or --model's attribute), "
                        "e.g. --name encoder writes encoder-portable-fp32.onnx.",
@@ -119,8 +136,17 @@ def export(
     pipeline.check_pg_scale(pg_scale)  # before --model loads anything
     if calibration is not None and pg_scale != "calibrated":
         raise BadInputError("--calibration goes with --pg-scale calibrated")
-    target, examples, check_inputs, stem, calibration_inputs = _model_and_inputs(
-        unit, model, weights, trust_checkpoint, input_shape, pg_scale, calibration)
+    if dynamic and not dynamic_batch:
+        raise BadInputError("--dynamic and --static contradict each other: name the dynamic "
+                            "axes, or none")
+    target, examples, check_inputs, stem, calibration_inputs, names = _model_and_inputs(
+        unit, model, weights, trust_checkpoint, input_shape, list(input_specs or []),
+        inputs_npz, pg_scale, calibration)
+    dynamic_shapes = None
+    if dynamic:
+        from gatex.exporters.dynamic import parse_cli
+
+        dynamic_shapes = parse_cli(dynamic, len(examples) if examples else 1, names)
     console = Console()
     status = _StageStatus(quiet)
     try:
@@ -129,7 +155,8 @@ def export(
                                       name=name or stem, source_ref=_source_ref(unit, model),
                                       force=force, on_stage=status.update,
                                       flavor=flavor, dtype=dtype, opset=opset,
-                                      dynamic_batch=dynamic_batch, check=check,
+                                      dynamic_batch=dynamic_batch,
+                                      dynamic_shapes=dynamic_shapes, check=check,
                                       check_inputs=check_inputs, precision=precision or "fp16",
                                       deployment_target=deployment_target,
                                       compute_units=compute_units or "all",
@@ -141,6 +168,8 @@ def export(
             _print_trt(console, exc.artifact)
             _print_pruning(console, exc)  # a violated pruned-weights check: exit 1, not 3
         raise
+    for line in result.warnings:
+        typer.echo(f"warning: {line}", err=True)
     _print_result(console, result, check)
     if not quiet and result.timings:
         console.print(_times_text(result.timings), markup=False)
@@ -208,40 +237,41 @@ def _check_option_combinations(unit: str | None, model: str | None, to: str, fla
 
 
 def _model_and_inputs(unit: str | None, model: str | None, weights: Path | None,
-                      trust_checkpoint: bool, input_shape: str | None, pg_scale: str,
-                      calibration: Path | None) -> tuple[Any, Any, Any, str | None, Any]:
+                      trust_checkpoint: bool, input_shape: str | None, input_specs: list[str],
+                      inputs_npz: Path | None, pg_scale: str, calibration: Path | None
+                      ) -> tuple[Any, Any, Any, str | None, Any, tuple[str, ...]]:
     """(the zoo unit or the loaded model, example inputs, check inputs, artifact stem, the
-    calibration inputs); --model's inputs are random normal of --input-shape, seed 0."""
+    calibration inputs, the input names); --model's inputs as `model_inputs` gives them."""
     from gatex.artifacts.npz import load_calibration
 
     if unit is not None:
-        if weights is not None or input_shape is not None:
-            raise BadInputError("--weights and --input-shape go with --model, not --unit")
+        extra = [o for o, v in (("--weights", weights), ("--input-shape", input_shape),
+                                ("--input", input_specs), ("--inputs", inputs_npz)) if v]
+        if extra:
+            raise BadInputError(f"{', '.join(extra)} go{'es' if len(extra) == 1 else ''} with "
+                                "--model, not --unit")
         calibration_inputs = None
         if calibration is not None:
             from gatex.models import zoo
 
             calibration_inputs = load_calibration(calibration, zoo.entry(unit).input_shape)
-        return unit, None, None, None, calibration_inputs
-    import torch
-
+        return unit, None, None, None, calibration_inputs, ()
     from gatex import load_model
+    from gatex.cli.model_inputs import model_inputs
 
-    if input_shape is None:
-        raise BadInputError("--model needs --input-shape (e.g. 4,64) to trace the model")
-    shape = _shape(input_shape)
+    if input_shape is not None:
+        _shape(input_shape)  # bad input before the model loads
     target = load_model(model, weights=weights, trust_checkpoint=trust_checkpoint)
-    generator = torch.Generator().manual_seed(0)
-    examples = (torch.randn(shape, generator=generator),)
-    check_inputs = (torch.randn((max(shape[0], 64), *shape[1:]), generator=generator),)
+    examples, check_inputs, names = model_inputs(model, input_shape=input_shape,
+                                                 inputs=input_specs, inputs_npz=inputs_npz)
     name = Path(model.rpartition(":")[2] or model).stem
     calibration_inputs = None
     if pg_scale == "calibrated":
         if calibration is None:
             raise BadInputError("--pg-scale calibrated with --model needs --calibration "
                                 "F.npz (an array x of inputs shaped like --input-shape)")
-        calibration_inputs = load_calibration(calibration, shape[1:])
-    return target, examples, check_inputs, name, calibration_inputs
+        calibration_inputs = load_calibration(calibration, tuple(examples[0].shape[1:]))
+    return target, examples, check_inputs, name, calibration_inputs, names
 
 
 def _source_ref(unit: str | None, model: str | None) -> str | None:

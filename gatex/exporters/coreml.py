@@ -20,6 +20,7 @@ metadata including that verdict, saved again, and only then renamed into place.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -42,6 +43,8 @@ from gatex.artifacts.mlprogram import constexpr_values, import_coremltools
 from gatex.artifacts.mlprogram import quiet_coremltools as quiet
 from gatex.comparison.report import result_record
 from gatex.errors import BadInputError, CoremlExportError, GatexError, require_choice
+from gatex.exporters import dynamic
+from gatex.exporters.dynamic import DynamicAxes
 from gatex.ops import REGISTRY, keep_ops
 from gatex.ops.gated_dense import COREML_WEIGHT_SUFFIX
 from gatex.ops.lowering.mil import Mil
@@ -221,9 +224,11 @@ def register_lowerings(registry: Any = None) -> tuple[str, ...]:
 def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path, *,
                   precision: str = "fp16", target: str = DEFAULT_TARGET,
                   compute_units: str = "all", unit: str | None = None,
-                  dynamic_batch: bool = True, sparse_weights: bool = False,
+                  dynamic_batch: bool = True, dynamic_shapes: Any = None,
+                  sparse_weights: bool = False,
                   extra_metadata: dict[str, str] | None = None,
-                  check: Callable[[Path, str], Any] | None = None) -> tuple[CoremlArtifact, Any]:
+                  check: Callable[[Path, str, DynamicAxes], Any] | None = None
+                  ) -> tuple[CoremlArtifact, Any]:
     """Convert ``model`` to an ML Program at ``path`` (a ``.mlpackage`` directory).
 
     ``precision`` is the compute precision (fp16: every op in fp16, the usual form for the GPU
@@ -232,7 +237,7 @@ def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path
     ``compute_units`` the units the model loads with. ``sparse_weights`` stores every weight of
     more than 2048 elements that is at least half exact zeros sparse (`sparsify_weights`; the
     model should hold K * G already: `gatex.exporters.compact.fold_gates`); ``extra_metadata``
-    is added to the package's user metadata. ``check(package, precision)``, when given,
+    is added to the package's user metadata. ``check(package, precision, dynamic)``, when given,
     runs on the saved package before it is renamed into place and returns a parity verdict
     (``ParityResult``), stored as JSON in the metadata under ``gatex.comparison``; the package is
     renamed into place whatever the verdict (the caller decides what a failure means).
@@ -250,7 +255,10 @@ def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path
     register_lowerings()
     model = model.eval()
     inputs = tuple(example_inputs)
-    program = _torch_export(model, inputs, dynamic_batch)
+    axes = dynamic.resolve(inputs, dynamic_batch=dynamic_batch, dynamic_shapes=dynamic_shapes,
+                           forward=model.forward)
+    program, used = dynamic.export_adapting(lambda a: _torch_export(model, inputs, a), axes,
+                                            inputs)
     ops = _gatex_ops(program)
     if check is not None and not ops:
         raise CoremlExportError("the model holds no gatex op (no gated unit was found or "
@@ -261,7 +269,13 @@ def export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], path
         return _convert_and_save(ct, program, path, ops, precision=precision, target=target,
                                  compute_units=compute_units, unit=unit,
                                  sparse_weights=sparse_weights, extra_metadata=extra_metadata,
-                                 check=check)
+                                 check=None if check is None else
+                                 functools.partial(_check_with_axes, check, used))
+
+
+def _check_with_axes(check: Callable[[Path, str, DynamicAxes], Any], axes: DynamicAxes,
+                     package: Path, precision: str) -> Any:
+    return check(package, precision, axes)
 
 
 def _convert_and_save(ct: Any, program: Any, path: Path, ops: tuple[str, ...], *,
@@ -301,15 +315,15 @@ def _reject_unexportable(model: nn.Module) -> None:
 
 
 def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...],
-                  dynamic_batch: bool) -> Any:
-    dynamic = None
-    if dynamic_batch:
-        batch = torch.export.Dim("batch", min=1)
-        dynamic = tuple({0: batch} for _ in inputs)
+                  axes: DynamicAxes) -> Any:
+    # a size-1 dynamic axis is traced at 2 (torch.export would specialise 1); the program
+    # still takes 1 (coremltools' RangeDim starts at 1)
+    traced_inputs = axes.trace_sizes(inputs) if axes else inputs
     try:
         with warnings.catch_warnings(), keep_ops():
             warnings.simplefilter("ignore")
-            program = torch.export.export(model, inputs, dynamic_shapes=dynamic)
+            program = torch.export.export(model, traced_inputs,
+                                          dynamic_shapes=axes.torch_dynamic_shapes())
             return program.run_decompositions({})
     except GatexError:
         raise

@@ -42,7 +42,9 @@ from gatex._version import __version__
 from gatex.artifacts.onnx_nodes import gatex_spec as _spec
 from gatex.artifacts.onnx_nodes import node_params
 from gatex.errors import BadInputError, GatexError
+from gatex.exporters import dynamic
 from gatex.exporters.compact import sparsify_initializers
+from gatex.exporters.dynamic import STATIC, DynamicAxes
 from gatex.ops import REGISTRY, OpSpec, keep_ops
 from gatex.ops.lowering import onnx as onnx_build
 from gatex.torch_logs import held_torch_logs
@@ -95,12 +97,19 @@ class TracedOnnx:
     dtype: str
     opset: int
     ops: tuple[str, ...]     # gatex op types in the graph
+    dynamic: DynamicAxes = STATIC  # the dimensions that stayed dynamic, by the user's names
 
 
 def trace_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], *, dtype: str = "fp32",
-               opset: int = DEFAULT_OPSET, dynamic_batch: bool = True) -> TracedOnnx:
+               opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
+               dynamic_shapes: Any = None) -> TracedOnnx:
     """Trace ``model`` with ``torch.onnx.export`` (a translation per gatex op) and fold its
-    learnable parameters into node attributes."""
+    learnable parameters into node attributes.
+
+    The dynamic dimensions: ``dynamic_shapes`` (torch's form or a `DynamicAxes`) or, without
+    it, the batch (``dynamic_batch``); each keeps its name as the ONNX ``dim_param``. One that
+    torch.export cannot keep dynamic is exported static with a `GatexWarning`
+    (`gatex.exporters.dynamic.export_adapting`)."""
     if dtype not in DTYPES:
         raise BadInputError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     newest = onnx.defs.onnx_opset_version()
@@ -124,10 +133,14 @@ def trace_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], *, dtyp
                               f"{_first_line(str(exc))}); export fp32, or convert the model "
                               f"to {dtype} yourself") from None
         inputs = tuple(t.to(DTYPES[dtype]) if t.is_floating_point() else t for t in inputs)
-    proto = _torch_export(model, inputs, opset, dynamic_batch)
+    axes = dynamic.resolve(inputs, dynamic_batch=dynamic_batch, dynamic_shapes=dynamic_shapes,
+                           forward=model.forward)
+    proto, axes = dynamic.export_adapting(lambda a: _torch_export(model, inputs, opset, a),
+                                          axes, inputs)
+    dynamic.rename_onnx_dims(proto, axes)
     ops = tuple(sorted({n.op_type for n in proto.graph.node if n.domain == onnx_build.DOMAIN}))
     _fold_parameters(proto)
-    return TracedOnnx(proto, dtype, opset, ops)
+    return TracedOnnx(proto, dtype, opset, ops, axes)
 
 
 _CONV_BN = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d))
@@ -247,15 +260,17 @@ def _reject_unexportable(model: nn.Module) -> None:
 
 
 def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int,
-                  dynamic_batch: bool) -> onnx.ModelProto:
+                  axes: DynamicAxes) -> onnx.ModelProto:
     onnx_build.register_schemas()
-    dynamic = None
-    if dynamic_batch:
-        # keyed by tensor, not by argument position: any forward signature (*args too) works
-        batch = torch.export.Dim("batch", min=1)
-        dynamic = torch.export.ShapesCollection()
-        for t in inputs:
-            dynamic[t] = {0: batch}
+    shapes = None
+    if axes:
+        # keyed by tensor, not by argument position: any forward signature (*args too) works;
+        # a size-1 dynamic axis is traced at 2 (torch.export would specialise 1)
+        inputs = axes.trace_sizes(inputs)
+        shapes = torch.export.ShapesCollection()
+        for t, per in zip(inputs, axes.torch_dynamic_shapes()):
+            if per:
+                shapes[t] = per
     chatter = io.StringIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), held_torch_logs(), \
@@ -263,7 +278,7 @@ def _torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, inputs, dynamo=True, opset_version=opset,
                                         custom_translation_table=onnx_build.translation_table(),
-                                        dynamic_shapes=dynamic, optimize=True, verbose=False)
+                                        dynamic_shapes=shapes, optimize=True, verbose=False)
     except GatexError:
         raise
     except Exception as exc:  # torch.onnx wraps everything in its own error types

@@ -101,7 +101,7 @@ def bundle_name(stem: str, precision: str) -> str:
 def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
                     out_dir: str | Path, *, name: str, precision: str = "fp16",
                     plugins: str = "auto", unit: str | None = None, dynamic_batch: bool = True,
-                    opset: int | None = None, build: bool = True,
+                    dynamic_shapes: Any = None, opset: int | None = None, build: bool = True,
                     batch: tuple[int, int, int] = DEFAULT_BATCH,
                     metadata: dict[str, str] | None = None) -> TensorrtArtifact:
     """Write the bundle for ``model`` (see the module docstring), then build the engine where
@@ -116,7 +116,8 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
                             f"whose Conv, HardSigmoid, Softsign, Atan and Mish take bf16); got "
                             f"--opset {opset}")
     traced = trace_onnx(model, example_inputs, dtype="fp16" if precision == "fp16" else "fp32",
-                        opset=opset, dynamic_batch=dynamic_batch)
+                        opset=opset, dynamic_batch=dynamic_batch,
+                        dynamic_shapes=dynamic_shapes)
     decisions = _decide(traced.proto, precision, plugins)
     proto = build_trt_onnx(traced.proto, precision, decisions, ops=traced.ops, unit=unit,
                            opset=opset, policy=plugins, metadata=metadata)

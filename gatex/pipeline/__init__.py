@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,8 +21,8 @@ import onnx
 import torch
 from torch import nn
 
-from gatex.errors import BadInputError, GatexError, require_choice
-from gatex.exporters import TARGETS, artifact_name, coreml_artifact_name
+from gatex.errors import BadInputError, GatexError, GatexWarning, require_choice
+from gatex.exporters import TARGETS, artifact_name, coreml_artifact_name, dynamic
 from gatex.exporters import onnx as onnx_export
 from gatex.exporters.compact import (
     COMPACTION_KEY,
@@ -31,6 +32,7 @@ from gatex.exporters.compact import (
     has_gated_dense,
 )
 from gatex.exporters.coreml import DEFAULT_TARGET, check_options, export_coreml, read_metadata
+from gatex.exporters.dynamic import DynamicAxes
 from gatex.exporters.tensorrt import EngineNotBuilt, bundle_name, export_tensorrt
 from gatex.models import zoo
 from gatex.models.calibrate import calibrate_pg_scales
@@ -58,6 +60,7 @@ class ExportResult:
     pruned: Any | None = None      # gatex.exporters.compact.PrunedWeightsCheck (GatedDense models)
     calibration: Any | None = None  # gatex.models.calibrate.PgCalibration (pg_scale="calibrated")
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (`Stages`)
+    warnings: tuple[str, ...] = ()  # GatexWarning lines (a dimension exported static, ...)
 
     @property
     def passed(self) -> bool:
@@ -77,7 +80,7 @@ def check_pg_scale(pg_scale: str) -> None:
 def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None = None, *,
            to: str = "onnx", out_dir: str | Path = ".", name: str | None = None,
            flavor: str = "portable", dtype: str = "fp32", opset: int | None = None,
-           dynamic_batch: bool = True, check: bool = True,
+           dynamic_batch: bool = True, dynamic_shapes: Any = None, check: bool = True,
            check_inputs: Sequence[torch.Tensor] | None = None, precision: str = "fp16",
            deployment_target: str | None = None, compute_units: str = "all",
            precision_floor: bool = True, plugins: str = "auto", compact: bool = False,
@@ -140,21 +143,31 @@ def export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None
     stages = Stages(on_stage)
     token = _STAGES.set(stages)
     try:
-        result = _export(model, example_inputs, to=to, out_dir=Path(out_dir), name=name,
-                         flavor=flavor, dtype=dtype, opset=opset, dynamic_batch=dynamic_batch,
-                         check=check, check_inputs=check_inputs, precision=precision,
-                         deployment_target=deployment_target, compute_units=compute_units,
-                         precision_floor=precision_floor, plugins=plugins, compact=compact,
-                         sparse_weights=sparse_weights, pg_scale=pg_scale,
-                         calibration=calibration, source_ref=source_ref, force=force)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _export(model, example_inputs, to=to, out_dir=Path(out_dir), name=name,
+                             flavor=flavor, dtype=dtype, opset=opset, dynamic_batch=dynamic_batch,
+                             dynamic_shapes=dynamic_shapes,
+                             check=check, check_inputs=check_inputs, precision=precision,
+                             deployment_target=deployment_target, compute_units=compute_units,
+                             precision_floor=precision_floor, plugins=plugins, compact=compact,
+                             sparse_weights=sparse_weights, pg_scale=pg_scale,
+                             calibration=calibration, source_ref=source_ref, force=force)
     finally:
         _STAGES.reset(token)
-    return replace(result, timings=dict(stages.times))
+    ours = []
+    for w in caught:
+        if issubclass(w.category, GatexWarning):
+            ours.append(str(w.message))
+        else:  # not ours to judge: back through the filters the caller set
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return replace(result, timings=dict(stages.times), warnings=tuple(dict.fromkeys(ours)))
 
 
 def _export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None, *, to: str,
             out_dir: Path, name: str | None, flavor: str, dtype: str, opset: int | None,
-            dynamic_batch: bool, check: bool, check_inputs: Sequence[torch.Tensor] | None,
+            dynamic_batch: bool, dynamic_shapes: Any, check: bool,
+            check_inputs: Sequence[torch.Tensor] | None,
             precision: str, deployment_target: str | None, compute_units: str,
             precision_floor: bool, plugins: str, compact: bool, sparse_weights: bool,
             pg_scale: str, calibration: Any, source_ref: str | None,
@@ -168,6 +181,8 @@ def _export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | Non
         model, unit, example_inputs, check_inputs, inputs_note = _resolve(model, example_inputs,
                                                                           check_inputs)
         check_op_params(model, example_inputs)  # values set or loaded after construction too
+        axes = dynamic.resolve(example_inputs, dynamic_batch=dynamic_batch,
+                               dynamic_shapes=dynamic_shapes, forward=model.forward)
         model, calibrated = _calibrate(model, pg_scale, calibration, unit if from_zoo else None)
     stem = name or unit or getattr(model, "gatex_name", None) or type(model).__name__
     source = model
@@ -181,13 +196,13 @@ def _export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | Non
     if to == "trt":
         return replace(export_tensorrt_checked(
             model, example_inputs, out_dir, stem, unit=unit, precision=precision,
-            plugins=plugins, opset=opset, dynamic_batch=dynamic_batch, check=check,
+            plugins=plugins, opset=opset, dynamic=axes, check=check,
             check_inputs=check_inputs, inputs_note=inputs_note, source=source,
             compaction=compaction, metadata=metadata), calibration=calibrated)
     if to == "coreml":
         result = _export_coreml(model, example_inputs, out_dir, stem, unit=unit,
                                 precision=precision, deployment_target=deployment_target,
-                                compute_units=compute_units, dynamic_batch=dynamic_batch,
+                                compute_units=compute_units, dynamic=axes,
                                 check=check, check_inputs=check_inputs,
                                 inputs_note=inputs_note, precision_floor=precision_floor,
                                 source=source, sparse_weights=sparse_weights,
@@ -195,7 +210,7 @@ def _export(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | Non
     else:
         result = _export_onnx(model, example_inputs, out_dir / artifact_name(stem, flavor, dtype),
                               unit=unit, flavor=flavor, dtype=dtype, opset=opset,
-                              dynamic_batch=dynamic_batch, check=check, check_inputs=check_inputs,
+                              dynamic=axes, check=check, check_inputs=check_inputs,
                               inputs_note=inputs_note, precision_floor=precision_floor,
                               source=source, sparse_weights=sparse_weights, metadata=metadata)
     with stage("check"):
@@ -351,14 +366,14 @@ def _compact(model: nn.Module, compact: bool, sparse_weights: bool
 
 def _export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path: Path, *,
                  unit: str | None, flavor: str, dtype: str, opset: int | None,
-                 dynamic_batch: bool, check: bool, check_inputs: Sequence[torch.Tensor],
+                 dynamic: DynamicAxes, check: bool, check_inputs: Sequence[torch.Tensor],
                  inputs_note: str, precision_floor: bool, source: nn.Module,
                  sparse_weights: bool, metadata: dict[str, str]) -> ExportResult:
     """Trace and write the ONNX file, then check it against ``source`` (no artifact stays when
     the check cannot run)."""
     with stage("trace"):
         traced = onnx_export.trace_onnx(model, example_inputs, dtype=dtype,
-                                        dynamic_batch=dynamic_batch,
+                                        dynamic_shapes=dynamic,
                                         opset=onnx_export.DEFAULT_OPSET if opset is None else opset)
     checking = check and flavor != "plugin"  # a plugin model needs TensorRT's plugins to run
     if checking and not traced.ops:
@@ -372,12 +387,42 @@ def _export_onnx(model: nn.Module, example_inputs: Sequence[torch.Tensor], path:
     if checking:
         try:
             with stage("check"):
-                parity = check_onnx(source, artifact.path, check_inputs,
-                                    inputs_note=inputs_note, precision_floor=precision_floor)
+                parity = check_sizes(
+                    lambda feeds: check_onnx(source, artifact.path, feeds,
+                                             inputs_note=inputs_note,
+                                             precision_floor=precision_floor),
+                    traced.dynamic, example_inputs, check_inputs)
         except GatexError:  # the check could not run (bad inputs, no onnxruntime): no artifact
             onnx_export.remove_artifact(artifact.path)
             raise
     return ExportResult(artifact.path, "onnx", flavor, dtype, artifact.ops, unit, artifact, parity)
+
+
+def check_sizes(check: Callable[[Sequence[torch.Tensor]], Any], axes: DynamicAxes,
+                example_inputs: Sequence[torch.Tensor],
+                check_inputs: Sequence[torch.Tensor]) -> Any:
+    """``check(check_inputs)``, and for each dynamic dimension the check inputs hold at its
+    example size (where the first check proves nothing about other sizes), ``check`` again at a
+    second size (`DynamicAxes.resized`). The first failure is the verdict (with a note naming
+    the size); else the first verdict, noting the sizes that passed too."""
+    parity = check(check_inputs)
+    if not parity:
+        return parity
+    for name in axes.names:
+        try:
+            if axes.size_of(check_inputs, name) != axes.size_of(example_inputs, name):
+                continue
+        except KeyError:  # the check inputs do not have that axis
+            continue
+        other = axes.resized(check_inputs, name)
+        size = axes.size_of(other, name)
+        result = check(other)
+        if not result:
+            return replace(result, notes=(*result.notes, f"failed with {name} = {size}; at "
+                                          f"the example's {name} it passes"))
+        parity = replace(parity, notes=(*parity.notes, f"dynamic {name}: also within "
+                                        f"tolerance at {name} = {size}"))
+    return parity
 
 
 def _pruned(source: nn.Module, path: Path, compaction: Any) -> Any:
@@ -414,7 +459,7 @@ def _check_against_torch(runtime: Any, model: nn.Module, path: Path,
 
 def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out_dir: Path,
                    stem: str, *, unit: str | None, precision: str, deployment_target: str,
-                   compute_units: str, dynamic_batch: bool, check: bool,
+                   compute_units: str, dynamic: DynamicAxes, check: bool,
                    check_inputs: Sequence[torch.Tensor], inputs_note: str,
                    precision_floor: bool = True, source: nn.Module | None = None,
                    sparse_weights: bool = False,
@@ -423,17 +468,20 @@ def _export_coreml(model: nn.Module, example_inputs: Sequence[torch.Tensor], out
     when ``model`` is its compacted copy)."""
     reference = model if source is None else source
 
-    def measure(package: Path, precision: str) -> Any:
+    def measure(package: Path, precision: str, used: DynamicAxes) -> Any:
         with stage("check"):
-            return check_coreml(reference, package, check_inputs, precision=precision,
-                                compute_units=compute_units, inputs_note=inputs_note,
-                                precision_floor=precision_floor)
+            return check_sizes(
+                lambda feeds: check_coreml(reference, package, feeds, precision=precision,
+                                           compute_units=compute_units,
+                                           inputs_note=inputs_note,
+                                           precision_floor=precision_floor),
+                used, example_inputs, check_inputs)
 
     path = out_dir / coreml_artifact_name(stem, precision)
     with stage("convert"):   # torch.export, coremltools, save; the check inside is its own
         artifact, parity = export_coreml(model, example_inputs, path, precision=precision,
                                          target=deployment_target, compute_units=compute_units,
-                                         unit=unit, dynamic_batch=dynamic_batch,
+                                         unit=unit, dynamic_shapes=dynamic,
                                          sparse_weights=sparse_weights, extra_metadata=metadata,
                                          check=measure if check else None)
     return ExportResult(artifact.path, "coreml", "mlprogram", precision, artifact.ops, unit,
@@ -459,7 +507,7 @@ def check_coreml(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor], *
 
 def export_tensorrt_checked(model: nn.Module, example_inputs: Sequence[torch.Tensor],
                             out_dir: Path, stem: str, *, unit: str | None, precision: str,
-                            plugins: str, opset: int | None, dynamic_batch: bool, check: bool,
+                            plugins: str, opset: int | None, dynamic: DynamicAxes, check: bool,
                             check_inputs: Sequence[torch.Tensor], inputs_note: str,
                             source: nn.Module | None = None, compaction: Any = None,
                             metadata: dict[str, str] | None = None) -> Any:
@@ -472,7 +520,7 @@ def export_tensorrt_checked(model: nn.Module, example_inputs: Sequence[torch.Ten
         with stage("bundle"):
             artifact = export_tensorrt(model, example_inputs, out_dir, name=stem,
                                        precision=precision, plugins=plugins, unit=unit,
-                                       dynamic_batch=dynamic_batch, opset=opset,
+                                       dynamic_shapes=dynamic, opset=opset,
                                        metadata=metadata)
     except EngineNotBuilt as exc:
         exc.compaction = compaction
