@@ -154,7 +154,8 @@ def resolve(inputs: Sequence[torch.Tensor], *, dynamic_batch: bool = True,
         for axis, dim in entry.items():
             name, lo, hi = _dim(dim, i, axis)
             per.append((int(axis), name))
-            bounds[name] = (lo, hi)
+            if not isinstance(dim, str) or name not in bounds:  # a Dim's bounds win
+                bounds[name] = (lo, hi)
         axes.append(tuple(sorted(per)))
     return _checked(DynamicAxes(tuple(axes), tuple((n, *b) for n, b in bounds.items())), inputs)
 
