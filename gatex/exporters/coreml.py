@@ -44,6 +44,7 @@ from gatex.artifacts.mlprogram import quiet_coremltools as quiet
 from gatex.comparison.report import result_record
 from gatex.errors import BadInputError, CoremlExportError, GatexError, require_choice
 from gatex.exporters import dynamic
+from gatex.exporters.coreml_aten import register_aten_composites
 from gatex.exporters.dynamic import DynamicAxes
 from gatex.ops import REGISTRY, keep_ops
 from gatex.ops.gated_dense import COREML_WEIGHT_SUFFIX
@@ -197,6 +198,7 @@ def register_lowerings(registry: Any = None) -> tuple[str, ...]:
     from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
 
 
+    register_aten_composites()
     done = []
     for spec in registry or REGISTRY:
         if "coreml" not in spec.lowerings:

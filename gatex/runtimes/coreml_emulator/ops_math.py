@@ -1,7 +1,7 @@
 """Elementwise, activation, reduction and linear-algebra MIL ops.
 
 Most reuse coremltools' own ``value_inference`` (checked op by op in the tests). gatex's own
-kernels: erf and gelu (``value_inference`` maps ``math.erf`` over every element, one Python call
+kernels: select (value_inference fails on a scalar b), erf and gelu (``value_inference`` maps ``math.erf`` over every element, one Python call
 each), silu (no ``value_inference``), cumsum (its exclusive branch is broken in coremltools 9),
 and scaled_dot_product_attention (iOS18, none).
 """
@@ -22,7 +22,7 @@ reuse_value_inference(
     # elementwise unary; log, rsqrt and inverse add their ``epsilon`` as Core ML does
     "abs", "acos", "asin", "atan", "atanh", "ceil", "cos", "cosh", "exp", "exp2", "floor",
     "inverse", "log", "logical_not", "round", "rsqrt", "sign", "sin", "sinh", "sqrt", "square",
-    "tan", "tanh", "threshold", "clip", "cast", "select",
+    "tan", "tanh", "threshold", "clip", "cast",
     # activations (softplus in its overflow-safe form log1p(exp(-|x|)) + max(x, 0))
     "relu", "relu6", "sigmoid", "sigmoid_hard", "leaky_relu", "elu", "linear_activation",
     "scaled_tanh", "thresholded_relu", "clamped_relu", "prelu", "softsign", "softplus",
@@ -40,6 +40,14 @@ def _torch(array: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+@kernel("select", source="numpy")
+def select(call: OpCall) -> np.ndarray:
+    """cond ? a : b, broadcast (coremltools' value_inference fails on a scalar b, as ViT's
+    attention writes it); the result has a's dtype."""
+    a = np.asarray(call.a)
+    return np.where(np.asarray(call.cond).astype(bool), a, np.asarray(call.b)).astype(a.dtype)
 
 
 @kernel("erf", source="torch")
