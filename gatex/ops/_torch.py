@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -52,13 +53,13 @@ _COMPOSITES: dict[str, Callable[..., torch.Tensor]] = {}
 
 @contextlib.contextmanager
 def keep_ops() -> Iterator[None]:
-    """While the block runs, tracers see each gatex op as one ``gatex::`` node.
+    """While the block runs, every tracer sees each gatex op as one ``gatex::`` node.
 
-    gatex's exporters trace inside it. Outside it, a gatex module being traced (``torch.export``,
-    ``torch.onnx.export`` with either exporter, ``torch.jit.trace``, ``torch.compile``) runs
-    its op's own impl as standard aten ops instead, so the tools that exported the upstream
-    module export the gatex one too, with the same numbers.
-    Eager calls always run the op (its CUDA kernel where there is one).
+    Outside it (see `call_op`): ``torch.export`` keeps the ops too (a saved .pt2 program stays
+    gatex's to export), while the tools that cannot carry a custom op get its impl as standard
+    aten ops, so they export the gatex module as they exported the upstream one, with the same
+    numbers: ``torch.onnx.export`` (dynamo and legacy), ``torch.jit.trace``, ``torch.compile``.
+    gatex's own exporters trace inside this block.
     """
     global _KEEP_OPS
     _KEEP_OPS += 1
@@ -68,16 +69,36 @@ def keep_ops() -> Iterator[None]:
         _KEEP_OPS -= 1
 
 
-def _traced_by_others() -> bool:
+def _decompose_here() -> bool:
+    """Whether the caller is being traced by a tool that needs standard aten ops."""
     if _KEEP_OPS:
         return False
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+    if torch.jit.is_tracing():          # torch.jit.trace, legacy torch.onnx.export
+        return True
+    if not torch.compiler.is_compiling():
+        return False                    # eager: the op itself
+    if not torch.compiler.is_exporting():
+        return True                     # torch.compile: inductor fuses the aten ops
+    if torch.compiler.is_dynamo_compiling():
+        return False                    # strict torch.export: keep the op
+    return _onnx_on_stack()             # non-strict torch.export: torch.onnx's or the user's
+
+
+def _onnx_on_stack() -> bool:
+    # plain Python here (non-strict export runs the model eagerly on fake tensors), so the
+    # frames are real; tracing calls this once per op node, not per element
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("torch.onnx"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def call_op(torch_name: str, *args: Any) -> torch.Tensor:
     """``torch.ops.gatex.<torch_name>(*args)``, or its impl as standard aten ops when a tool
-    other than gatex traces the caller (`keep_ops`)."""
-    if _traced_by_others():
+    that cannot carry a custom op traces the caller (`keep_ops`)."""
+    if _decompose_here():
         return _COMPOSITES[torch_name](*args)
     return getattr(torch.ops.gatex, torch_name)(*args)
 

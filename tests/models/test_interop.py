@@ -1,9 +1,10 @@
 """A gatex module stays exportable by the user's own tools (issue 14, part 3).
 
-Outside `gatex.ops.keep_ops`, a traced gatex module runs its op's impl as standard aten ops, so
-``torch.onnx.export`` (dynamo and legacy), ``torch.jit.trace`` and ``torch.compile`` take it as
-they take the upstream module, with the same numbers; ``torch.jit.script`` fails with one line
-naming the alternatives. gatex's own exporters still see one ``gatex::`` node per unit.
+Traced by a tool that cannot carry a custom op (``torch.onnx.export``, dynamo and legacy;
+``torch.jit.trace``; ``torch.compile``), a gatex module runs its op's impl as standard aten ops,
+so those tools take it as they take the upstream module, with the same numbers;
+``torch.export`` and gatex's own exporters (`gatex.ops.keep_ops`) see one ``gatex::`` node per
+unit; ``torch.jit.script`` fails with one line naming the alternatives.
 
 One zoo model per op (the zoo is derived from the registry, so a new op is covered here too).
 """
@@ -100,15 +101,23 @@ def test_jit_script_fails_in_one_line_naming_the_alternatives(unit: str) -> None
     assert "\n" not in message and "torch.jit.trace" in message and "torch.export" in message
 
 
-def test_torch_export_outside_gatex_gives_aten_ops_and_keep_ops_keeps_them() -> None:
+def test_torch_export_keeps_the_ops_so_a_saved_program_stays_gatexs(tmp_path) -> None:
     model, x = _model_and_input("GoLU")
-    plain = torch.export.export(model, (x,))
-    assert gatex_targets(plain) == []
-    torch.testing.assert_close(plain.module()(x), model(x))
-    with gatex.ops.keep_ops():
-        kept = torch.export.export(model, (x,))
     n_units = sum(isinstance(m, gatex.models.GoLU) for m in model.modules())
-    assert gatex_targets(kept) == ["gatex.golu.default"] * n_units
+    for strict in (False, True):
+        program = torch.export.export(model, (x,), strict=strict)
+        assert gatex_targets(program) == ["gatex.golu.default"] * n_units, strict
+    torch.export.save(program, tmp_path / "golu.pt2")
+    loaded = torch.export.load(tmp_path / "golu.pt2")
+    torch.testing.assert_close(loaded.module()(x), model(x))
+
+
+def test_keep_ops_keeps_them_for_every_tracer() -> None:
+    model, x = _model_and_input("GoLU")
+    with gatex.ops.keep_ops(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (x,))
+    assert "gatex::golu" in str(traced.inlined_graph)
 
 
 def test_eager_call_is_the_op() -> None:
