@@ -19,6 +19,7 @@ EXTRAS = {  # import name: (extra, what it gives gatex)
     "matplotlib": ("plot", "gatex bench --plot"),
     "triton": ("triton", "the gate kernels (CUDA fast path, TensorRT plugin PTX)"),
     "sklearn": ("train", "retraining the reference zoo"),
+    "openvino": ("openvino", "gatex parity / gatex bench --backend openvino"),
 }
 
 

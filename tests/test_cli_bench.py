@@ -195,7 +195,7 @@ def test_unit_end_to_end_lists_every_backend(tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     rows = {r["backend"]: r for r in doc["backends"]}
-    assert list(rows) == ["torch", "ort", "coreml", "trt"]
+    assert list(rows) == ["torch", "ort", "openvino", "coreml", "trt"]
     assert rows["torch"]["status"] == rows["ort"]["status"] == "ok"
     assert rows["ort"]["artifact"] == "GoLU-portable-fp32.onnx"
     assert rows["ort"]["relative_to_reference"]["p50"] == pytest.approx(

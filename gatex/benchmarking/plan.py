@@ -101,6 +101,12 @@ def unavailable_reason(backend: str, device: str = "cpu") -> str | None:
             if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
                 return "onnxruntime here has no CUDAExecutionProvider (install onnxruntime-gpu)"
         return None
+    if backend == "openvino":
+        if not _has_module("openvino"):
+            return "OpenVINO is not installed: pip install 'gatex[openvino]'"
+        if device == "cuda":
+            return "gatex runs OpenVINO on its CPU plugin only; use --device cpu"
+        return None
     if backend == "coreml":
         if platform.system() != "Darwin":
             return (f"CoreML runs models only on macOS; on {platform.system()} gatex can only "
@@ -142,7 +148,7 @@ def backend_for(path: Path) -> str:
     for backend, suffixes in ARTIFACT_SUFFIXES.items():
         if suffix in suffixes:
             return backend
-    known = ", ".join(s for ss in ARTIFACT_SUFFIXES.values() for s in ss)
+    known = ", ".join(dict.fromkeys(s for ss in ARTIFACT_SUFFIXES.values() for s in ss))
     raise BadInputError(f"{path}: gatex bench runs {known} artifacts; got {suffix or 'no suffix'}")
 
 

@@ -247,6 +247,8 @@ def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool,
     if not paths:
         return []
     kinds = [(backend_for(p), p) for p in paths]
+    # a .onnx file runs on ort and on openvino alike: it is openvino's too where asked
+    kinds += [("openvino", p) for k, p in kinds if k == "ort" and "openvino" in backends]
     for p in paths:
         if not p.exists():
             raise BadInputError(f"artifact {p} does not exist")
@@ -268,7 +270,7 @@ def _match_artifacts(paths: list[Path], backends: tuple[str, ...], named: bool,
                 given = ", ".join(p.name for p in paths)
                 raise BadInputError(f"backend {b} cannot run {given}: {b} runs {runs} artifacts")
         for k, p in kinds:
-            if k not in backends:
+            if k not in backends and not (k == "ort" and "openvino" in backends):
                 raise BadInputError(f"{p.name} runs on {k}, which --backend "
                                     f"{','.join(backends)} leaves out; add {k}")
     return [(k, p) for k, p in kinds if k in backends]
@@ -337,9 +339,13 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
         targets += [_Target(kind, {"kind": "artifact", "path": str(p.resolve())}, p.name, kind)
                     for kind, p in pairs if not reasons[kind]]
         if not paths:  # --unit / --model: export what each available backend runs
+            exports: dict[str, Path] = {}  # ort and openvino time one ONNX file
             for b in chosen:
                 if b != "torch" and not reasons[b]:
-                    exported = _export_for(b, unit, torch_model, inputs, workdir, model)
+                    key = "ort" if b == "openvino" else b
+                    if key not in exports:
+                        exports[key] = _export_for(b, unit, torch_model, inputs, workdir, model)
+                    exported = exports[key]
                     targets.append(_Target(b, {"kind": "artifact", "path": str(exported)},
                                            exported.name, b))
         np.savez(workdir / "inputs.npz", **{f"input_{i}": a for i, a in enumerate(inputs)})
@@ -391,11 +397,11 @@ def _onnx_inputs(pairs: list[tuple[str, Path]], headers: dict[Path, OnnxHeader],
     records), and the batch size: the file's fixed batch where it has one."""
     onnx_specs = None
     if unit is None and model is None:
-        onnx_paths = [p for k, p in pairs if k == "ort"]
+        onnx_paths = [p for k, p in pairs if k in ("ort", "openvino")]
         if onnx_paths:
             header = headers.get(onnx_paths[0]) or onnx_header(onnx_paths[0])
             onnx_specs, unit = header.inputs, header.metadata.get(UNIT_METADATA_KEY)
-    elif pairs and pairs[0][0] == "ort":
+    elif pairs and pairs[0][0] in ("ort", "openvino"):
         onnx_specs = (headers.get(pairs[0][1]) or onnx_header(pairs[0][1])).inputs
     if onnx_specs:
         static = onnx_specs[0][2][0] if onnx_specs[0][2] else None
@@ -473,12 +479,13 @@ def _export_for(backend: str, unit: str | None, torch_model: Any, inputs: list[n
     import torch
 
 
-    to = {"ort": "onnx", "coreml": "coreml", "trt": "trt"}[backend]
+    to = {"ort": "onnx", "openvino": "onnx", "coreml": "coreml", "trt": "trt"}[backend]
     examples = tuple(torch.from_numpy(a) for a in inputs)
     target = unit if unit is not None else torch_model
     name = None if unit is not None or not model_ref else \
         Path(model_ref.rpartition(":")[2]).stem or None   # net.py:build -> build
-    result = export(target, examples, to=to, out_dir=workdir / backend, name=name, check=False)
+    result = export(target, examples, to=to, out_dir=workdir / ("ort" if to == "onnx" else backend),
+                    name=name, check=False)
     return Path(result.path)
 
 

@@ -85,10 +85,12 @@ from gatex.benchmarking.stats import LatencyStats
 from gatex.errors import BadInputError
 
 SCHEMA = "gatex.bench/1"
-BACKENDS = ("torch", "ort", "coreml", "trt")
-ALIASES = {"onnxruntime": "ort", "onnx": "ort", "tensorrt": "trt", "pytorch": "torch"}
-ARTIFACT_SUFFIXES = {"ort": (".onnx",), "coreml": (".mlpackage", ".mlmodel"),
-                     "trt": (".engine", ".plan")}
+BACKENDS = ("torch", "ort", "openvino", "coreml", "trt")
+ALIASES = {"onnxruntime": "ort", "onnx": "ort", "tensorrt": "trt", "pytorch": "torch",
+           "ov": "openvino"}
+# ort first: a .onnx file is ort's unless openvino is asked for too (it runs the same files)
+ARTIFACT_SUFFIXES = {"ort": (".onnx",), "openvino": (".onnx",),
+                     "coreml": (".mlpackage", ".mlmodel"), "trt": (".engine", ".plan")}
 CV_WARN_THRESHOLD = 0.10
 REPEAT_SPREAD_WARN = 0.05
 DEFAULT_WARMUP = 10

@@ -300,6 +300,7 @@ def ort_backend(job: dict[str, Any], inputs: list[np.ndarray]) -> Measured:
 # constructed with the artifact path; each call goes through Runtime.run (feed validation
 # included). CoreML must really predict: its emulator's timings say nothing about CoreML.
 RUNTIME_CLASSES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "openvino": ("gatex.runtimes.openvino_runtime", "OpenvinoRuntime", {}),
     "coreml": ("gatex.runtimes.coreml_runtime", "CoremlRuntime", {"emulate": False}),
     "trt": ("gatex.runtimes.tensorrt_runtime", "TensorrtRuntime", {}),
 }
@@ -326,7 +327,8 @@ def runtime_class_backend(job: dict[str, Any], inputs: list[np.ndarray]) -> Meas
 
 BACKENDS: dict[str, Callable[[dict[str, Any], list[np.ndarray]], Measured]] = {
     "torch": torch_backend, "ort": ort_backend,
-    "coreml": runtime_class_backend, "trt": runtime_class_backend,
+    "openvino": runtime_class_backend, "coreml": runtime_class_backend,
+    "trt": runtime_class_backend,
 }
 
 
@@ -340,6 +342,11 @@ def _import_backend(backend: str) -> None:
         import onnxruntime  # noqa: F401
 
         import gatex.runtimes.onnxruntime_runtime  # noqa: F401
+    if backend == "openvino":
+        import onnx.inliner  # noqa: F401
+        import openvino  # noqa: F401
+
+        import gatex.runtimes.openvino_runtime  # noqa: F401
 
 
 # -- the job --------------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ def bench(
     )] = None,
     backend: Annotated[str, typer.Option(
         "--backend", "-b", help="all (every backend here; the others are listed with the "
-                                "reason), or a list of torch,ort,coreml,trt. torch eager is "
-                                "always the reference row.",
+                                "reason), or a list of torch,ort,openvino,coreml,trt "
+                                "(openvino times a .onnx as ort does, its functions "
+                                "inlined by gatex). torch eager is always the reference row.",
     )] = "all",
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Samples per run (default 1, or the artifact's fixed batch).",

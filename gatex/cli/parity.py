@@ -82,6 +82,11 @@ def parity(
     device: Annotated[str, typer.Option(
         help="onnxruntime device: cpu, cuda or auto.",
     )] = "cpu",
+    backend: Annotated[str, typer.Option(
+        help="Runtime for .onnx artifacts: auto (onnxruntime), onnxruntime, or openvino "
+             "(CPU; the openvino extra), which runs the artifact with its gatex functions "
+             "inlined into standard ops by gatex (OpenVINO has no rule for gatex nodes).",
+    )] = "auto",
     threads: Annotated[int | None, typer.Option(
         help="onnxruntime intra-op threads (default: onnxruntime's choice).", show_default=False,
     )] = None,
@@ -127,5 +132,5 @@ def parity(
                        atol=atol, json_path=json_path, junit_path=junit, markdown_path=markdown,
                        locate=locate, device=device, threads=threads,
                        compute_units=compute_units, precision_floor=precision_floor,
-                       decision_outliers=decision_outliers)
+                       decision_outliers=decision_outliers, backend=backend)
 

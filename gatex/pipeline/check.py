@@ -38,7 +38,13 @@ from gatex.comparison import (
 )
 from gatex.comparison.metrics import LOW_PRECISIONS, dtype_name, float_dtype_of
 from gatex.comparison.report import check_verdict_paths, print_results, write_verdicts
-from gatex.errors import BackendUnavailableError, BadInputError, CheckFailedError, CheckpointError
+from gatex.errors import (
+    BackendUnavailableError,
+    BadInputError,
+    CheckFailedError,
+    CheckpointError,
+    require_choice,
+)
 from gatex.exporters.compact import (
     COMPACTION_KEY,
     CompactionReport,
@@ -54,6 +60,7 @@ from gatex.runtimes.coreml_runtime import CoremlRuntime, coreml_can_predict, par
 from gatex.runtimes.locate import import_onnx
 from gatex.runtimes.locate import locate as locate_ops
 from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime, has_plugin_nodes
+from gatex.runtimes.openvino_runtime import OpenvinoRuntime
 from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
 from gatex.runtimes.torch_runtime import TorchRuntime
 
@@ -397,11 +404,20 @@ def reference_model(*, unit: str | None, model: str | None, weights: Path | None
     return zoo.load(unit), f"zoo {zoo.entry(unit).unit}"
 
 
+ONNX_BACKENDS = ("auto", "onnxruntime", "openvino")
+
+
 def artifact_runtime(path: Path, *, device: str = "cpu", threads: int | None = None,
-                     compute_units: str = "all") -> Runtime:
-    """The runtime for ``path`` by its kind: onnxruntime for .onnx; for .mlpackage, Core ML on
-    macOS and the MIL emulator elsewhere (its results say emulated); TensorRT for .engine and
-    .plan (exit 3 where TensorRT is not installed)."""
+                     compute_units: str = "all", backend: str = "auto") -> Runtime:
+    """The runtime for ``path`` by its kind: onnxruntime for .onnx (``backend="openvino"``:
+    OpenVINO CPU on its standard-op form, `OpenvinoRuntime`); for .mlpackage, Core ML on macOS
+    and the MIL emulator elsewhere (its results say emulated); TensorRT for .engine and .plan
+    (exit 3 where TensorRT is not installed)."""
+    require_choice(backend, ONNX_BACKENDS, "--backend")
+    if backend == "openvino":
+        if path.suffix.lower() != ".onnx":
+            raise BadInputError(f"{path}: --backend openvino runs .onnx artifacts")
+        return OpenvinoRuntime(path, threads=threads)
     if path.suffix.lower() in (".engine", ".plan"):
         return TensorrtRuntime(path)
     if path.suffix.lower() == ".mlpackage":
@@ -418,7 +434,8 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                    rtol: float | None = None, atol: float | None = None, locate: bool = False,
                    device: str = "cpu", threads: int | None = None,
                    compute_units: str = "all", precision_floor: bool = True,
-                   decision_outliers: bool | float = True) -> ParityResult:
+                   decision_outliers: bool | float = True, backend: str = "auto"
+                   ) -> ParityResult:
     """Parity of one ONNX or CoreML artifact against its torch reference (see
     `run_parity_command`); ``compute_units`` applies to Core ML on macOS, ``precision_floor``
     and ``decision_outliers`` as `compare_runtimes`."""
@@ -427,8 +444,8 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
     if locate and path.suffix.lower() != ".onnx":
         raise BadInputError(f"{path}: --locate pairs ONNX nodes with torch ops; it works on "
                             ".onnx artifacts (export the model to ONNX to locate a divergence)")
-    with artifact_runtime(path, device=device, threads=threads,
-                          compute_units=compute_units) as artifact:
+    with artifact_runtime(path, device=device, threads=threads, compute_units=compute_units,
+                          backend=backend) as artifact:
         recorded = artifact.metadata.get(UNIT_METADATA_KEY)
         if unit is None and model is None:
             if recorded is None:
@@ -497,8 +514,8 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                        markdown_path: Path | None = None, locate: bool = False,
                        device: str = "cpu", threads: int | None = None,
                        compute_units: str = "all", precision_floor: bool = True,
-                       decision_outliers: bool | float = True, console: Any = None
-                       ) -> list[ParityResult]:
+                       decision_outliers: bool | float = True, backend: str = "auto",
+                       console: Any = None) -> list[ParityResult]:
     """``gatex parity``: check every artifact, print the table, write the verdicts.
 
     A ``.mlpackage`` runs on Core ML once per compute unit in ``compute_units`` ("all", or a
@@ -524,6 +541,9 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     paths = [Path(a) for a in artifacts]
     for p in paths:
         check_suffix(p)
+    require_choice(backend, ONNX_BACKENDS, "--backend")
+    if backend == "openvino" and any(p.suffix.lower() != ".onnx" for p in paths):
+        raise BadInputError("--backend openvino runs .onnx artifacts only")
 
     units = parse_compute_units(compute_units)
     if locate and any(p.suffix.lower() != ".onnx" for p in paths):
@@ -544,7 +564,7 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                               rtol=rtol, atol=atol, locate=locate, device=device,
                               threads=threads, compute_units=u,
                               precision_floor=precision_floor,
-                              decision_outliers=decision_outliers)
+                              decision_outliers=decision_outliers, backend=backend)
                for p in paths for u in runs(p)]
     console = console or Console()
     print_results(results, console)

@@ -326,7 +326,7 @@ def real(pa_glu_export):
 def test_real_run_rows(real, pa_glu_export):
     from gatex.models import zoo
 
-    assert [r.backend for r in real.rows] == ["torch", "ort", "coreml", "trt"]
+    assert [r.backend for r in real.rows] == ["torch", "ort", "openvino", "coreml", "trt"]
     torch_row, ort_row = real.row("torch"), real.row("ort")
     assert torch_row.ok and ort_row.ok, (torch_row.reason, ort_row.reason)
     assert ort_row.id == f"ort:{pa_glu_export.path.name}"
