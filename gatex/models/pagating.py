@@ -13,8 +13,9 @@ Differences from upstream:
 - GateNorm is ``nn.LayerNorm(output_dim, eps=norm_eps)``: the same math (biased variance,
   affine) and the same keys as upstream's own ``GateNorm`` class.
 - With ``use_gate_norm=True`` the norm sits between the gate and the mix, so no fused op can
-  carry it: the unit then runs as plain torch ops (gate from ``gatex.ops.pagating.GATES``,
-  LayerNorm, mix) and exports as standard ops, not as a ``gatex::`` node.
+  carry it: the gate (from ``gatex.ops.pagating.GATES``) and the LayerNorm run as standard
+  ops, and the mix is the ``gatex::paUnit`` op with the ``identity`` gate, so the unit still
+  exports with a gatex op (and its tolerance).
 - paGTU builds ``gate_norm`` when asked but never applies it, exactly as upstream does; the
   keys are kept so checkpoints load, and its forward still uses the fused op.
 - ``alpha`` given as a callable is evaluated on the input at every call: it is not a constant,
@@ -23,8 +24,9 @@ Differences from upstream:
   erf GELU either way.
 - paUnit also takes the gate by name (``gate="golu"``, any key of ``GATES``); a callable that
   is one of torch's own functions or modules for a named gate (``torch.sigmoid``,
-  ``nn.GELU()``, ...) is mapped to that name and runs as the op. Any other callable cannot be a
-  custom op: that unit runs as plain torch ops and exports as whatever the callable traces to.
+  ``nn.GELU()``, ...) is mapped to that name and runs as the op. Any other callable runs as
+  whatever it traces to, and the mix after it is the ``gatex::paUnit`` op with the
+  ``identity`` gate.
 - Bad arguments raise `ParameterRangeError` / `BadInputError` (upstream: ``ValueError``).
 - paGating2D takes a unit class or a unit name; PrePostNormWrapper keeps upstream's signature
   ``(module, input_dim, output_dim, pre_norm=False, post_norm=False, norm_eps=1e-5)`` and its
@@ -180,12 +182,13 @@ class paGatingBase(NotScriptable, nn.Module):
         alpha = self.get_alpha(x).to(device=v.device)
         if self.uses_op:
             return self._op(v, u, alpha)
-        # GateNorm sits between gate and mix, or the gate is a user callable: plain torch ops,
-        # a named gate computed as the op computes it (low precision in fp32)
+        # GateNorm sits between gate and mix, or the gate is a user callable: the gate runs as
+        # torch ops (a named gate as the op computes it, low precision in fp32), then the mix is
+        # the gatex::paUnit op with the identity gate, so the unit still exports as a gatex op
         g = compute_in_fp32(self.gate_fn)(u) if self.uses_named_gate else self.gate_fn(u)
         if self.gate_norm is not None and self.applies_gate_norm:
             g = self.gate_norm(g)
-        return self.value_fn(v) * (alpha * g + (1 - alpha))
+        return call_op("paunit", self.value_fn(v), g.to(v.dtype), alpha, "identity")
 
     # -- conveniences ----------------------------------------------------------------------
     def fused_linear(self) -> nn.Linear:

@@ -295,3 +295,19 @@ def test_adapt_converts_upstream_base_instances_and_base_forward_subclasses() ->
     assert isinstance(adapted[2], OwnForward) and report.unknown
     assert adapted[0].gate == "sigmoid" and adapted[1].gate == "relu"
     assert_close_to_spec(adapted[1](adapted[0](x)), want, "paUnit")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: models.paGLU(8, 6, alpha=0.6, use_gate_norm=True),
+    lambda: models.paSwishU(8, 6, alpha="learnable", beta=1.5, use_gate_norm=True),
+    lambda: models.paUnit(8, 6, activation_fn=lambda u: u * u / (1 + u * u), alpha=0.7),
+], ids=["gate-norm", "swish-gate-norm", "callable-gate"])
+def test_gate_norm_and_callable_gates_still_export_as_a_gatex_op(make, tmp_path) -> None:
+    import gatex
+
+    torch.manual_seed(0)
+    unit = make()
+    assert not unit.uses_op  # the gate cannot go inside the op: only the mix can
+    model = nn.Sequential(unit, nn.Linear(6, 3)).eval()
+    result = gatex.export(model, (torch.randn(4, 8),), out_dir=tmp_path)
+    assert result.ops == ("paUnit",) and result.passed

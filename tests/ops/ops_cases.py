@@ -79,6 +79,7 @@ PAUNIT_GATES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "golu": golu,
     "arctan": arctan_gate,
     "arctan_approx": arctan_approx_gate,
+    "identity": lambda u: u,
 }
 
 # OPS.md's ops, written out so a lost or renamed registration fails (test_ops_registry); the one

@@ -30,6 +30,9 @@ DEFAULT_ALPHA = PAUNIT.param("alpha").default
 # of it (0 for 2.8e-10 at u = -11). Larger alphas have real zeros (tanh at alpha 0.75) and at
 # alpha = 1 the factor is the gate alone: the op tests (ops_cases.CASES) judge those.
 ALPHAS = [DEFAULT_ALPHA, 0.25, 0.49, 0.1]
+# identity passes the caller's own gate (a GateNorm'd one): unbounded below, so its mix has real
+# zeros at any alpha, and no form can avoid them
+MIX_GATES = [g for g in CATALOGUE if g != "identity"]
 OTHER_ALPHA = 0.3
 U = np.concatenate([np.linspace(-30, 30, 121), [-1.1e5, -3e4, -12.0, -11.09, -11.0, -5.5, 1e4]])
 V = 6e4
@@ -75,7 +78,7 @@ def test_the_catalogue_refuses_a_second_gate_of_one_name_and_suggests_names() ->
 
 
 @pytest.mark.parametrize("alpha", ALPHAS)
-@pytest.mark.parametrize("gate", list(CATALOGUE))
+@pytest.mark.parametrize("gate", MIX_GATES)
 def test_torch_impl_mix_does_not_cancel(gate: str, alpha: float) -> None:
     u = torch.from_numpy(U).float()
     v = torch.full_like(u, V)
@@ -110,7 +113,7 @@ def _onnx_run(gate: str, alpha: float, *, at_run_time: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("at_run_time", [False, True], ids=["folded", "attribute"])
 @pytest.mark.parametrize("alpha", ALPHAS)
-@pytest.mark.parametrize("gate", list(CATALOGUE))
+@pytest.mark.parametrize("gate", MIX_GATES)
 def test_onnx_mix_does_not_cancel(gate: str, alpha: float, at_run_time: bool) -> None:
     got = torch.from_numpy(_onnx_run(gate, alpha, at_run_time=at_run_time))
     assert_within(got, truth(gate, alpha), TOL, f"onnx {gate} alpha={alpha}")

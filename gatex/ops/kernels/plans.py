@@ -53,6 +53,7 @@ class Gate(IntEnum):
     ARCTAN = 9         # 0.5 + atan(z)/pi, as -atan(1/z)/pi for z < -1
     ARCTAN_APPROX = 10  # (0.5 + max(z, 0)) / (1 + |z|)
     PHI = 11           # 0.5 erfc(-z / sqrt 2): the normal CDF (GELU_s's gate)
+    IDENTITY = 12      # z: a gate computed before the op (GateNorm, a user callable)
 
 
 class Mix(IntEnum):

@@ -43,6 +43,7 @@ G_GOLU = tl.constexpr(int(Gate.GOLU))
 G_ARCTAN = tl.constexpr(int(Gate.ARCTAN))
 G_ARCTAN_APPROX = tl.constexpr(int(Gate.ARCTAN_APPROX))
 G_PHI = tl.constexpr(int(Gate.PHI))
+G_IDENTITY = tl.constexpr(int(Gate.IDENTITY))
 M_ALPHA = tl.constexpr(int(Mix.ALPHA))
 M_SCALE = tl.constexpr(int(Mix.SCALE))
 
@@ -148,6 +149,8 @@ def _gate(z, c0, c1, GATE: tl.constexpr):
         g = tl.where(far_left, -a, 0.5 + a)
     elif GATE == G_ARCTAN_APPROX:
         g = (0.5 + tl.where(z < 0.0, 0.0, z)) / (1.0 + tl.abs(z))
+    elif GATE == G_IDENTITY:
+        g = z
     else:  # G_PHI
         g = 0.5 * _erfc(-z * INV_SQRT2)
     return g

@@ -279,5 +279,8 @@ for _gate in (
          lift_torch=lambda u: 2.0 * half_softsign_lift_torch(u),
          lift_onnx=lambda b, u: b.mul(half_softsign_lift_onnx(b, u), 2.0),
          lift_mil=lambda m, u: m.mul(half_softsign_lift_mil(m, u), 2.0)),
+    Gate("identity", lambda u: u, lambda b, u: b.op("Identity", u), lambda m, u: m.identity(x=u),
+         kernel="IDENTITY",
+         doc="u itself: the gate was computed before the op (a GateNorm'd gate, a callable)"),
 ):
     register_gate(_gate)
