@@ -58,7 +58,7 @@ def test_help_documents_options_and_exit_codes():
     (["--unit", "GoLU", "--max-regression", "5"], "--max-regression needs --baseline"),
     (["--unit", "GoLU", "--baseline", "b.json", "--max-regression", "-1"],
      "--max-regression must be a percentage >= 0"),
-    (["--model", "nets.py:build"], "--model needs --input-shape"),
+    (["--model", "nets.py:build"], "--model needs its inputs"),
     (["--unit", "GoLU", "--input-shape", "1,64"], "go with --model"),
     (["--unit", "GoLU", "--device", "tpu"], "unknown device 'tpu'"),
     (["--unit", "GoLU", "--repeat", "0"], "--repeat must be at least 1; got 0"),

@@ -285,6 +285,7 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
           cpus: str | Sequence[int] | None = None, repeat: int = 1,
           baseline: str | Path | None = None, max_regression: float | None = None,
           timeout: float = DEFAULT_TIMEOUT, reference: bool = True,
+          inputs: Sequence[np.ndarray] | None = None, inputs_note: str = "the given inputs",
           on_progress: ProgressCallback | None = None,
           on_plan: Callable[[list[BackendRow]], None] | None = None) -> BenchResult:
     """Measure a model on each backend, each in its own process; torch eager is the reference.
@@ -298,6 +299,8 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
     ``reference=False`` leaves the torch row out (the harness benchmark times one backend).
     ``cpus`` ("0", "0,2", "0-3"; Linux) pins every worker to those CPUs before it imports a
     backend: on a shared machine a worker that migrates between CPUs times the machine too.
+    ``inputs`` (arrays in the model's input order, any dtype: token ids too) replaces the
+    generated inputs for ``model`` or an artifact alone; their first size is the batch.
     ``repeat`` measures every backend in that many fresh processes, interleaved, pooling their
     runs; a p50 that moves more than 5 % between them flags the row unsteady (module docstring).
 
@@ -320,9 +323,16 @@ def bench(artifacts: Sequence[str | Path] = (), *, unit: str | None = None,
                                       f"{reasons[missing[0]]}")
     if iterations is None and duration is None:
         iterations = DEFAULT_ITERATIONS
+    given = _given_inputs(inputs, unit, input_shape, batch_size)
+    if given is not None:
+        batch_size = given[0].shape[0] if given[0].ndim else 1
     onnx_specs, unit, batch_size = _onnx_inputs(pairs, headers, unit, model, batch_size)
-    torch_model, source, inputs, what = _reference_and_inputs(
-        unit, model, weights, trust_checkpoint, input_shape, batch_size, onnx_specs, pairs)
+    if given is not None:
+        torch_model, source, inputs, what = _reference_for_given(
+            given, inputs_note, unit, model, weights, trust_checkpoint, onnx_specs, pairs)
+    else:
+        torch_model, source, inputs, what = _reference_and_inputs(
+            unit, model, weights, trust_checkpoint, input_shape, batch_size, onnx_specs, pairs)
     if unit is not None:
         unit = source["unit"]
     rows_unavailable = {b: BackendRow(b, b, status="unavailable", reason=reasons[b])
@@ -427,8 +437,8 @@ def _reference_and_inputs(unit: str | None, model: str | None, weights: Any,
 
 
         if input_shape is None:
-            raise BadInputError("--model needs --input-shape (e.g. 1,64): the bench feeds random "
-                                "normal inputs of that shape")
+            raise BadInputError("--model needs its inputs: --input-shape 1,64 (random normal), "
+                                "--input NAME:DTYPE[SHAPE]:LO..HI per input, or --inputs F.npz")
         ref = str(Path(model).resolve()) if str(model).endswith(".pt2") else model
         torch_model = load_model(ref, weights=weights, trust_checkpoint=trust_checkpoint)
         source = {"kind": "model", "ref": ref,
@@ -445,9 +455,48 @@ def _reference_and_inputs(unit: str | None, model: str | None, weights: Any,
     for name, dtype, shape in onnx_specs:
         if not np.issubdtype(np.dtype(dtype), np.floating):
             raise BadInputError(f"input {name!r} is {dtype}; gatex bench fills float inputs "
-                                "only (pass --unit or --model)")
+                                f"only: give them with --input {name}:{dtype}[...]:LO..HI "
+                                "or --inputs F.npz")
         inputs.append(random_batch(shape, batch_size, name))
     return None, None, inputs, f"random normal, batch {batch_size} (seed 0)"
+
+
+def _given_inputs(inputs: Sequence[np.ndarray] | None, unit: str | None, input_shape: Any,
+                  batch_size: int | None) -> list[np.ndarray] | None:
+    if inputs is None:
+        return None
+    arrays = [np.ascontiguousarray(a) for a in inputs]
+    if not arrays:
+        raise BadInputError("the inputs file holds no arrays")
+    if unit is not None or input_shape is not None:
+        raise BadInputError("--inputs / --input replace the inputs of --model or an artifact; "
+                            "a zoo --unit has its digits, --input-shape is the other way")
+    batch = arrays[0].shape[0] if arrays[0].ndim else 1
+    if batch_size is not None and batch_size != batch:
+        raise BadInputError(f"the given inputs have batch {batch}; --batch-size {batch_size} "
+                            "contradicts them (leave it out)")
+    return arrays
+
+
+def _reference_for_given(inputs: list[np.ndarray], note: str, unit: str | None,
+                         model: str | None, weights: Any, trust_checkpoint: bool,
+                         onnx_specs: Any, pairs: list[tuple[str, Path]]
+                         ) -> tuple[Any, dict[str, Any] | None, list[np.ndarray], str]:
+    """The torch reference (--model, or the zoo unit the artifact records) for given inputs."""
+    if onnx_specs and len(onnx_specs) != len(inputs):
+        raise BadInputError(f"{pairs[0][1].name} takes {len(onnx_specs)} inputs "
+                            f"({', '.join(n for n, _, _ in onnx_specs)}); {len(inputs)} given")
+    if model is None:
+        if unit is None:
+            return None, None, inputs, note
+        return None, {"kind": "zoo", "unit": zoo.entry(unit).unit}, inputs, note
+    ref = str(Path(model).resolve()) if str(model).endswith(".pt2") else model
+    torch_model = load_model(ref, weights=weights, trust_checkpoint=trust_checkpoint)
+    source = {"kind": "model", "ref": ref,
+              "weights": str(Path(weights).resolve()) if weights else None,
+              "trust_checkpoint": trust_checkpoint}
+    check_model_fits(torch_model, inputs, None, pairs)
+    return torch_model, source, inputs, note
 
 
 def _run_rounds(targets: list[_Target], planned: list[BackendRow], job: dict[str, Any],

@@ -38,6 +38,15 @@ def bench(
         "--input-shape", help="Input shape for --model, batch first (e.g. 1,64); the batch "
                               "comes from --batch-size.", show_default=False,
     )] = None,
+    input_specs: Annotated[list[str] | None, typer.Option(
+        "--input", help="An input as [NAME:]DTYPE[SHAPE][:LO..HI], repeated per input in "
+                        "order, e.g. --input input_ids:int64[1,32]:0..1000 (token models); "
+                        "the first size is the batch.", show_default=False,
+    )] = None,
+    inputs_npz: Annotated[Path | None, typer.Option(
+        "--inputs", help="The inputs from an .npz (arrays in the model's input order; the "
+                         "first size is the batch).", show_default=False,
+    )] = None,
     backend: Annotated[str, typer.Option(
         "--backend", "-b", help="all (every backend here; the others are listed with the "
                                 "reason), or a list of torch,ort,openvino,coreml,trt "
@@ -108,6 +117,9 @@ def bench(
     --backend (or matplotlib for --plot) is not available here.
     """
     from gatex.benchmarking.report import run_bench_command
+    from gatex.cli.model_inputs import given_arrays
+
+    arrays, note = given_arrays(list(input_specs or []), inputs_npz)
 
     run_bench_command(list(artifacts or []), json_path=json_path, markdown_path=markdown,
                       plot_path=plot, unit=unit, model=model, weights=weights,
@@ -117,4 +129,4 @@ def bench(
                       iterations=iterations, duration=duration, threads=threads, device=device,
                       cpus=cpus, repeat=repeat,
                       baseline=baseline, max_regression=max_regression, timeout=timeout,
-                      wide=wide)
+                      wide=wide, inputs=arrays, inputs_note=note)

@@ -50,6 +50,29 @@ def model_inputs(model_ref: str, *, input_shape: str | None, inputs: Sequence[st
     return examples, examples, ()
 
 
+def given_arrays(inputs: Sequence[str], inputs_npz: Path | None
+                 ) -> tuple[list[Any] | None, str]:
+    """``gatex bench``'s ``--input`` / ``--inputs``: NumPy arrays in input order and how they
+    were made; (None, "") when neither is given."""
+    import numpy as np
+    import torch
+
+    if inputs and inputs_npz is not None:
+        raise BadInputError("--input and --inputs: give the inputs one way")
+    if inputs:
+        generator = torch.Generator().manual_seed(0)
+        specs = [parse_input(t) for t in inputs]
+        _names(specs)
+        return [s.make(generator).numpy() for s in specs], \
+            "--input " + " ".join(inputs) + " (seed 0)"
+    if inputs_npz is not None:
+        from gatex.artifacts.npz import read_npz
+
+        arrays = read_npz(inputs_npz)
+        return [np.ascontiguousarray(a) for a in arrays.values()], f"{inputs_npz}"
+    return None, ""
+
+
 def _names(specs: Sequence[Any]) -> tuple[str, ...]:
     names = [s.name or f"input_{i}" for i, s in enumerate(specs)]
     if len(set(names)) != len(names):

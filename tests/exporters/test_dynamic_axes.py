@@ -204,3 +204,28 @@ def test_cli_exports_a_token_model_with_typed_inputs_and_named_axes(tmp_path, ru
                      "--input", "input_ids:int64[2,32]", "-o", str(tmp_path / "bad"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "needs its range" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_bench_of_a_token_model_takes_its_inputs(tmp_path, run_python) -> None:
+    from gatex.benchmarking.run import bench
+
+    ids = torch.randint(0, VOCAB, (2, 32), generator=torch.Generator().manual_seed(3))
+    path = gatex.export(TinyLM().eval(), (ids,), out_dir=tmp_path,
+                        dynamic_shapes=[{0: "batch", 1: "seq"}]).path
+    with pytest.raises(BadInputError, match="--input input_ids:int64"):
+        bench([path], backends="ort", iterations=2, warmup=1)
+    result = bench([path], backends="ort", iterations=3, warmup=1, reference=False,
+                   inputs=[ids.numpy()], inputs_note="ids")
+    (row,) = result.rows
+    assert row.status == "ok", row.reason
+    assert result.settings["batch_size"] == 2 and result.settings["inputs"] == "ids"
+    (tmp_path / "lm.py").write_text(LM_FILE)
+    proc = run_python("-m", "gatex", "bench", str(path), "--model",
+                      f"{tmp_path / 'lm.py'}:build", "--input", "input_ids:int64[1,32]:0..100",
+                      "--backend", "torch,ort", "--iterations", "3", "--warmup", "1",
+                      "--json", str(tmp_path / "b.json"), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    rows = {r["backend"]: r for r in json.loads((tmp_path / "b.json").read_text())["backends"]}
+    assert rows["torch"]["status"] == rows["ort"]["status"] == "ok"

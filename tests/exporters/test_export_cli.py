@@ -213,7 +213,7 @@ def _cases(files: str) -> list[tuple[list[str], int, str]]:
          "--input-shape '4,x' is not a list of positive sizes"),
         (["--model", f"{model}:build", "--input-shape", "0,16"], 2,
          "--input-shape '0,16' is not a list of positive sizes"),
-        (["--model", f"{model}:build"], 2, "--model needs --input-shape"),
+        (["--model", f"{model}:build"], 2, "--model needs its inputs"),
         (["--model", f"{model}:build", "--input-shape", "4,7"], 2,
          "torch.export cannot trace the model on inputs of shape (4, 7): RuntimeError"),
         (["--model", f"{model}:Plain", "--input-shape", "4,16"], 2, "holds no gatex op"),
