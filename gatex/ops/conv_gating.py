@@ -92,7 +92,9 @@ CG_CONV2D = publish(OpSpec(
 
 def _scale(t: torch.Tensor, scale: float | None) -> torch.Tensor:
     # upstream: max|t| over the whole tensor (so over the batch) + 1e-7, recomputed per call
-    return torch.amax(torch.abs(t)) + PG_EPS if scale is None else t.new_tensor(scale)
+    # torch.max, not torch.amax: the same value, and torch.onnx's aten.amax translation needs a
+    # dim (plain torch.onnx.export of a PGConv2d model fails on amax() of the whole tensor)
+    return torch.max(torch.abs(t)) + PG_EPS if scale is None else t.new_tensor(scale)
 
 
 def quantize(t: torch.Tensor, bits: int, scale: float | None = None) -> torch.Tensor:

@@ -483,8 +483,9 @@ def test_bad_options_are_refused_before_any_work(tmp_path, kwargs, message):
 
 
 def test_a_failing_check_leaves_nothing_behind(tmp_path):
-    def check(package: Path, precision: str):
+    def check(package: Path, precision: str, dynamic):
         assert package.is_dir() and package.parent != tmp_path   # checked while staged
+        assert dynamic.names == ("batch",)  # the dynamic axes the program kept
         raise RuntimeError("check exploded")
 
     with pytest.raises(RuntimeError, match="check exploded"):

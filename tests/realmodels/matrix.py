@@ -45,7 +45,10 @@ def _export(to: str, **options: Any) -> Callable[..., tuple[bool, Any, str]]:
     def run(entry: Any, model: Any, inputs: tuple, out: Path) -> tuple[bool, Any, str]:
         result = gatex.export(model, inputs, to=to, out_dir=out, name=entry.name, force=True,
                               dynamic_shapes=entry.dynamic, **options)
-        return result.passed, result.parity, "; ".join(result.warnings)
+        note = "; ".join(result.warnings)
+        if not result.passed and result.parity is not None:
+            note = result.parity.summary()
+        return result.passed, result.parity, note
     return run
 
 
