@@ -126,7 +126,9 @@ def export_tensorrt(model: nn.Module, example_inputs: Sequence[torch.Tensor],
     kernels = _precompile(proto, precision)
     artifact = _write_bundle(proto, out_dir, stem, precision=precision, policy=plugins,
                              opset=opset, ops=traced.ops, unit=unit, decisions=decisions,
-                             kernels=kernels, batch=batch)
+                             kernels=kernels, batch=batch,
+                             profiles=shape_profiles(proto, traced.dynamic, example_inputs,
+                                                     batch))
     if not build:
         return artifact
     if not _optional.available("tensorrt"):
@@ -150,7 +152,8 @@ def build_engine(artifact: TensorrtArtifact, *, batch: tuple[int, int, int] = DE
         trt_bundle.build_engine(artifact.onnx_path, engine, plugins=plan["plugins"],
                                 kernel_for=kernel_for,
                                 timing_cache=artifact.bundle / "timing.cache",
-                                batch=batch, plan=engine_plan(plan), log=lambda _: None)
+                                batch=batch, plan=engine_plan(plan), log=lambda _: None,
+                                profiles=plan.get("profiles"))
     except RuntimeError as exc:
         raise BadInputError(f"TensorRT could not build {artifact.onnx_path.name}: {exc}") from None
     return TensorrtArtifact(**{**artifact.__dict__, "engine_path": engine})
@@ -310,10 +313,42 @@ def plan_document(*, unit: str | None, precision: str, policy: str, opset: int,
             "decisions": [d.as_json() for d in decisions]}
 
 
+SEQ_HEADROOM = 4   # an unbounded named axis' profile goes up to 4x its example size
+
+
+def shape_profiles(proto: Any, axes: Any, inputs: Sequence[torch.Tensor],
+                   batch: tuple[int, int, int]) -> dict[str, Any]:
+    """plan.json's ``profiles``: per graph input, each axis' dimension name (None: fixed) and
+    its (min, opt, max) for TensorRT's optimization profile: ``batch`` from ``batch``, another
+    named axis from 1 over its example size to its torch.export bound (or `SEQ_HEADROOM` x the
+    example size)."""
+    graph_inputs = [i for i in proto.graph.input
+                    if i.name not in {t.name for t in proto.graph.initializer}]
+    profiles = {}
+    for value, example in zip(graph_inputs, inputs):
+        names, triples = [], []
+        for axis, d in enumerate(value.type.tensor_type.shape.dim):
+            name = d.dim_param or None
+            size = int(example.shape[axis]) if axis < example.dim() else 1
+            if name is None:
+                triple = [d.dim_value] * 3
+            elif name == "batch":
+                triple = list(batch)
+            else:
+                _, hi = axes.bound(name)
+                triple = [1, size, hi if hi is not None else SEQ_HEADROOM * size]
+            names.append(name)
+            triples.append(triple)
+        if any(names):
+            profiles[value.name] = {"names": names, "profile": triples}
+    return profiles
+
+
 def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, policy: str,
                   opset: int, ops: tuple[str, ...], unit: str | None,
                   decisions: Sequence[PluginDecision], kernels: list[dict[str, Any]] | None,
-                  batch: tuple[int, int, int]) -> TensorrtArtifact:
+                  batch: tuple[int, int, int],
+                  profiles: dict[str, Any] | None = None) -> TensorrtArtifact:
     import onnx
 
 
@@ -321,6 +356,8 @@ def _write_bundle(proto: Any, out_dir: Path, stem: str, *, precision: str, polic
     onnx_name = f"{stem}.onnx"
     plan = plan_document(unit=unit, precision=precision, policy=policy, opset=opset, ops=ops,
                          decisions=decisions, onnx_name=onnx_name)
+    if profiles:
+        plan["profiles"] = profiles
     files = {
         "plan.json": json.dumps(plan, indent=1, allow_nan=False) + "\n",
         "build_engine.py": inspect.getsource(trt_bundle),

@@ -229,3 +229,28 @@ def test_bench_of_a_token_model_takes_its_inputs(tmp_path, run_python) -> None:
 
     rows = {r["backend"]: r for r in json.loads((tmp_path / "b.json").read_text())["backends"]}
     assert rows["torch"]["status"] == rows["ort"]["status"] == "ok"
+
+
+def test_tensorrt_bundle_carries_a_profile_per_named_dimension(tmp_path) -> None:
+    from gatex.exporters.tensorrt import EngineNotBuilt
+    from gatex.ops.kernels.trt_bundle import _profile_shapes
+
+    ids = torch.randint(0, VOCAB, (2, 32), generator=torch.Generator().manual_seed(4))
+    seq = torch.export.Dim("seq", max=MAX_SEQ)
+    try:
+        gatex.export(TinyLM().eval(), (ids,), to="trt", precision="fp32", out_dir=tmp_path,
+                     dynamic_shapes=[{0: "batch", 1: seq}])
+        pytest.skip("TensorRT is installed here: the engine was built")
+    except EngineNotBuilt as exc:
+        bundle, onnx_path = exc.artifact.bundle, exc.artifact.onnx_path
+    import json
+
+    plan = json.loads((bundle / "plan.json").read_text())
+    assert plan["profiles"] == {"input_ids": {"names": ["batch", "seq"],
+                                              "profile": [[1, 32, 512], [1, 32, MAX_SEQ]]}}
+    model = onnx.load(str(onnx_path))
+    assert _dims(model.graph.input[0]) == ["batch", "seq"]
+    # build_engine.py's shapes for TensorRT (-1: dynamic): batch from --min/opt/max-batch
+    shapes = _profile_shapes((-1, -1), (1, 8, 64), plan["profiles"]["input_ids"])
+    assert shapes == ((1, 1), (8, 32), (64, MAX_SEQ))
+    assert _profile_shapes((-1, 16), (1, 8, 64), None) == ((1, 16), (8, 16), (64, 16))

@@ -229,13 +229,16 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *,
                  plugins: list[dict[str, Any]],
                  kernel_for: Callable[[str, dict[str, Any], str], dict[str, Any]],
                  timing_cache: str | Path | None = None, batch: tuple[int, int, int] = (1, 32, 512),
-                 plan: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> Path:
+                 plan: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+                 profiles: dict[str, Any] | None = None) -> Path:
     """Parse ``onnx_path`` with gatex's plugins defined, build a strongly typed engine, save it
     (and the timing cache) atomically; returns the engine path.
 
-    ``batch`` = (min, opt, max) for every dynamic dimension of the inputs (the exporter makes
-    only the batch dimension dynamic). ``plan`` (gatex's plugin decisions) becomes the network's
-    name, which TensorRT keeps as the engine's name (``ICudaEngine.name``).
+    ``batch`` = (min, opt, max) for every dimension named ``batch``; ``profiles`` (plan.json's,
+    written by gatex: per input, each axis' dimension name and (min, opt, max)) for the other
+    named dimensions (``seq``, ...). Without ``profiles``, every dynamic dimension gets ``batch``.
+    ``plan`` (gatex's plugin decisions) becomes the network's name, which TensorRT keeps as the
+    engine's name (``ICudaEngine.name``).
     """
     import tensorrt as trt
     import tensorrt.plugin as trtp
@@ -263,7 +266,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *,
         dims = tuple(t.shape)
         if any(d < 0 for d in dims):
             dynamic = True
-            lo, opt, hi = (tuple(b if d < 0 else d for d in dims) for b in batch)
+            lo, opt, hi = _profile_shapes(dims, batch, (profiles or {}).get(t.name))
             profile.set_shape(t.name, lo, opt, hi)
     if dynamic:
         config.add_optimization_profile(profile)
@@ -283,6 +286,23 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *,
     log(f"wrote {engine_path} ({engine_path.stat().st_size / 1024:.1f} KiB)"
         + (f" and timing cache {timing_cache}" if timing_cache is not None else ""))
     return engine_path
+
+
+def _profile_shapes(dims: tuple[int, ...], batch: tuple[int, int, int],
+                    known: dict[str, Any] | None) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) shapes of one input: fixed sizes kept, ``batch`` axes from ``batch``,
+    other named axes from gatex's profile, any other dynamic axis from ``batch``."""
+    shapes: list[list[int]] = [[], [], []]
+    for axis, d in enumerate(dims):
+        if d >= 0:
+            triple = (d, d, d)
+        elif known and axis < len(known["names"]) and known["names"][axis] not in (None, "batch"):
+            triple = tuple(known["profile"][axis])
+        else:
+            triple = batch
+        for k in range(3):
+            shapes[k].append(int(triple[k]))
+    return tuple(tuple(s) for s in shapes)
 
 
 def _plugins_in(onnx_path: str | Path, plugins: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -325,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                      timing_cache=args.timing_cache,
                      batch=(args.min_batch, args.opt_batch, args.max_batch),
                      plan={k: plan[k] for k in ("gatex", "unit", "precision", "decisions")
-                           if k in plan})
+                           if k in plan}, profiles=plan.get("profiles"))
     except (RuntimeError, KeyError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
