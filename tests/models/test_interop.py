@@ -126,3 +126,36 @@ def test_eager_call_is_the_op() -> None:
     with torch.profiler.profile() as prof:
         model(x)
     assert any(e.name == "gatex::golu" for e in prof.events())
+
+
+class _UpstreamNet(torch.nn.Module):
+    """Upstream units of every family (tests/upstream.py), as a user's model holds them."""
+
+    def __init__(self) -> None:
+        import upstream as up
+
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = up.CGConv2d(4, 8, 3, padding=1)
+        self.act = up.ZiLU(sigma=None)
+        self.pa = up.paGLU(8 * 6 * 6, 16, alpha=0.6)
+        self.golu = up.GoLU()
+        self.cell = up.PaGRUCell(16, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.conv(x)).flatten(1)
+        return self.cell(self.golu(self.pa(h)))
+
+
+def test_plain_torch_onnx_after_adapt_matches_the_upstream_model() -> None:
+    net = _UpstreamNet().eval()
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = net(x)
+    adapted, report = gatex.models.adapt(net)
+    assert len(report.replaced) == 5 and not report.unknown
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(adapted, (x,), dynamo=True, verbose=False)
+    got = _run_onnx(program.model_proto.SerializeToString(), x)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
