@@ -187,22 +187,30 @@ def example_inputs():
 '''
 
 
-def test_cli_exports_a_token_model_with_typed_inputs_and_named_axes(tmp_path, run_python) -> None:
+def _cli(*args: object):
+    from typer.testing import CliRunner
+
+    from gatex.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def test_cli_exports_a_token_model_with_typed_inputs_and_named_axes(tmp_path) -> None:
     (tmp_path / "lm.py").write_text(LM_FILE)
-    proc = run_python("-m", "gatex", "export", "--model", f"{tmp_path / 'lm.py'}:build",
-                      "--input", "input_ids:int64[2,32]:0..100", "--dynamic", "0=batch,1=seq",
-                      "-o", str(tmp_path / "out"), "-q", timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "also within tolerance at seq = 31" in proc.stdout
+    result = _cli("export", "--model", f"{tmp_path / 'lm.py'}:build",
+                  "--input", "input_ids:int64[2,32]:0..100", "--dynamic", "0=batch,1=seq",
+                  "-o", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.output
+    assert "also within tolerance at seq = 31" in result.output
     model = onnx.load(str(tmp_path / "out" / "build-portable-fp32.onnx"))
     assert _dims(model.graph.input[0]) == ["batch", "seq"]
     # no --input: the file's example_inputs(); a bad spec: one line, exit 2, nothing written
-    hook = run_python("-m", "gatex", "export", "--model", f"{tmp_path / 'lm.py'}:build",
-                      "-o", str(tmp_path / "hook"), "-q", timeout=300)
-    assert hook.returncode == 0, hook.stderr
-    bad = run_python("-m", "gatex", "export", "--model", f"{tmp_path / 'lm.py'}:build",
-                     "--input", "input_ids:int64[2,32]", "-o", str(tmp_path / "bad"))
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "needs its range" in bad.stderr
+    hook = _cli("export", "--model", f"{tmp_path / 'lm.py'}:build", "-o", tmp_path / "hook",
+                "-q", "--force")
+    assert hook.exit_code == 0, hook.output
+    bad = _cli("export", "--model", f"{tmp_path / 'lm.py'}:build",
+               "--input", "input_ids:int64[2,32]", "-o", tmp_path / "bad")
+    assert bad.exit_code == 2 and "needs its range" in bad.output
     assert not (tmp_path / "bad").exists()
 
 
@@ -219,6 +227,13 @@ def test_bench_of_a_token_model_takes_its_inputs(tmp_path, run_python) -> None:
     (row,) = result.rows
     assert row.status == "ok", row.reason
     assert result.settings["batch_size"] == 2 and result.settings["inputs"] == "ids"
+
+
+@pytest.mark.slow
+def test_cli_bench_of_a_token_model_with_input_specs(tmp_path, run_python) -> None:
+    ids = torch.randint(0, VOCAB, (2, 32), generator=torch.Generator().manual_seed(3))
+    path = gatex.export(TinyLM().eval(), (ids,), out_dir=tmp_path,
+                        dynamic_shapes=[{0: "batch", 1: "seq"}]).path
     (tmp_path / "lm.py").write_text(LM_FILE)
     proc = run_python("-m", "gatex", "bench", str(path), "--model",
                       f"{tmp_path / 'lm.py'}:build", "--input", "input_ids:int64[1,32]:0..100",

@@ -53,6 +53,7 @@ def test_openvino_backend_takes_onnx_only_in_one_line(tmp_path) -> None:
     assert "openvino runs .onnx" in one_error_line(result)
 
 
+@pytest.mark.slow
 def test_bench_times_openvino_beside_onnxruntime_on_one_file(zoo_golu, tmp_path) -> None:
     from gatex.benchmarking.run import bench
 
