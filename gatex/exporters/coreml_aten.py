@@ -3,9 +3,10 @@
 Each entry is one conversion function registered with coremltools' ``register_torch_op``
 beside gatex's own ops (`gatex.exporters.coreml.register_lowerings`), under the name
 coremltools looks the op up by (``diff``, ``where.scalarother``). Found by running the
-real-model corpus (tests/realmodels): transformers' GPT-2 calls ``torch.diff`` and
-``Tensor.new_ones`` while building its attention mask; ViT's attention calls ``torch.where(cond, x, scalar)``. coremltools' own
-conversions are never overridden: an op it converts itself is skipped here.
+real-model corpus (tests/realmodels): transformers' GPT-2 calls ``torch.diff``,
+``Tensor.new_ones`` and ``&`` / ``|`` of bool masks while building its attention mask; ViT's
+attention calls ``torch.where(cond, x, scalar)``. coremltools' own conversions are never
+overridden: an op it converts itself is skipped here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 
 
 def _diff(context: Any, node: Any) -> None:

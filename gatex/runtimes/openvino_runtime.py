@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from gatex._optional import require
 from gatex.artifacts.onnx_file import read_onnx
 from gatex.artifacts.onnx_nodes import decompose_plugin_nodes
-from gatex._optional import require
 from gatex.errors import CheckFailedError, CheckpointError
 from gatex.runtimes.base import Runtime, TensorSpec
 

@@ -19,13 +19,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from model_cases import gatex_targets
 
 import gatex.models
 import gatex.ops
 from gatex.errors import NotScriptableError
 from gatex.models import zoo
-
-from model_cases import gatex_targets
 
 UNITS = [e.unit for e in zoo.ENTRIES]
 FAST = {"paGLU", "GoLU", "ZiLU", "PaGRUCell", "CGConv2d"}  # one per family in the default run

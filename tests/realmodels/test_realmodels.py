@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 from functools import cache
 
+import corpus
 import pytest
 from corpus import ENTRIES, Entry
 from matrix import TARGETS, no_output, run_cell
@@ -66,3 +67,29 @@ def test_every_corpus_model_has_a_default_cell() -> None:
     # a model added to the corpus is exercised by the default run, not only by --run-slow
     assert {name for name, _ in DEFAULT} >= {e.name for e in ENTRIES if not e.slow}
     assert {t for _, t in DEFAULT} == set(TARGETS)
+
+
+@pytest.mark.parametrize("name, max_seq", [
+    pytest.param("gpt2-paGLU", corpus.GPT2_MAX_SEQ, marks=pytest.mark.slow),
+    ("bert-GatedDense", corpus.BERT_MAX_SEQ),
+])
+def test_token_models_take_every_sequence_length_up_to_their_maximum(name: str, max_seq: int,
+                                                                    tmp_path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    import gatex
+
+    entry = next(e for e in ENTRIES if e.name == name)
+    if entry.library and importlib.util.find_spec(entry.library) is None:
+        pytest.skip(f"{entry.library} is not installed")
+    model, inputs = _built(name)
+    result = no_output(lambda: gatex.export(model, inputs, out_dir=tmp_path, name=name,
+                                            dynamic_shapes=entry.dynamic, check=False))
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    for seq in (1, 7, max_seq // 2 + 3, max_seq):
+        ids = torch.randint(0, 1000, (3, seq), generator=torch.Generator().manual_seed(seq))
+        got = session.run(None, {session.get_inputs()[0].name: ids.numpy()})[0]
+        with torch.no_grad():
+            np.testing.assert_allclose(got, model(ids).numpy(), rtol=1e-4, atol=1e-5)

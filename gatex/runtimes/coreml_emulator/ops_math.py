@@ -1,8 +1,8 @@
 """Elementwise, activation, reduction and linear-algebra MIL ops.
 
 Most reuse coremltools' own ``value_inference`` (checked op by op in the tests). gatex's own
-kernels: select (value_inference fails on a scalar b), erf and gelu (``value_inference`` maps ``math.erf`` over every element, one Python call
-each), silu (no ``value_inference``), cumsum (its exclusive branch is broken in coremltools 9),
+kernels: select (value_inference fails on a scalar b), erf and gelu (``value_inference`` maps
+``math.erf`` over every element, one Python call each), silu (no ``value_inference``), cumsum (its exclusive branch is broken in coremltools 9),
 and scaled_dot_product_attention (iOS18, none).
 """
 
