@@ -160,7 +160,10 @@ def test_hazards_finite_and_accurate(hazard_runs, case: tuple[int, int],
     truth = reference64(name, params, [t.double() for t in inputs])
     with np.errstate(over="ignore"):  # values beyond the dtype's range are not compared
         check = np.isfinite(truth.astype(out.dtype)) & ~np.isnan(truth)
-    assert check.sum() > 0.9 * check.size  # the check covers (almost) every hazard input
+    # the check covers (almost) every hazard input; the identity gate passes u through
+    # unbounded, so v * u overflows fp16 on 16 % of the grid (709 of 841 values are finite)
+    coverage = 0.8 if params.get("gate") == "identity" else 0.9
+    assert check.sum() > coverage * check.size
     if dtype == "fp32" and name in FAR_TAIL_OPS:
         check &= params.get("sigma", 1.0) * inputs[0].double().numpy() >= -100.0
     tol = REGISTRY.get(name).tolerance(TORCH_DTYPES[dtype])
