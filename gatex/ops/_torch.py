@@ -74,6 +74,7 @@ def _decompose_here() -> bool:
     if _KEEP_OPS:
         return False
     if torch.jit.is_tracing():          # torch.jit.trace, legacy torch.onnx.export
+        _legacy_onnx_symbolics()
         return True
     if not torch.compiler.is_compiling():
         return False                    # eager: the op itself
@@ -82,6 +83,23 @@ def _decompose_here() -> bool:
     if torch.compiler.is_dynamo_compiling():
         return False                    # strict torch.export: keep the op
     return _onnx_on_stack()             # non-strict torch.export: torch.onnx's or the user's
+
+
+@functools.cache
+def _legacy_onnx_symbolics() -> None:
+    """The aten ops the impls use that the legacy (TorchScript) torch.onnx exporter cannot
+    translate, given a symbolic once: erfc(x) = 1 - erf(x) (the GELU-family gates). Only adds a
+    translation where torch.onnx had none."""
+    import torch.onnx
+
+    def erfc(g: Any, x: Any) -> Any:
+        one = g.op("Constant", value_t=torch.tensor(1.0))
+        return g.op("Sub", g.op("CastLike", one, x), g.op("Erf", x))
+
+    try:
+        torch.onnx.register_custom_op_symbolic("aten::erfc", erfc, 13)
+    except Exception:  # noqa: BLE001  (a torch without the legacy exporter: nothing to add)
+        pass
 
 
 def _onnx_on_stack() -> bool:
