@@ -299,8 +299,10 @@ def test_adapt_converts_upstream_base_instances_and_base_forward_subclasses() ->
 
 @pytest.mark.parametrize("make", [
     lambda: models.paGLU(8, 6, alpha=0.6, use_gate_norm=True),
-    lambda: models.paSwishU(8, 6, alpha="learnable", beta=1.5, use_gate_norm=True),
-    lambda: models.paUnit(8, 6, activation_fn=lambda u: u * u / (1 + u * u), alpha=0.7),
+    pytest.param(lambda: models.paSwishU(8, 6, alpha="learnable", beta=1.5, use_gate_norm=True),
+                 marks=pytest.mark.slow),
+    pytest.param(lambda: models.paUnit(8, 6, activation_fn=lambda u: u * u / (1 + u * u),
+                                       alpha=0.7), marks=pytest.mark.slow),
 ], ids=["gate-norm", "swish-gate-norm", "callable-gate"])
 def test_gate_norm_and_callable_gates_still_export_as_a_gatex_op(make, tmp_path) -> None:
     import gatex
