@@ -27,12 +27,9 @@ def _diff(context: Any, node: Any) -> None:
     x = inputs[0]
     n = int(inputs[1].val) if len(inputs) > 1 and inputs[1] is not None else 1
     dim = int(inputs[2].val) if len(inputs) > 2 and inputs[2] is not None else -1
-    extra = [v if len(inputs) > i and inputs[i] is not None else None for i, v in
-             ((3, inputs[3] if len(inputs) > 3 else None),
-              (4, inputs[4] if len(inputs) > 4 else None))]
-    if any(v is not None for v in extra):
-        parts = [p for p in (extra[0], x, extra[1]) if p is not None]
-        x = mb.concat(values=parts, axis=dim)
+    prepend, append = (inputs[i] if len(inputs) > i else None for i in (3, 4))
+    if prepend is not None or append is not None:
+        x = mb.concat(values=[p for p in (prepend, x, append) if p is not None], axis=dim)
     rank = x.rank
     axis = dim % rank
     for _ in range(n):
@@ -47,8 +44,8 @@ def _diff(context: Any, node: Any) -> None:
                                end_mask=mask)
         lo = mb.slice_by_index(x=x, begin=[0] * rank, end=end_lo, begin_mask=mask,
                                end_mask=lo_mask)
-        x = mb.sub(x=hi, y=lo) if x.dtype is not None and str(x.dtype) != "bool" else \
-            mb.logical_xor(x=hi, y=lo)
+        # torch.diff of a bool tensor is "changed": xor
+        x = mb.logical_xor(x=hi, y=lo) if _dtype_name(x) == "bool" else mb.sub(x=hi, y=lo)
     context.add(mb.identity(x=x, name=node.name))
 
 

@@ -168,8 +168,7 @@ def parse_cli(texts: Sequence[str], n_inputs: int, input_names: Sequence[str] = 
         return STATIC
     axes: list[dict[int, str]] = [{} for _ in range(n_inputs)]
     for text in texts:
-        target, sep, rest = text.rpartition(":") if ":" in text else ("", "", text)
-        del sep
+        target, _, rest = text.rpartition(":")
         indices = range(n_inputs) if not target else [_input_index(target, n_inputs,
                                                                    input_names, text)]
         for item in rest.split(","):
