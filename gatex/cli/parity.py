@@ -53,16 +53,16 @@ def parity(
              "raise each output's atol to 2x the atol torch's own run needs (shown in every "
              "report); --no-precision-floor judges by the spec tolerance alone.",
     )] = True,
-    decision_outliers: Annotated[bool, typer.Option(
-        "--decision-outliers/--no-decision-outliers",
-        help="For models with hard-decision ops (PGConv2d levels, CGConv2d gates), excuse up to "
-             "their spec's share (0.5 %) of each output's elements outside the tolerance, "
-             "where a last-bit difference flipped a level or a gate (the count is reported); "
-             "--no-decision-outliers holds every element to the tolerance.",
-    )] = True,
+    decisions: Annotated[str, typer.Option(
+        help="For models with hard-decision ops (CGConv2d gates, PGConv2d levels): forced "
+             "compares the artifact's decisions with torch's layer by layer (a flip must lie "
+             "within its rounding bound) and judges the outputs against torch run with the "
+             "artifact's decisions, at the spec tolerance (fp16 against fp32, no floor); "
+             "strict compares the outputs elementwise with torch's own.",
+    )] = "forced",
     max_outliers: Annotated[float | None, typer.Option(
         help="Percent of each output's elements allowed outside the tolerance, for any model "
-             "(your share instead of the specs'; reported as yours), e.g. 1.5.",
+             "(reported as yours), e.g. 1.5; none by default.",
         show_default=False,
     )] = None,
     json_path: Annotated[Path | None, typer.Option(
@@ -103,9 +103,10 @@ def parity(
     the model holds (the loosest of them). A low-precision (fp16/bf16) artifact is also held
     to a precision floor: a whole network in fp16 cannot beat torch's own fp16 error, so each
     output's atol is at least 2x the atol torch's fp16 run needs, measured in the same run.
-    A model with hard-decision ops (PGConv2d, CGConv2d) may have up to 0.5 % of each output's
-    elements outside the tolerance, where a level or gate flipped (reported;
-    --max-outliers PCT sets your own share for any model). A
+    A model with hard-decision ops (PGConv2d, CGConv2d) is judged by decision-forced parity
+    (--decisions forced): each layer's gates and levels against torch's, every flip within
+    the rounding bound of its pre-decision value, and the outputs against torch run with the
+    artifact's decisions, with no floor (the report lists flips per layer). A
     failure names the output and the tolerance that would have passed. When the reference
     holds GatedDense layers, an ONNX or CoreML artifact must also keep every weight pruned in
     the reference exactly zero (or removed by the compaction its metadata records,
@@ -118,19 +119,15 @@ def parity(
     from gatex.errors import BadInputError
     from gatex.pipeline.check import run_parity_command
 
-    if max_outliers is not None:
-        if not decision_outliers:
-            raise BadInputError("--max-outliers sets the allowance that --no-decision-outliers "
-                                "turns off: give one of them")
-        if not 0 <= max_outliers < 100:
-            raise BadInputError(f"--max-outliers must be a percentage in [0, 100); got "
-                                f"{max_outliers:g}")
-        decision_outliers = max_outliers / 100
+    if max_outliers is not None and not 0 <= max_outliers < 100:
+        raise BadInputError(f"--max-outliers must be a percentage in [0, 100); got "
+                            f"{max_outliers:g}")
 
     run_parity_command(artifacts, reference=reference, unit=unit, model=model, weights=weights,
                        trust_checkpoint=trust_checkpoint, inputs=inputs, dtype=dtype, rtol=rtol,
                        atol=atol, json_path=json_path, junit_path=junit, markdown_path=markdown,
                        locate=locate, device=device, threads=threads,
                        compute_units=compute_units, precision_floor=precision_floor,
-                       decision_outliers=decision_outliers, backend=backend)
+                       decisions=decisions, backend=backend,
+                       max_outliers=None if max_outliers is None else max_outliers / 100)
 

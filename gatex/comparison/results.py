@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from gatex.comparison.decisions import DecisionReport
 from gatex.comparison.metrics import OutputParity
 from gatex.comparison.tolerance import ToleranceChoice
 
@@ -54,7 +55,9 @@ class ParityResult:
     MIL emulator on Linux); ``inputs`` says where the inputs came from, ``input_nans`` which
     inputs held NaNs (reported, not refused). ``pruned``: for a reference with GatedDense
     layers, the artifact's pruned-weights check (`gatex.exporters.compact.PrunedWeightsCheck`);
-    a violated one fails the result whatever the outputs say.
+    a violated one fails the result whatever the outputs say. ``decisions``: for a model with
+    hard-decision ops, the decisions compared layer by layer (`DecisionReport`); a flip beyond
+    its rounding bound fails the result.
     """
 
     artifact: str
@@ -70,11 +73,13 @@ class ParityResult:
     locate: LocateResult | None = None
     notes: tuple[str, ...] = ()
     pruned: Any | None = None
+    decisions: DecisionReport | None = None
 
     @property
     def passed(self) -> bool:
         return bool(self.outputs) and all(self.outputs) and \
-            (self.pruned is None or bool(self.pruned))
+            (self.pruned is None or bool(self.pruned)) and \
+            (self.decisions is None or self.decisions.passed)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -90,6 +95,8 @@ class ParityResult:
             return f"{head}: {len(self.outputs)} outputs within {self.tolerance.describe()}"
         if not self.outputs:
             return f"{head}: no outputs compared"
-        if not self.failures():  # the outputs agree; the pruned-weights check failed
+        if not self.failures():  # the outputs agree; the decisions or pruned weights do not
+            if self.decisions is not None and not self.decisions.passed:
+                return f"{head}: {self.decisions.summary()}"
             return f"{head}: {self.pruned.summary()}"
         return f"{head}: {self.failures()[0].message}"

@@ -25,9 +25,9 @@ class ToleranceChoice:
     ops (MatMul, Conv, ...) that brought in the spec file's reduction tolerance.
     ``tolerance`` is the one chosen before any floor; ``floors`` holds the measured floors by
     output name, and an output's own `OutputParity.tolerance` is the one applied to it.
-    ``outliers`` is the largest `OpSpec.decision_outliers` of the ops (the fraction of an
-    output's elements excused for hard-decision flips), ``outlier_ops`` the ops that ask for it;
-    0 when no op makes hard decisions or the caller turned it off.
+    ``outliers`` is the fraction of each output's elements the user excused (``--max-outliers``),
+    ``outlier_ops`` who asked for it; 0 by default: hard decisions are proved by
+    decision-forced parity (`gatex.comparison.decisions`), not excused.
     """
 
     tolerance: Tolerance
@@ -39,15 +39,12 @@ class ToleranceChoice:
     outliers: float = 0.0
     outlier_ops: tuple[str, ...] = ()
 
-    def with_outliers(self, setting: bool | float) -> ToleranceChoice:
-        """This choice with the hard-decision allowance asked for: True keeps the specs' (none
-        for the user's own rtol and atol), False or 0 none, a number in [0, 1) is the share,
-        the user's, for any model."""
+    def with_outliers(self, setting: float | None) -> ToleranceChoice:
+        """This choice with the allowance asked for: None or 0 none, a number in [0, 1) is the
+        share of each output's elements that may lie outside, the user's, for any model."""
         from dataclasses import replace
 
-        if setting is True:
-            return self
-        if setting is False or setting == 0:
+        if not setting:
             return replace(self, outliers=0.0, outlier_ops=())
         fraction = float(setting)
         if not 0 <= fraction < 1:
@@ -144,11 +141,8 @@ def tolerance_for(op_names: Iterable[str], dtype: object, *,
     reductions = tuple(sorted(set(reductions)))
     if reductions:
         bounds.append(REDUCTION_TOLERANCES[dtype])
-    deciders = tuple(sorted(n for n, s in specs.items() if s.decision_outliers > 0))
-    outliers = max((specs[n].decision_outliers for n in deciders), default=0.0)
     return ToleranceChoice(Tolerance(max(t.rtol for t in bounds), max(t.atol for t in bounds)),
-                           dtype, "spec", tuple(sorted(specs)), reductions, outliers=outliers,
-                           outlier_ops=deciders)
+                           dtype, "spec", tuple(sorted(specs)), reductions)
 
 
 def choose_tolerance(op_names: Iterable[str], dtype: object, *, rtol: float | None = None,
@@ -167,5 +161,4 @@ def choose_tolerance(op_names: Iterable[str], dtype: object, *, rtol: float | No
         return spec
     chosen = Tolerance(spec.rtol if rtol is None else float(rtol),
                        spec.atol if atol is None else float(atol))
-    return ToleranceChoice(chosen, dtype, "user+spec", spec.ops, spec.reductions,
-                           outliers=spec.outliers, outlier_ops=spec.outlier_ops)
+    return ToleranceChoice(chosen, dtype, "user+spec", spec.ops, spec.reductions)

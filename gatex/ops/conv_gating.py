@@ -15,15 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from gatex.errors import CoremlExportError
+from gatex.ops import decisions
 from gatex.ops._torch import compute_in_fp32, publish
 from gatex.ops.spec import REDUCTION_TOLERANCES, OpSpec, Param, TensorrtLowering
 
 SOURCE = "https://github.com/cornell-zhang/dnn-gating utils/"
 BN_EPS = 1e-5
 PG_EPS = 1e-7
-# share of a model output's elements that may sit outside the tolerance because a hard decision
-# (a level, a gate) flipped between backends: the zoo PGConv2d model on CoreML fp32 used 0.22 %
-DECISION_OUTLIERS = 0.005
 
 CONV_PARAMS = (
     Param("stride", (1, 1), "convolution stride (h, w)", kind=tuple),
@@ -59,9 +57,13 @@ def cg_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tenso
                         threshold: torch.Tensor, *, stride=(1, 1), padding=(0, 0),
                         dilation=(1, 1), groups: int = 1) -> torch.Tensor:
     """Yp = conv(x, W*M); out = Yp + 1[Yp > T] * conv(x, W*(1-M)), T the folded threshold (C,)."""
-    partial = _conv(x, weight * mask, stride, padding, dilation, groups)
+    partial_w = weight * mask
+    partial = _conv(x, partial_w, stride, padding, dilation, groups)
     rest = _conv(x, weight * (1 - mask), stride, padding, dilation, groups)
-    gate = (partial > threshold.reshape(1, -1, 1, 1)).to(partial.dtype)
+    gate = decisions.threshold_decision(
+        decisions.begin("CGConv2d"), "gate", partial, threshold.reshape(1, -1, 1, 1),
+        lambda: _conv(x.abs(), partial_w.abs(), stride, padding, dilation, groups),
+        k=weight[0].numel())
     return partial + gate * rest
 
 
@@ -82,10 +84,10 @@ CG_CONV2D = publish(OpSpec(
     reference=cg_conv2d_reference, impl=compute_in_fp32(cg_conv2d_reference),
     elementwise=False, tolerances=REDUCTION_TOLERANCES,
     hazards="The gate is a hard threshold: an output within rounding of T may flip between "
-            "backends (the element then differs by the whole ungated term), so parity allows "
-            "0.5 % of a model output's elements outside the tolerance (decision_outliers) and "
-            "reports how many it used.",
-    decision_outliers=DECISION_OUTLIERS,
+            "backends (the element then differs by the whole ungated term), so parity compares "
+            "the gates themselves (a flip must lie within the rounding bound of the partial "
+            "sum) and judges the outputs against torch run with the artifact's gates.",
+    decisions=("gate",),
 ), "(Tensor x, Tensor weight, Tensor mask, Tensor threshold, int[2] stride=[1, 1], "
    "int[2] padding=[0, 0], int[2] dilation=[1, 1], int groups=1) -> Tensor", fake=_cg_fake)
 
@@ -120,11 +122,33 @@ def truncate(t: torch.Tensor, bits: int, msb_bits: int, scale: float | None = No
     return torch.sign(t) * s * (torch.floor(q / drop) * drop) / levels
 
 
-def pg_weight(weight: torch.Tensor, wbits: int, groups: int = 1) -> torch.Tensor:
+def _split_activation(x: torch.Tensor, bits: int, msb_bits: int, scale: float | None,
+                      entry: decisions.OpDecisions | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T(x), Q_a(x)): truncate and quantize of one activation with one rounding to levels,
+    the decision the tape records or forces (the same values as the two upstream calls)."""
+    s = _scale(x, scale)
+    levels = 2.0 ** bits - 1.0
+    drop = 2.0 ** (bits - msb_bits)
+    q = decisions.round_decision(entry, "levels", torch.clamp(torch.abs(x) / s, 0.0, 1.0) * levels,
+                                 levels, s)
+    sign_s = torch.sign(x) * s
+    return sign_s * (torch.floor(q / drop) * drop) / levels, sign_s * q / levels
+
+
+def pg_weight(weight: torch.Tensor, wbits: int, groups: int = 1,
+              entry: decisions.OpDecisions | None = None) -> torch.Tensor:
     """Q_w(W) with upstream's binary rescale sqrt(1 / (k^2 C_in)) at 1 bit.
 
     Upstream uses the layer's in_channels, which is the weight's C_in/groups times groups.
+    With a decision tape's ``entry``, the weight levels are the decision ``wlevels``.
     """
+    if wbits >= 2 and entry is not None:
+        s = _scale(weight, None)
+        levels = 2.0 ** wbits - 1.0
+        q = decisions.round_decision(entry, "wlevels",
+                                     torch.clamp(torch.abs(weight) / s, 0.0, 1.0) * levels,
+                                     levels, s)
+        return torch.sign(weight) * s * q / levels
     q = quantize(weight, wbits)
     if wbits == 1:
         q = q * math.sqrt(1.0 / (weight.shape[-1] ** 2 * weight.shape[1] * groups))
@@ -136,11 +160,14 @@ def pg_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, threshold: torch.
                         act_scale: float | None = None, stride=(1, 1), padding=(0, 0),
                         dilation=(1, 1), groups: int = 1) -> torch.Tensor:
     """O_msb = conv(T(x), Q_w(W)); out = O_msb + 1[O_msb > threshold] conv(Q_a(x) - T(x), Q_w(W))."""
-    w = pg_weight(weight, wbits, groups)
-    msb = truncate(x, abits, pred_bits, act_scale)
+    entry = decisions.begin("PGConv2d")
+    w = pg_weight(weight, wbits, groups, entry)
+    msb, full = _split_activation(x, abits, pred_bits, act_scale, entry)
     out_msb = _conv(x=msb, w=w, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    gate = (out_msb > threshold.reshape(1, -1, 1, 1)).to(out_msb.dtype)
-    lsb = quantize(x, abits, act_scale) - msb
+    gate = decisions.threshold_decision(
+        entry, "gate", out_msb, threshold.reshape(1, -1, 1, 1),
+        lambda: _conv(msb.abs(), w.abs(), stride, padding, dilation, groups), k=w[0].numel())
+    lsb = full - msb
     return out_msb + gate * _conv(lsb, w, stride, padding, dilation, groups)
 
 
@@ -172,9 +199,10 @@ PG_CONV2D = publish(OpSpec(
             "on the others unless act_scale is fixed (calibrated) or the batch is 1. Rounding "
             "to levels and the hard gate can flip between backends near a boundary (measured: "
             "1 of 230k activation levels in the zoo model's second layer on CoreML fp32, 10 of "
-            "4500 logits off by up to 3e-3), so parity allows 0.5 % of a model output's "
-            "elements outside the tolerance (decision_outliers) and reports how many it used.",
-    decision_outliers=DECISION_OUTLIERS,
+            "4500 logits off by up to 3e-3), so parity compares the levels and gates themselves "
+            "(each flip within its rounding bound) and judges the outputs against torch run "
+            "with the artifact's decisions.",
+    decisions=("wlevels", "levels", "gate"),
 ), "(Tensor x, Tensor weight, Tensor threshold, int wbits=8, int abits=8, int pred_bits=4, "
    "float? act_scale=None, int[2] stride=[1, 1], int[2] padding=[0, 0], int[2] dilation=[1, 1], "
    "int groups=1) -> Tensor", fake=_pg_fake)
@@ -190,7 +218,9 @@ def _gated_sum(b, base: str, threshold: str, extra: str) -> str:
     arithmetic (a 0/1 gate times extra), not a Where, which onnxruntime's CPU EP runs at about
     16x the time of an elementwise pass (benchmarks/README.md, zilu_sigma_forms)."""
     t = b.op("Reshape", threshold, b.ints([1, -1, 1, 1]))
-    gate = b.op("Cast", b.op("Greater", base, t), to=b.dtype)
+    decided = b.op("Greater", base, t)
+    b.decision("gate", decided, pre=base)
+    gate = b.op("Cast", decided, to=b.dtype)
     return b.op("Add", base, b.op("Mul", gate, extra))
 
 
@@ -234,13 +264,20 @@ def _pg_conv2d_onnx(b, x: str, weight: str, threshold: str, *, wbits: int = 8, a
                     pred_bits: int = 4, act_scale: float | None = None, stride=(1, 1),
                     padding=(0, 0), dilation=(1, 1), groups: int = 1) -> str:
     attrs = _conv_attrs(stride, padding, dilation, groups)
-    w = _pg_quantize(b, weight, wbits, None)  # a function of initializers: folded at load
+    if wbits >= 2:  # a function of initializers, folded at load; its levels are a decision
+        s_w = _pg_scale(b, weight, None)
+        w_levels = _pg_levels(b, weight, s_w, wbits)
+        b.decision("wlevels", w_levels)
+        w = _pg_from_levels(b, weight, s_w, w_levels, wbits)
+    else:
+        w = _pg_quantize(b, weight, wbits, None)
     if wbits == 1:
         w = b.op("Mul", w, b.op("Sqrt", b.op("Reciprocal", b.op("Cast", b.op(
             "Mul", b.op("ReduceProd", b.op("Shape", weight, start=1), keepdims=0),
             b.ints([groups])), to=b.dtype))))
     s = _pg_scale(b, x, act_scale)
     levels = _pg_levels(b, x, s, abits)
+    b.decision("levels", levels)
     drop = 2.0 ** (abits - pred_bits)
     msb_levels = b.mul(b.op("Floor", b.mul(levels, 1.0 / drop)), drop)
     msb = _pg_from_levels(b, x, s, msb_levels, abits)
@@ -252,20 +289,21 @@ def _pg_conv2d_onnx(b, x: str, weight: str, threshold: str, *, wbits: int = 8, a
 # CoreML: two dense convolutions and a select, as ONNX. Constant weights are folded here with
 # the torch reference's own code (W * M, W * (1 - M), Q_w(W)), so the program holds the very
 # weights torch uses; the activation quantiser runs as MIL ops.
-def _conv_coreml(m, x, weight, stride, padding, dilation, groups):
+def _conv_coreml(m, x, weight, stride, padding, dilation, groups, **name):
     w = m.value(weight)
     w = m.const(w, x) if w is not None else weight
     return m.conv(x=x, weight=w, strides=list(stride), pad_type="custom",
                   pad=[padding[0], padding[0], padding[1], padding[1]], dilations=list(dilation),
-                  groups=groups)
+                  groups=groups, **name)
 
 
-def _where_gated_coreml(m, base, threshold, extra):
-    """base + 1[base > threshold] * extra, threshold per output channel."""
+def _where_gated_coreml(m, base, threshold, extra, prefix: str):
+    """base + 1[base > threshold] * extra, threshold per output channel; the comparison is
+    named ``prefix + "gate"`` (the decision parity reads back, `gatex.ops.decisions`)."""
     t = m.value(threshold)
     t = m.const(np.reshape(t, (1, -1, 1, 1)), base) if t is not None else \
         m.reshape(x=threshold, shape=[1, -1, 1, 1])
-    return m.select(m.greater(base, t), m.add(base, extra), base)
+    return m.select(m.greater(base, t, name=prefix + "gate"), m.add(base, extra), base)
 
 
 @CG_CONV2D.lowering("coreml")
@@ -277,8 +315,9 @@ def _cg_conv2d_coreml(m, x, weight, mask, threshold, *, stride=(1, 1), padding=(
     else:
         partial_w, rest_w = m.mul(weight, mask), m.mul(weight, m.sub(1.0, mask))
     conv = (stride, padding, dilation, groups)
-    return _where_gated_coreml(m, _conv_coreml(m, x, partial_w, *conv), threshold,
-                               _conv_coreml(m, x, rest_w, *conv))
+    prefix = decisions.mil_prefix("CGConv2d")
+    partial = _conv_coreml(m, x, partial_w, *conv, name=prefix + "gate__pre")
+    return _where_gated_coreml(m, partial, threshold, _conv_coreml(m, x, rest_w, *conv), prefix)
 
 
 def _pg_scale_coreml(m, x, act_scale):
@@ -303,14 +342,15 @@ def _pg_conv2d_coreml(m, x, weight, threshold, *, wbits: int = 8, abits: int = 8
     w = pg_weight(torch.from_numpy(np.asarray(w, np.float32)), wbits, groups).numpy()
     s = _pg_scale_coreml(m, x, act_scale)
     unit = m.clip(m.div(m.abs(x=x), s), 0.0, 1.0)
-    levels = m.round(x=m.mul(unit, 2.0 ** abits - 1.0))
+    prefix = decisions.mil_prefix("PGConv2d")
+    levels = m.round(x=m.mul(unit, 2.0 ** abits - 1.0), name=prefix + "levels")
     drop = 2.0 ** (abits - pred_bits)
     msb_levels = m.mul(m.floor(x=m.mul(levels, 1.0 / drop)), drop)
     msb = _pg_from_levels_coreml(m, x, s, msb_levels, abits)
     lsb = m.sub(_pg_from_levels_coreml(m, x, s, levels, abits), msb)
     conv = (stride, padding, dilation, groups)
-    out_msb = _conv_coreml(m, msb, w, *conv)
-    return _where_gated_coreml(m, out_msb, threshold, _conv_coreml(m, lsb, w, *conv))
+    out_msb = _conv_coreml(m, msb, w, *conv, name=prefix + "gate__pre")
+    return _where_gated_coreml(m, out_msb, threshold, _conv_coreml(m, lsb, w, *conv), prefix)
 
 
 # TensorRT: the ONNX decomposition (a matmul/convolution TensorRT runs natively; no plugin)

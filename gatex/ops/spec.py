@@ -167,11 +167,12 @@ class OpSpec:
     optional_inputs: tuple[str, ...] = ()
     hazards: str = ""               # fp16/bf16 hazards and how impl avoids them
     # Ops that make hard decisions (a quantiser's level, a gate's on/off) are discontinuous: a
-    # last-bit difference upstream of a decision (a convolution summed in another order) flips
-    # it, and the flipped element is off by a whole level or a whole gated term, whatever the
-    # tolerance. ``decision_outliers`` is the fraction of a model output's elements allowed
-    # outside the tolerance for such flips (0: none); parity reports how many it used.
-    decision_outliers: float = 0.0
+    # last-bit difference upstream of a decision flips it, and the flipped element is off by a
+    # whole level or a whole gated term, whatever the tolerance. ``decisions`` names the
+    # intermediate tensors that are decisions (recorded and forced through
+    # `gatex.ops.decisions`; the lowerings mark them): parity compares them one by one and judges
+    # the outputs against torch run with the artifact's decisions (decision-forced parity).
+    decisions: tuple[str, ...] = ()
     lowerings: dict[str, Callable[..., Any]] = field(default_factory=dict, compare=False, repr=False)
     unsupported_reasons: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

@@ -63,6 +63,9 @@ from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime,
 from gatex.runtimes.openvino_runtime import OpenvinoRuntime
 from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
 from gatex.runtimes.torch_runtime import TorchRuntime
+from gatex.comparison.decisions import DecisionReport
+from gatex.pipeline.forced import MODES, ForcedRun, forced_run
+from gatex.runtimes.decisions import deciding_ops
 
 UNIT_METADATA_KEY = "gatex.unit"   # written by the exporters (ONNX metadata_props, CoreML
                                    # user_defined_metadata)
@@ -207,7 +210,8 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                      tolerance: Tolerance | None = None, rtol: float | None = None,
                      atol: float | None = None, inputs_note: str = "",
                      extra_ops: Iterable[str] = (), precision_floor: bool = True,
-                     decision_outliers: bool | float = True) -> ParityResult:
+                     decisions: str = "forced", max_outliers: float | None = None
+                     ) -> ParityResult:
     """Run both runtimes on ``feeds`` (a mapping, or a list of batches) and compare every output.
 
     The tolerance is ``tolerance`` (reported as the user's), else `choose_tolerance` over the
@@ -220,10 +224,12 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
     it) to `FLOOR_FACTOR` x the atol torch's own run needs at the chosen rtol
     (`measure_torch_error`, `PrecisionFloor`); every result reports it.
 
-    ``decision_outliers``: True excuses up to the specs' `OpSpec.decision_outliers` fraction
-    of each output's elements for hard-decision flips (PGConv2d levels, CGConv2d gates; none
-    with the user's own rtol and atol); a number in [0, 1) is the fraction, the user's, for any
-    model; False (or 0) holds every element to the tolerance.
+    ``decisions``: "forced" (default) judges a model with hard-decision ops (`OpSpec.decisions`)
+    by decision-forced parity (`gatex.pipeline.forced`): the decisions compared layer by layer,
+    the outputs against torch run with the artifact's decisions, no precision floor; where the
+    artifact's decisions cannot be read, a note says why and the strict judgement applies.
+    "strict" compares the outputs elementwise with torch's own. ``max_outliers``: the user's
+    share in [0, 1) of each output's elements that may lie outside the tolerance (None: none).
     """
     if isinstance(feeds, Mapping):
         specs = artifact.input_specs
@@ -231,17 +237,32 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
         batches, note = split_batches({k: np.asarray(v) for k, v in feeds.items()}, batch)
     else:
         batches, note = [dict(f) for f in feeds], ""
-    actual, nans = _run_batches(artifact, batches)
-    ref_specs = reference.input_specs
-    ref_batches = [_widen_for_reference(artifact.validate_feeds(b), ref_specs) for b in batches]
-    expected, _ = _run_batches(reference, ref_batches)
+    require_choice(decisions, MODES, "--decisions")
+    ref_batches = [_widen_for_reference(artifact.validate_feeds(b), reference.input_specs)
+                   for b in batches]
+    computes = getattr(artifact, "compute_dtype", None)
+
+    def judged(outputs: Mapping[str, np.ndarray]) -> tuple[str | None, str]:
+        produced = next((d for a in outputs.values() if (d := float_dtype_of(a))), None)
+        return produced, dtype_name(dtype or computes or produced or "float32")
+
+    run = None if decisions == "strict" else forced_run(
+        artifact, reference, model_ops(artifact)[0], batches, ref_batches,
+        lambda outputs: judged(outputs)[1])
+    report = run.report if isinstance(run, ForcedRun) else run
+    if isinstance(run, ForcedRun):
+        actual, expected, nans = run.actual, run.expected, run.input_nans
+    else:
+        actual, nans = _run_batches(artifact, batches)
+        expected, _ = _run_batches(reference, ref_batches)
+        if report is None and decisions == "forced" and deciding_ops(model_ops(reference)[0]):
+            report = DecisionReport(reason=f"{artifact.label} does not expose its decisions")
     expected = _pair_names(actual, expected)
+    produced, dtype = judged(actual)
 
     notes = [*artifact.notes, *([note] if note else [])]
-    produced = next((d for a in actual.values() if (d := float_dtype_of(a))), None)
-    computes = getattr(artifact, "compute_dtype", None)
-    if dtype is None:
-        dtype = computes or produced or "float32"
+    if report is not None and not report.forced:
+        notes.append(f"{report.summary()}; the outputs are compared elementwise (strict)")
     if computes is not None and produced is not None and dtype_name(dtype) == computes != produced:
         notes.append(f"the artifact computes in {computes} and outputs {produced}: the "
                      f"{computes} tolerances apply")
@@ -255,8 +276,11 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
                                  tuple(sorted(set(reductions))))
     else:
         choice = choose_tolerance(ops, dtype, rtol=rtol, atol=atol, reductions=reductions)
-    choice = choice.with_outliers(decision_outliers)
-    if precision_floor and choice.dtype in LOW_PRECISIONS:
+    choice = choice.with_outliers(max_outliers)
+    if report is not None and report.forced and choice.dtype in LOW_PRECISIONS:
+        notes.append(f"{choice.dtype} judged against torch's float32 run with the artifact's "
+                     "decisions forced: no precision floor")
+    elif precision_floor and choice.dtype in LOW_PRECISIONS:
         measured, floor_notes = measure_torch_error(reference, ref_batches, expected,
                                                     choice.dtype, rtol=choice.rtol)
         notes += floor_notes
@@ -271,7 +295,8 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
         outputs=compare_outputs(actual, expected, choice.tolerance, floors=choice.floor_map,
                                 outliers=choice.outliers),
         emulated=artifact.emulated,
-        inputs=inputs_note, samples=samples, input_nans=nans, notes=tuple(notes))
+        inputs=inputs_note, samples=samples, input_nans=nans, notes=tuple(notes),
+        decisions=report)
 
 
 def measure_torch_error(reference: Runtime, batches: Sequence[dict[str, np.ndarray]],
@@ -434,11 +459,11 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
                    rtol: float | None = None, atol: float | None = None, locate: bool = False,
                    device: str = "cpu", threads: int | None = None,
                    compute_units: str = "all", precision_floor: bool = True,
-                   decision_outliers: bool | float = True, backend: str = "auto"
-                   ) -> ParityResult:
+                   decisions: str = "forced", max_outliers: float | None = None,
+                   backend: str = "auto") -> ParityResult:
     """Parity of one ONNX or CoreML artifact against its torch reference (see
     `run_parity_command`); ``compute_units`` applies to Core ML on macOS, ``precision_floor``
-    and ``decision_outliers`` as `compare_runtimes`."""
+    ``decisions`` and ``max_outliers`` as `compare_runtimes`."""
     path = Path(path)
     check_suffix(path)
     if locate and path.suffix.lower() != ".onnx":
@@ -470,7 +495,7 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
             result = compare_runtimes(artifact, reference, feeds, artifact_name=str(path),
                                       dtype=dtype, rtol=rtol, atol=atol, inputs_note=what,
                                       precision_floor=precision_floor,
-                                      decision_outliers=decision_outliers)
+                                      decisions=decisions, max_outliers=max_outliers)
         result = replace(result, reference=f"{reference.label}: {ref_what}",
                          pruned=pruned_weights(path, ref_model, artifact.metadata))
         if recorded is not None and unit is not None and model is None and \
@@ -514,13 +539,13 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                        markdown_path: Path | None = None, locate: bool = False,
                        device: str = "cpu", threads: int | None = None,
                        compute_units: str = "all", precision_floor: bool = True,
-                       decision_outliers: bool | float = True, backend: str = "auto",
-                       console: Any = None) -> list[ParityResult]:
+                       decisions: str = "forced", max_outliers: float | None = None,
+                       backend: str = "auto", console: Any = None) -> list[ParityResult]:
     """``gatex parity``: check every artifact, print the table, write the verdicts.
 
     A ``.mlpackage`` runs on Core ML once per compute unit in ``compute_units`` ("all", or a
     comma-separated list such as "cpu,cpu_ne") on macOS; elsewhere once, in the MIL emulator.
-    ``precision_floor`` (fp16/bf16 artifacts only) and ``decision_outliers`` as
+    ``precision_floor`` (fp16/bf16 artifacts only), ``decisions`` and ``max_outliers`` as
     `compare_runtimes`.
 
     Everything the user named is checked before any model runs (artifact suffixes and
@@ -542,6 +567,7 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
     for p in paths:
         check_suffix(p)
     require_choice(backend, ONNX_BACKENDS, "--backend")
+    require_choice(decisions, MODES, "--decisions")
     if backend == "openvino" and any(p.suffix.lower() != ".onnx" for p in paths):
         raise BadInputError("--backend openvino runs .onnx artifacts only")
 
@@ -564,7 +590,8 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                               rtol=rtol, atol=atol, locate=locate, device=device,
                               threads=threads, compute_units=u,
                               precision_floor=precision_floor,
-                              decision_outliers=decision_outliers, backend=backend)
+                              decisions=decisions, max_outliers=max_outliers,
+                              backend=backend)
                for p in paths for u in runs(p)]
     console = console or Console()
     print_results(results, console)

@@ -143,6 +143,12 @@ class CoremlRuntime(Runtime):
         return dict(self.package.metadata)
 
     @property
+    def emulator(self) -> Any:
+        """The `MilEmulator` running the program (None on Core ML)."""
+        self._require_loaded("emulator")
+        return self._engine if self.emulated else None
+
+    @property
     def mil_op_types(self) -> tuple[str, ...]:
         """The MIL op types of the program (empty for a neural-network .mlmodel)."""
         self._require_loaded("mil_op_types")

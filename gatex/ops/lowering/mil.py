@@ -60,12 +60,13 @@ class Mil:
     def _operand(self, v: Any, like: Any) -> Any:
         return v if is_var(v) else self.const(v, like)
 
-    def _binary(self, op: str, a: Any, b: Any, fold: Callable[[Any, Any], Any]) -> Any:
+    def _binary(self, op: str, a: Any, b: Any, fold: Callable[[Any, Any], Any],
+                **name: str) -> Any:
         if not is_var(a) and not is_var(b):
             return fold(np.asarray(a, np.float64), np.asarray(b, np.float64)) \
                 if np.ndim(a) or np.ndim(b) else float(fold(float(a), float(b)))
         like = a if is_var(a) else b
-        return getattr(self.mb, op)(x=self._operand(a, like), y=self._operand(b, like))
+        return getattr(self.mb, op)(x=self._operand(a, like), y=self._operand(b, like), **name)
 
     def mul(self, a: Any, b: Any) -> Any:
         """a * b; a factor that is the constant 1 is dropped."""
@@ -96,8 +97,9 @@ class Mil:
     def minimum(self, a: Any, b: Any) -> Any:
         return self._binary("minimum", a, b, np.minimum)
 
-    def greater(self, a: Any, b: Any) -> Any:
-        return self._binary("greater", a, b, lambda p, q: p > q)
+    def greater(self, a: Any, b: Any, **name: str) -> Any:
+        """a > b; ``name=`` names the MIL op (a decision parity reads back)."""
+        return self._binary("greater", a, b, lambda p, q: p > q, **name)
 
     def less(self, a: Any, b: Any) -> Any:
         return self._binary("less", a, b, lambda p, q: p < q)

@@ -50,6 +50,8 @@ class Body:
         self.dtype = dtype
         self.nodes: list[onnx.NodeProto] = []
         self._count = 0
+        # hard decisions the lowering made, by name (`decision`): value names in this body
+        self.decisions: dict[str, str] = {}
 
     def fresh(self, hint: str) -> str:
         self._count += 1
@@ -78,6 +80,13 @@ class Body:
         self.nodes.append(helper.make_node(
             "Constant", [], [name], value=onnx.numpy_helper.from_array(arr, name)))
         return name
+
+    def decision(self, name: str, value: str, pre: str | None = None) -> None:
+        """Mark ``value`` as the op's decision ``name`` (`gatex.ops.decisions`), and ``pre`` as
+        the value it thresholds; parity's check-only copy exposes both as graph outputs."""
+        self.decisions[name] = value
+        if pre is not None:
+            self.decisions[f"{name}__pre"] = pre
 
     def low_precision_max(self) -> float | None:
         """The largest finite value of a 16-bit float dtype; None for fp32/fp64."""
@@ -169,6 +178,12 @@ def build_function(spec: OpSpec, params: dict[str, Any], dtype: int, opset: int,
 def inline_nodes(spec: OpSpec, node: onnx.NodeProto, params: dict[str, Any],
                  dtype: int) -> list[onnx.NodeProto]:
     """``node``'s decomposition written straight into the graph (names prefixed by the node's)."""
+    return inline_body(spec, node, params, dtype)[0]
+
+
+def inline_body(spec: OpSpec, node: onnx.NodeProto, params: dict[str, Any], dtype: int
+                ) -> tuple[list[onnx.NodeProto], dict[str, str]]:
+    """`inline_nodes`, and the value names of the decisions the lowering marked."""
     body = Body(f"{node.name or node.output[0]}__", dtype)
     args = list(node.input) + [""] * (len(node_inputs(spec)) - len(node.input))
     out = spec.lowerings["onnx"](body, *args, **params)
@@ -178,7 +193,8 @@ def inline_nodes(spec: OpSpec, node: onnx.NodeProto, params: dict[str, Any],
     else:
         for n in nodes:
             n.output[:] = [node.output[0] if o == out else o for o in n.output]
-    return nodes
+    marked = {k: node.output[0] if v == out else v for k, v in body.decisions.items()}
+    return nodes, marked
 
 
 def register_schemas(registry: Any = REGISTRY) -> None:

@@ -77,6 +77,12 @@ class MilEmulator:
         values = self.program.run(feeds)
         return {name: values[var] for name, var in self._output_vars.items()}
 
+    def run_keeping_all(self, feeds: Mapping[str, Any]
+                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """`run`'s outputs, and every value of the run by MIL var name."""
+        values = self.program.run(feeds, keep_all=True)
+        return {name: values[var] for name, var in self._output_vars.items()}, values
+
 
 def emulate(path: str | Path, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Run the ``.mlpackage`` at ``path`` once on ``feeds`` in the emulator."""

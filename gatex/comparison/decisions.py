@@ -1,0 +1,163 @@
+"""Decision-forced parity's verdict on the decisions themselves: per layer (one deciding op call
+and one decision tensor), how many elements the artifact decided otherwise than torch, how many
+of those flips lie within the rounding bound (boundary flips, `gatex.ops.decisions`), and
+whether the artifact's gates follow its own pre-decision values and torch's thresholds.
+
+A layer fails when a flip lies beyond its bound (margin > bound: no rounding explains it) or
+when a gate contradicts the rule ``gate == (pre > T)`` evaluated on the artifact's own ``pre``
+with torch's threshold ``T`` in the artifact's dtype (a moved or inverted threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from gatex.ops.decisions import FOLDED, OpDecisions
+
+
+@dataclass(frozen=True)
+class LayerDecisions:
+    """One decision tensor of one deciding op call, over every batch."""
+
+    index: int            # position among the deciding op calls, from 0
+    op: str               # spec name
+    name: str             # "gate", "levels"
+    module: str           # the torch module that ran it ("" = the root module)
+    node: str             # the artifact's node (ONNX) or MIL op prefix
+    elements: int = 0
+    flips: int = 0        # elements decided otherwise than torch
+    boundary_flips: int = 0   # flips whose margin is within the bound
+    violations: int = 0   # gates against the rule pre > T on the artifact's own values
+    worst_ratio: float = 0.0  # the largest margin / bound over the flips (<= 1: boundary)
+
+    @property
+    def beyond(self) -> int:
+        return self.flips - self.boundary_flips
+
+    @property
+    def passed(self) -> bool:
+        return self.beyond == 0 and self.violations == 0
+
+    def where(self) -> str:
+        torch_side = f", torch module {self.module!r}" if self.module else ""
+        return f"#{self.index + 1} {self.op} {self.name} ({self.node!r}{torch_side})"
+
+    def describe(self) -> str:
+        text = (f"{self.flips} of {self.elements} flipped, {self.boundary_flips} within the "
+                f"rounding bound (worst margin {self.worst_ratio:.3g}x the bound)")
+        if self.violations:
+            text += f"; {self.violations} contradict pre > T"
+        return text
+
+
+@dataclass(frozen=True)
+class DecisionReport:
+    """Every layer's decisions, and how the outputs were judged.
+
+    ``forced``: the outputs were compared with torch run with the artifact's decisions;
+    False with ``reason`` when the decisions could not be read or paired (the strict
+    elementwise judgement applied). ``seconds`` is the time the decision runs added."""
+
+    layers: tuple[LayerDecisions, ...] = ()
+    forced: bool = False
+    reason: str = ""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(layer.passed for layer in self.layers)
+
+    @property
+    def first_beyond(self) -> LayerDecisions | None:
+        return next((layer for layer in self.layers if not layer.passed), None)
+
+    def summary(self) -> str:
+        if not self.forced:
+            return f"decisions not forced: {self.reason}"
+        flips = sum(layer.flips for layer in self.layers)
+        first = self.first_beyond
+        if first is not None:
+            return f"decision differs beyond the rounding bound at {first.where()}: " \
+                   f"{first.describe()}"
+        worst = max((layer.worst_ratio for layer in self.layers), default=0.0)
+        return (f"{len(self.layers)} decision tensors, {flips} boundary flips (worst margin "
+                f"{worst:.3g}x the bound); outputs judged against torch with the artifact's "
+                "decisions")
+
+
+def compare_calls(torch_calls: Sequence[OpDecisions], artifact_calls: Sequence[Any]
+                  ) -> tuple[list[tuple[int, str, dict[str, Any]]], str]:
+    """Pair one batch's calls by order: ``(counts, "")`` with (call index, decision name,
+    counts) per decision tensor, or ``([], why they do not pair)``. A `FOLDED` decision the
+    artifact does not expose is torch's own by construction and not counted."""
+    if len(torch_calls) != len(artifact_calls):
+        return [], (f"torch made {len(torch_calls)} deciding op calls, the artifact "
+                    f"{len(artifact_calls)}")
+    counts = []
+    for i, (t, a) in enumerate(zip(torch_calls, artifact_calls)):
+        if t.op != a.op:
+            return [], f"torch's call {t.op} pairs with the artifact's {a.op} ({a.node})"
+        for name, d in t.decisions.items():
+            if name not in a.values:
+                if name in FOLDED:
+                    continue
+                return [], f"the artifact's {a.op} ({a.node}) exposes no {name!r}"
+            value = np.asarray(a.values[name])
+            if value.shape != d.value.shape:
+                return [], (f"{a.op} ({a.node}) {name} is {value.shape} in the artifact, "
+                            f"{d.value.shape} in torch")
+            counts.append((i, name, _count(d, value, a.values.get(f"{name}__pre"))))
+    return counts, ""
+
+
+def _count(d: Any, value: np.ndarray, pre: np.ndarray | None) -> dict[str, Any]:
+    mine = value.astype(bool) if d.kind == "threshold" else np.asarray(value, np.float64)
+    flips = mine != d.value
+    n_flips = int(flips.sum())
+    within = flips & (d.margin <= d.bound)
+    ratio = float(np.max(d.margin[flips] / np.maximum(d.bound[flips], 1e-300))) if n_flips else 0.0
+    violations = 0
+    if d.kind == "threshold" and pre is not None:
+        violations = int(rule_violations(mine, np.asarray(pre), d.threshold).sum())
+    return {"elements": int(flips.size), "flips": n_flips, "boundary_flips": int(within.sum()),
+            "violations": violations, "worst_ratio": ratio}
+
+
+RULE_ULPS = 4   # how far, in ulps of T in the artifact's dtype, its own T may sit from torch's
+
+
+def rule_violations(gate: np.ndarray, pre: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Where ``gate`` contradicts ``pre > T`` on the artifact's own ``pre``, with torch's ``T``
+    in ``pre``'s dtype widened by `RULE_ULPS` ulps either way: an artifact that computed T
+    in its dtype (an fp16 graph folding bn_mean + th sqrt(var)) is not a violation, a moved
+    threshold or an inverted gate is."""
+    t = np.broadcast_to(threshold, pre.shape).astype(pre.dtype)
+    slack = RULE_ULPS * np.spacing(np.abs(t))
+    p = pre.astype(np.float64)
+    t64, slack = t.astype(np.float64), slack.astype(np.float64)
+    return (gate & (p <= t64 - slack)) | (~gate & (p > t64 + slack))
+
+
+def accumulate(layers: list[LayerDecisions], counts: Sequence[tuple[int, str, dict[str, Any]]]
+               ) -> list[LayerDecisions]:
+    """``layers`` with one more batch's ``counts`` added (same order)."""
+    out = []
+    for layer, (_, _, c) in zip(layers, counts):
+        out.append(replace(layer, elements=layer.elements + c["elements"],
+                           flips=layer.flips + c["flips"],
+                           boundary_flips=layer.boundary_flips + c["boundary_flips"],
+                           violations=layer.violations + c["violations"],
+                           worst_ratio=max(layer.worst_ratio, c["worst_ratio"])))
+    return out
+
+
+def new_layers(torch_calls: Sequence[OpDecisions], artifact_calls: Sequence[Any],
+               modules: Sequence[str], counts: Sequence[tuple[int, str, dict[str, Any]]]
+               ) -> list[LayerDecisions]:
+    """Empty `LayerDecisions`, one per entry of a batch's ``counts``."""
+    return [LayerDecisions(i, torch_calls[i].op, name, modules[i] if i < len(modules) else "",
+                           artifact_calls[i].node) for i, name, _ in counts]

@@ -1,0 +1,189 @@
+"""The artifact's hard decisions, read back for decision-forced parity (`gatex.ops.decisions`).
+
+- ONNX (any flavor, and the graph a TensorRT bundle ships): a check-only copy in memory, in
+  which every gatex node of a deciding op (`OpSpec.decisions`) is replaced by its decomposition
+  with the values its lowering marked (``Body.decision``) added as graph outputs. onnxruntime
+  runs that copy; the artifact itself runs unchanged for the outputs parity judges.
+- CoreML, emulated: the MIL emulator keeps every value; the lowerings name the decision ops
+  ``gatex_decision_NNNNN_gate`` (and ``..._gate__pre``, ``..._levels``), NNNNN increasing in
+  conversion order, which is the order torch calls the ops.
+- Core ML on macOS (no intermediate values) and TensorRT engines: not readable here; `expose`
+  says why, and parity falls back to the strict elementwise judgement.
+
+Each op call's decisions come back as one mapping ``{"gate": ..., "gate__pre": ..., ...}``,
+in call order, with the op's spec name and the node (or MIL op) it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gatex.errors import BadInputError
+from gatex.ops import REGISTRY
+from gatex.ops.decisions import MIL_PREFIX
+from gatex.runtimes.base import Runtime
+
+
+def deciding_ops(op_names: Sequence[str]) -> tuple[str, ...]:
+    """The spec names among ``op_names`` whose ops make hard decisions, sorted."""
+    return tuple(sorted({REGISTRY.get(n).name for n in op_names if REGISTRY.get(n).decisions}))
+
+
+@dataclass(frozen=True)
+class ArtifactCall:
+    """One deciding op call in the artifact: its spec name, where it is, its decision values."""
+
+    op: str
+    node: str
+    values: dict[str, np.ndarray]
+
+
+class DecisionReader:
+    """Runs an artifact's check-only form: per batch, its outputs and its deciding op calls.
+
+    Build it with `expose`; ``run(feeds)`` gives one batch's outputs (by the artifact's output
+    names) and calls (in call order). The outputs are the check-only form's: the same graph or
+    program, but onnxruntime may fuse an ONNX graph otherwise once intermediate values are
+    outputs (fp16 casts it elides), so its decisions may differ in the last bit from the
+    shipped file's; judging the outputs that go with the decisions read keeps the two paired.
+    """
+
+    def __init__(self, run: Any, layout: Sequence[tuple[str, str, dict[str, str]]], *,
+                 close: Any = None) -> None:
+        self._run = run   # feeds -> (outputs by name, every value by name)
+        self.layout = tuple(layout)   # (op, node, {decision name: value name}) per call
+        self._close = close
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def run(self, feeds: Mapping[str, np.ndarray]
+            ) -> tuple[dict[str, np.ndarray], list[ArtifactCall]]:
+        outputs, values = self._run(dict(feeds))
+        return outputs, [ArtifactCall(op, node, {k: np.asarray(values[v])
+                                                 for k, v in names.items()})
+                         for op, node, names in self.layout]
+
+
+def expose(artifact: Runtime) -> tuple[DecisionReader | None, str]:
+    """A `DecisionReader` for ``artifact`` (loaded), or None and the reason it has none."""
+    from gatex.runtimes.coreml_runtime import CoremlRuntime
+    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+
+    if isinstance(artifact, CoremlRuntime):
+        if not artifact.emulated:
+            return None, ("Core ML does not return intermediate values, so its decisions "
+                          "cannot be read (run with the emulator to prove them)")
+        return _coreml_reader(artifact)
+    if isinstance(artifact, OrtRuntime):
+        return _onnx_reader(artifact)
+    return None, f"{artifact.label} does not expose intermediate values"
+
+
+# -- ONNX ----------------------------------------------------------------------------------------
+
+def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, dict[str, str]]]]:
+    """A copy of ``proto`` whose deciding gatex nodes are inlined with their decisions as extra
+    graph outputs, and the layout: (op, node name, {decision: output name}) per node, in
+    graph order (the order onnxruntime and torch run them for a sequential model)."""
+    import onnx
+
+    from gatex.artifacts.onnx_nodes import gatex_spec, node_params
+    from gatex.ops.lowering import onnx as onnx_build
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    typed = onnx.shape_inference.infer_shapes(copy)
+    elem = {v.name: v.type.tensor_type.elem_type
+            for v in [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]}
+    elem.update({i.name: i.data_type for i in copy.graph.initializer})
+    layout: list[tuple[str, str, dict[str, str]]] = []
+    nodes = []
+    for n in copy.graph.node:
+        spec = gatex_spec(n) if n.domain == onnx_build.DOMAIN else None
+        if spec is None or not spec.decisions:
+            nodes.append(n)
+            continue
+        if not elem.get(n.input[0]):
+            raise BadInputError(f"cannot tell the dtype of {n.name or n.op_type}'s input "
+                                f"{n.input[0]!r}, so its decisions cannot be exposed")
+        inlined, marked = onnx_build.inline_body(spec, n, node_params(n), elem[n.input[0]])
+        nodes.extend(inlined)
+        layout.append((spec.name, n.name or n.output[0], marked))
+    del copy.graph.node[:]
+    copy.graph.node.extend(nodes)
+    outputs = {o.name for o in copy.graph.output}
+    for _, _, marked in layout:
+        for value in marked.values():
+            if value not in outputs:
+                copy.graph.output.append(onnx.ValueInfoProto(name=value))
+                outputs.add(value)
+    typed = onnx.shape_inference.infer_shapes(copy)
+    types = {v.name: v.type for v in [*typed.graph.value_info, *typed.graph.output]}
+    for o in copy.graph.output:
+        if not o.type.HasField("tensor_type") and o.name in types:
+            o.type.CopyFrom(types[o.name])
+    return copy, layout
+
+
+def _onnx_reader(artifact: Any) -> tuple[DecisionReader | None, str]:
+    import onnx
+
+    from gatex.artifacts.onnx_file import read_onnx
+    from gatex.artifacts.onnx_nodes import decompose_plugin_nodes
+    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+
+    model = artifact.model
+    if isinstance(model, bytes):
+        proto = onnx.load_from_string(model)
+    elif isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        proto = read_onnx(model)
+    copy, layout = exposed_onnx(proto)
+    if not layout:
+        return None, ("the graph holds no gatex node of a deciding op (its decisions were "
+                      "inlined at export), so they cannot be read back")
+    decompose_plugin_nodes(copy)   # a plugin-flavor graph: what onnxruntime can run of it
+    runtime = OrtRuntime(copy.SerializeToString(), device=artifact.device,
+                         threads=artifact.threads).load()
+    names = artifact.output_names
+
+    def run(feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        values = runtime.run(feeds)
+        return {k: values[k] for k in names}, values
+
+    return DecisionReader(run, layout, close=runtime.close), ""
+
+
+def _coreml_reader(artifact: Any) -> tuple[DecisionReader | None, str]:
+    emulator = artifact.emulator
+    program = emulator.program
+    pattern = re.compile(re.escape(MIL_PREFIX) + r"(\d+)_([A-Za-z0-9]+)_(gate|levels)(__pre)?")
+    found: dict[int, dict[str, str]] = {}
+    ops: dict[int, str] = {}
+    for step in program.steps:
+        for out in step.outputs:
+            m = pattern.match(out.name)
+            if m is None:
+                continue
+            key = m.group(3) + (m.group(4) or "")
+            # coremltools' fp16 pass renames a value it casts (``..._cast_fp16``): the first
+            # (the op's own output) wins
+            ops[int(m.group(1))] = m.group(2)
+            found.setdefault(int(m.group(1)), {}).setdefault(key, out.name)
+    if not found:
+        return None, "the CoreML program names no decisions (exported by an older gatex?)"
+    layout = [(ops[seq], f"{MIL_PREFIX}{seq:05d}_{ops[seq]}", found[seq]) for seq in sorted(found)]
+
+    def run(feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return emulator.run_keeping_all(artifact.validate_feeds(feeds))
+
+    return DecisionReader(run, layout), ""
