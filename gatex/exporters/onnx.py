@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import json
 import re
 import warnings
 from collections.abc import Sequence
@@ -446,6 +447,7 @@ def _write_functions(proto: onnx.ModelProto, flavor: str, elem: int, opset: int)
             generic[op_type] = sorted(k for k in members[0]
                                       if k in varying and len({m[k] for m in members}) > 1)
     inlined: list[str] = []
+    decided: list[dict[str, Any]] = []
     new_nodes: list[onnx.NodeProto] = []
     functions: dict[str, onnx.FunctionProto] = {}
     for n in proto.graph.node:
@@ -461,9 +463,12 @@ def _write_functions(proto: onnx.ModelProto, flavor: str, elem: int, opset: int)
         else:
             if flavor == "portable":
                 inlined.append(n.name or n.output[0])
-            new_nodes.extend(onnx_build.inline_nodes(spec, n, params, elem))
+            new_nodes.extend(onnx_build.inline_recording(spec, n, params, elem, decided))
     del proto.graph.node[:]
     proto.graph.node.extend(new_nodes)
+    if decided:
+        proto.metadata_props.append(onnx.StringStringEntryProto(
+            key=onnx_build.DECISIONS_KEY, value=json.dumps(decided)))
     del proto.functions[:]
     proto.functions.extend(functions.values())
     return tuple(inlined)

@@ -202,6 +202,7 @@ def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecisi
             "bf16": onnx.TensorProto.BFLOAT16}[precision]
     as_plugin = {d.op for d in decisions if d.plugin}
     nodes = []
+    decided: list[dict[str, Any]] = []
     for node in proto.graph.node:
         if node.domain != onnx_build.DOMAIN:
             nodes.append(node)
@@ -213,7 +214,8 @@ def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecisi
             nodes.append(node)
         else:
             spec = REGISTRY.get(node.op_type)
-            nodes.extend(onnx_build.inline_nodes(spec, node, node_params(node), elem))
+            nodes.extend(onnx_build.inline_recording(spec, node, node_params(node), elem,
+                                                     decided))
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     del proto.functions[:]
@@ -232,6 +234,8 @@ def build_trt_onnx(traced: Any, precision: str, decisions: Sequence[PluginDecisi
                                                 "reason": d.reason} for d in decisions])}
     if unit:
         meta["gatex.unit"] = unit
+    if decided:
+        meta[onnx_build.DECISIONS_KEY] = json.dumps(decided)
     meta.update(metadata or {})
     del proto.metadata_props[:]
     for k, v in meta.items():

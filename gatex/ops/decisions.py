@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from gatex.errors import BadInputError
 from gatex.ops.spec import REDUCTION_TOLERANCES
 
 UNIT_ROUNDOFF = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11,
@@ -68,10 +69,18 @@ class Decision:
 
 @dataclass
 class OpDecisions:
-    """The decisions of one op call, in the order the op made them."""
+    """The decisions of one op call, in the order the op made them; ``module`` is the torch
+    module running it (where the tape knows), ``occurrence`` how many calls that module made
+    before this one."""
 
     op: str
     decisions: dict[str, Decision] = field(default_factory=dict)
+    module: str = ""
+    occurrence: int = 0
+
+
+# the artifact's decisions: one mapping per call, by call index or by (module, occurrence)
+Forced = Sequence[Mapping[str, np.ndarray]] | Mapping[tuple[str, int], Mapping[str, np.ndarray]]
 
 
 class Tape:
@@ -81,16 +90,26 @@ class Tape:
     carry the forced decisions of every call before it: layer by layer, the decisions compared
     are the ones torch would make in the artifact's place."""
 
-    def __init__(self, dtype: str = "float32",
-                 forced: Sequence[dict[str, np.ndarray]] | None = None) -> None:
+    def __init__(self, dtype: str = "float32", forced: Forced | None = None,
+                 where: Callable[[], str] | None = None) -> None:
         self.dtype = dtype
         self.calls: list[OpDecisions] = []
-        self.forced = None if forced is None else list(forced)
+        self.forced = forced
+        self.where = where
+        self._seen: dict[str, int] = {}
 
     def begin(self, op: str) -> OpDecisions:
-        entry = OpDecisions(op)
+        module = self.where() if self.where is not None else ""
+        entry = OpDecisions(op, module=module, occurrence=self._seen.get(module, 0))
+        self._seen[module] = entry.occurrence + 1
         self.calls.append(entry)
         return entry
+
+    def _given(self) -> dict[str, np.ndarray] | None:
+        entry, index = self.calls[-1], len(self.calls) - 1
+        if isinstance(self.forced, Mapping):
+            return self.forced.get((entry.module, entry.occurrence))
+        return self.forced[index] if index < len(self.forced or ()) else None
 
     def take(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
         """The forced decision ``name`` of the current call, shaped like ``like``; None when
@@ -98,7 +117,7 @@ class Tape:
         if self.forced is None:
             return None
         index = len(self.calls) - 1
-        given = self.forced[index] if index < len(self.forced) else None
+        given = self._given()
         if given is None or name not in given:
             if given is not None and name in FOLDED:
                 return None
@@ -110,7 +129,7 @@ class Tape:
         return torch.from_numpy(value.astype(np.float32)).to(like.device, like.dtype)
 
 
-class ForcingError(ValueError):
+class ForcingError(BadInputError):
     """The artifact's decisions do not fit the calls torch makes."""
 
 
@@ -127,11 +146,13 @@ def _active(tape: Tape) -> Iterator[Tape]:
         _TAPE = saved
 
 
-def recording(dtype: str = "float32", forced: Sequence[dict[str, np.ndarray]] | None = None
-              ) -> contextlib.AbstractContextManager[Tape]:
+def recording(dtype: str = "float32", forced: Forced | None = None,
+              where: Callable[[], str] | None = None) -> contextlib.AbstractContextManager[Tape]:
     """Record every decision, with bounds for an artifact computing in ``dtype``; with
-    ``forced``, go on with ``forced[call][name]`` (the artifact's) instead (`Tape`)."""
-    return _active(Tape(dtype, forced))
+    ``forced``, go on with the artifact's decisions instead (`Tape`): ``forced[call][name]``
+    by call index, or ``forced[(module, occurrence)][name]`` keyed by the torch module
+    ``where()`` names as each call begins."""
+    return _active(Tape(dtype, forced, where))
 
 
 def active() -> Tape | None:

@@ -19,27 +19,39 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gatex.errors import BadInputError
+from gatex.errors import BadInputError, UnknownOpError
 from gatex.ops import REGISTRY
 from gatex.ops.decisions import MIL_PREFIX
 from gatex.runtimes.base import Runtime
 
 
 def deciding_ops(op_names: Sequence[str]) -> tuple[str, ...]:
-    """The spec names among ``op_names`` whose ops make hard decisions, sorted."""
-    return tuple(sorted({REGISTRY.get(n).name for n in op_names if REGISTRY.get(n).decisions}))
+    """The spec names among ``op_names`` (names or ids; unknown ones are skipped) whose ops
+    make hard decisions, sorted."""
+    found = set()
+    for name in op_names:
+        try:
+            spec = REGISTRY.get(name.strip())
+        except UnknownOpError:
+            continue
+        if spec.decisions:
+            found.add(spec.name)
+    return tuple(sorted(found))
 
 
 @dataclass(frozen=True)
 class ArtifactCall:
-    """One deciding op call in the artifact: its spec name, where it is, its decision values."""
+    """One deciding op call in the artifact: its spec name, where it is (the node or MIL op
+    prefix, and the torch module it came from where the artifact records it), its values."""
 
     op: str
     node: str
+    module: str
     values: dict[str, np.ndarray]
 
 
@@ -53,10 +65,10 @@ class DecisionReader:
     shipped file's; judging the outputs that go with the decisions read keeps the two paired.
     """
 
-    def __init__(self, run: Any, layout: Sequence[tuple[str, str, dict[str, str]]], *,
+    def __init__(self, run: Any, layout: Sequence[tuple[str, str, str, dict[str, str]]], *,
                  close: Any = None) -> None:
         self._run = run   # feeds -> (outputs by name, every value by name)
-        self.layout = tuple(layout)   # (op, node, {decision name: value name}) per call
+        self.layout = tuple(layout)   # (op, node, module, {decision: value name}) per call
         self._close = close
 
     def close(self) -> None:
@@ -67,15 +79,16 @@ class DecisionReader:
     def run(self, feeds: Mapping[str, np.ndarray]
             ) -> tuple[dict[str, np.ndarray], list[ArtifactCall]]:
         outputs, values = self._run(dict(feeds))
-        return outputs, [ArtifactCall(op, node, {k: np.asarray(values[v])
-                                                 for k, v in names.items()})
-                         for op, node, names in self.layout]
+        return outputs, [ArtifactCall(op, node, module, {k: np.asarray(values[v])
+                                                         for k, v in names.items()})
+                         for op, node, module, names in self.layout]
 
 
 def expose(artifact: Runtime) -> tuple[DecisionReader | None, str]:
     """A `DecisionReader` for ``artifact`` (loaded), or None and the reason it has none."""
     from gatex.runtimes.coreml_runtime import CoremlRuntime
     from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+    from gatex.runtimes.openvino_runtime import OpenvinoRuntime
 
     if isinstance(artifact, CoremlRuntime):
         if not artifact.emulated:
@@ -84,15 +97,20 @@ def expose(artifact: Runtime) -> tuple[DecisionReader | None, str]:
         return _coreml_reader(artifact)
     if isinstance(artifact, OrtRuntime):
         return _onnx_reader(artifact)
+    if isinstance(artifact, OpenvinoRuntime):
+        return _onnx_reader(artifact, openvino=True)
     return None, f"{artifact.label} does not expose intermediate values"
 
 
 # -- ONNX ----------------------------------------------------------------------------------------
 
-def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, dict[str, str]]]]:
-    """A copy of ``proto`` whose deciding gatex nodes are inlined with their decisions as extra
-    graph outputs, and the layout: (op, node name, {decision: output name}) per node, in
-    graph order (the order onnxruntime and torch run them for a sequential model)."""
+def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, str, dict[str, str]]]]:
+    """A copy of ``proto`` with every deciding op's decisions as extra graph outputs, and the
+    layout: (op, node name, torch module, {decision: output name}) per deciding op, in graph
+    order. Deciding gatex nodes are inlined with the values their lowering marks; those the
+    exporter inlined itself are found through its ``gatex.decision_values`` metadata."""
+    import json
+
     import onnx
 
     from gatex.artifacts.onnx_nodes import gatex_spec, node_params
@@ -104,7 +122,20 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, dict[str, str]]]
     elem = {v.name: v.type.tensor_type.elem_type
             for v in [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]}
     elem.update({i.name: i.data_type for i in copy.graph.initializer})
-    layout: list[tuple[str, str, dict[str, str]]] = []
+    meta = {p.key: p.value for p in copy.metadata_props}
+    produced = {o for n in copy.graph.node for o in n.output}
+    layout: list[tuple[str, str, str, dict[str, str]]] = []
+    try:
+        recorded = json.loads(meta.get(onnx_build.DECISIONS_KEY, "[]"))
+    except ValueError:
+        raise BadInputError(f"the model's {onnx_build.DECISIONS_KEY} metadata is not JSON") \
+            from None
+    for entry in recorded if isinstance(recorded, list) else ():
+        values = entry.get("values") if isinstance(entry, dict) else None
+        if not isinstance(values, dict) or not all(v in produced for v in values.values()):
+            continue   # a graph rewritten since export: these names are gone
+        layout.append((str(entry.get("op", "")), str(entry.get("node", "")),
+                       str(entry.get("module", "")), {str(k): str(v) for k, v in values.items()}))
     nodes = []
     for n in copy.graph.node:
         spec = gatex_spec(n) if n.domain == onnx_build.DOMAIN else None
@@ -116,11 +147,11 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, dict[str, str]]]
                                 f"{n.input[0]!r}, so its decisions cannot be exposed")
         inlined, marked = onnx_build.inline_body(spec, n, node_params(n), elem[n.input[0]])
         nodes.extend(inlined)
-        layout.append((spec.name, n.name or n.output[0], marked))
+        layout.append((spec.name, n.name or n.output[0], onnx_build.node_module(n), marked))
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     outputs = {o.name for o in copy.graph.output}
-    for _, _, marked in layout:
+    for *_, marked in layout:
         for value in marked.values():
             if value not in outputs:
                 copy.graph.output.append(onnx.ValueInfoProto(name=value))
@@ -133,14 +164,16 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, dict[str, str]]]
     return copy, layout
 
 
-def _onnx_reader(artifact: Any) -> tuple[DecisionReader | None, str]:
+def _onnx_reader(artifact: Any, *, openvino: bool = False
+                 ) -> tuple[DecisionReader | None, str]:
     import onnx
 
     from gatex.artifacts.onnx_file import read_onnx
     from gatex.artifacts.onnx_nodes import decompose_plugin_nodes
+    from gatex.ops.lowering import onnx as onnx_build
     from gatex.runtimes.onnxruntime_runtime import OrtRuntime
 
-    model = artifact.model
+    model = getattr(artifact, "path", None) or artifact.model   # a plugin stand-in: its file
     if isinstance(model, bytes):
         proto = onnx.load_from_string(model)
     elif isinstance(model, onnx.ModelProto):
@@ -149,18 +182,33 @@ def _onnx_reader(artifact: Any) -> tuple[DecisionReader | None, str]:
         proto = read_onnx(model)
     copy, layout = exposed_onnx(proto)
     if not layout:
-        return None, ("the graph holds no gatex node of a deciding op (its decisions were "
-                      "inlined at export), so they cannot be read back")
+        return None, ("the graph names no decisions (no gatex node of a deciding op, and no "
+                      f"{onnx_build.DECISIONS_KEY} metadata), so they cannot be read back")
     decompose_plugin_nodes(copy)   # a plugin-flavor graph: what onnxruntime can run of it
-    runtime = OrtRuntime(copy.SerializeToString(), device=artifact.device,
-                         threads=artifact.threads).load()
+    if openvino:   # OpenVINO reads files: the copy goes to a private temporary folder
+        import tempfile
+
+        from gatex.runtimes.openvino_runtime import OpenvinoRuntime
+
+        folder = tempfile.TemporaryDirectory(prefix="gatex-decisions-")
+        path = Path(folder.name) / "decisions.onnx"
+        onnx.save(copy, path)
+        runtime: Any = OpenvinoRuntime(path, threads=artifact.threads).load()
+
+        def close() -> None:
+            runtime.close()
+            folder.cleanup()
+    else:
+        runtime = OrtRuntime(copy.SerializeToString(), device=artifact.device,
+                             threads=artifact.threads).load()
+        close = runtime.close
     names = artifact.output_names
 
     def run(feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         values = runtime.run(feeds)
         return {k: values[k] for k in names}, values
 
-    return DecisionReader(run, layout, close=runtime.close), ""
+    return DecisionReader(run, layout, close=close), ""
 
 
 def _coreml_reader(artifact: Any) -> tuple[DecisionReader | None, str]:
@@ -181,7 +229,8 @@ def _coreml_reader(artifact: Any) -> tuple[DecisionReader | None, str]:
             found.setdefault(int(m.group(1)), {}).setdefault(key, out.name)
     if not found:
         return None, "the CoreML program names no decisions (exported by an older gatex?)"
-    layout = [(ops[seq], f"{MIL_PREFIX}{seq:05d}_{ops[seq]}", found[seq]) for seq in sorted(found)]
+    layout = [(ops[seq], f"{MIL_PREFIX}{seq:05d}_{ops[seq]}", "", found[seq])
+              for seq in sorted(found)]
 
     def run(feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         return emulator.run_keeping_all(artifact.validate_feeds(feeds))

@@ -127,6 +127,11 @@ class TorchRuntime(Runtime):
             self._hooks.append(module.register_forward_pre_hook(enter(qualname)))
             self._hooks.append(module.register_forward_hook(leave, always_call=True))
 
+    def current_module(self) -> str:
+        """The qualified name of the innermost module running now ("" outside a run or at the
+        root): what a gatex op call inside ``forward`` is attributed to."""
+        return self._stack[-1] if self._stack else ""
+
     def _close(self) -> None:
         for hook in self._hooks:
             hook.remove()

@@ -197,6 +197,36 @@ def inline_body(spec: OpSpec, node: onnx.NodeProto, params: dict[str, Any], dtyp
     return nodes, marked
 
 
+DECISIONS_KEY = "gatex.decision_values"   # metadata: the decisions of deciding nodes inlined
+
+
+def node_module(node: onnx.NodeProto) -> str:
+    """The qualified name of the torch module a node came from (torch.onnx's
+    ``pkg.torch.onnx.name_scopes`` metadata, whose last entry is the op itself); "" if none."""
+    import ast
+
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return ""
+            return str(scopes[-2]) if isinstance(scopes, list) and len(scopes) >= 2 else ""
+    return ""
+
+
+def inline_recording(spec: OpSpec, node: onnx.NodeProto, params: dict[str, Any], dtype: int,
+                     record: list[dict[str, Any]]) -> list[onnx.NodeProto]:
+    """`inline_nodes`; for an op that makes hard decisions (`OpSpec.decisions`), also appends
+    to ``record`` where its decisions are in the graph (op, node, module, value names), which
+    the exporters store as ``gatex.decision_values`` so parity can expose them later."""
+    nodes, marked = inline_body(spec, node, params, dtype)
+    if spec.decisions:
+        record.append({"op": spec.name, "node": node.name or node.output[0],
+                       "module": node_module(node), "values": marked})
+    return nodes
+
+
 def register_schemas(registry: Any = REGISTRY) -> None:
     """Register an ``onnx.defs.OpSchema`` per op (domain gatex) so checkers and tools know it."""
     for spec in registry:
