@@ -43,12 +43,16 @@ class LayerDecisions:
         return self.beyond == 0 and self.violations == 0
 
     def where(self) -> str:
-        torch_side = f", torch module {self.module!r}" if self.module else ""
-        return f"#{self.index + 1} {self.op} {self.name} ({self.node!r}{torch_side})"
+        """``#3 PGConv2d levels in 'blocks.0.conv2'`` (the torch module, else the node)."""
+        return f"#{self.index + 1} {self.op} {self.name} in {self.module or self.node!r}"
 
     def describe(self) -> str:
-        text = (f"{self.flips} of {self.elements} flipped, {self.boundary_flips} within the "
-                f"rounding bound (worst margin {self.worst_ratio:.3g}x the bound)")
+        if not self.flips:
+            text = f"0 of {self.elements} flipped"
+        else:
+            within = "all" if self.boundary_flips == self.flips else str(self.boundary_flips)
+            text = (f"{self.flips} of {self.elements} flipped, {within} within the bound "
+                    f"(worst margin {self.worst_ratio:.2g}x)")
         if self.violations:
             text += f"; {self.violations} contradict pre > T"
         return text
@@ -87,6 +91,40 @@ class DecisionReport:
         return (f"{len(self.layers)} decision tensors, {flips} boundary flips (worst margin "
                 f"{worst:.3g}x the bound); outputs judged against torch with the artifact's "
                 "decisions")
+
+
+SHOWN_LAYERS = 12   # layers listed in the terminal and Markdown (every one is in the JSON)
+
+
+def layer_record(layer: LayerDecisions) -> dict[str, Any]:
+    return {"index": layer.index, "op": layer.op, "name": layer.name, "module": layer.module,
+            "node": layer.node, "elements": layer.elements, "flips": layer.flips,
+            "boundary_flips": layer.boundary_flips, "beyond": layer.beyond,
+            "violations": layer.violations, "worst_ratio": layer.worst_ratio,
+            "passed": layer.passed}
+
+
+def report_record(report: DecisionReport | None) -> dict[str, Any] | None:
+    """The report as JSON (``gatex.parity/1`` ``decisions``); None where no op decides."""
+    if report is None:
+        return None
+    first = report.first_beyond
+    return {"forced": report.forced, "passed": report.passed, "reason": report.reason,
+            "summary": report.summary(), "seconds": round(report.seconds, 4),
+            "first_beyond": None if first is None else layer_record(first),
+            "layers": [layer_record(layer) for layer in report.layers]}
+
+
+def report_lines(report: DecisionReport) -> list[str]:
+    """The summary, then the layers that flipped or failed (the first `SHOWN_LAYERS`)."""
+    shown = [layer for layer in report.layers if layer.flips or not layer.passed]
+    lines = [report.summary()]
+    lines += [f"{'FAIL ' if not layer.passed else ''}{layer.where()}: {layer.describe()}"
+              for layer in shown[:SHOWN_LAYERS]]
+    if len(shown) > SHOWN_LAYERS:
+        lines.append(f"... {len(shown) - SHOWN_LAYERS} more layers with flips (--json lists "
+                     "every layer)")
+    return lines
 
 
 def compare_calls(torch_calls: Sequence[OpDecisions], artifact_calls: Sequence[Any]

@@ -31,6 +31,9 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
                           "ops": [{"index", "op", "node", "module", "passed", "max_abs",
                                    "max_rel", "message"}]},
         "notes": [str],
+        "decisions": null | {"forced": bool, "passed": bool, "reason": str, "summary": str,
+                             "seconds": float, "first_beyond": null | LAYER,
+                             "layers": [LAYER]},
         "pruned": null | {"passed": bool, "summary": str,
                           "layers": [{"name": str, "pruned": int, "removed": int,
                                       "violations": int, "first": [int, int] | null,
@@ -45,11 +48,17 @@ spec's atol, was the atol applied; ``tolerance.atol`` stays the spec's). ``prune
 holds GatedDense layers: per layer, the weights pruned in the source (K * G == 0) that the
 artifact keeps, those compaction removed, and those that are non-zero in the artifact
 (``violations``, the first at [in, out]), or the ``note`` saying why the layer could not be
-read; a failed check fails the result. ``tolerance.outliers`` (optional; 0 where no op makes
-hard decisions or it was turned off) is the fraction of each output's elements that may lie
-outside the tolerance because a hard decision flipped (``outlier_ops``: the ops asking for it,
-`OpSpec.decision_outliers`); ``outputs[].outliers_allowed`` (optional) is that fraction as a
-count for the output, and ``outside`` says how many were used.
+read; a failed check fails the result. ``tolerance.outliers`` (optional; 0 unless the user gave
+``--max-outliers``) is the fraction of each output's elements that may lie outside the
+tolerance (``outlier_ops``: who asked); ``outputs[].outliers_allowed`` (optional) is that
+fraction as a count for the output, and ``outside`` says how many were used. ``decisions``
+(optional; null for models without hard-decision ops, or with ``--decisions strict``) is
+decision-forced parity (`gatex.comparison.decisions`): ``forced`` false with the ``reason``
+when the artifact's decisions could not be read (the outputs were then judged strictly);
+each LAYER is one decision tensor of one op call: {"index", "op", "name", "module", "node",
+"elements", "flips", "boundary_flips", "beyond", "violations", "worst_ratio", "passed"}, and
+``first_beyond`` the first that failed (a flip beyond its rounding bound, or a gate against
+``pre > T``).
 """
 
 from __future__ import annotations
@@ -72,11 +81,12 @@ from gatex import _io
 from gatex._version import __version__
 from gatex.errors import BadInputError
 from gatex.comparison import LocateResult, OutputParity, ParityResult
+from gatex.comparison.decisions import report_lines, report_record
 
 SCHEMA = "gatex.parity/1"
 TOP_KEYS = ("schema", "gatex_version", "passed", "results")
 RESULT_KEYS = ("artifact", "runtime", "reference", "emulated", "dtype", "passed", "tolerance",
-               "inputs", "outputs", "locate", "notes", "pruned")
+               "inputs", "outputs", "locate", "notes", "pruned", "decisions")
 PRUNED_LAYER_KEYS = ("name", "pruned", "removed", "violations", "first", "note")
 TOLERANCE_KEYS = ("rtol", "atol", "dtype", "origin", "ops", "reductions", "text", "outliers",
                   "outlier_ops")
@@ -176,6 +186,7 @@ def result_record(r: ParityResult) -> dict[str, Any]:
         "locate": locate_record(r.locate),
         "notes": list(r.notes),
         "pruned": pruned_record(r.pruned),
+        "decisions": report_record(r.decisions),
     }
 
 
@@ -201,10 +212,12 @@ def to_json(results: Sequence[ParityResult]) -> str:
 # -- JUnit XML ------------------------------------------------------------------------------------
 
 def _junit_counts(r: ParityResult) -> tuple[int, int]:
-    """(tests, failures) of one artifact: its outputs, and the pruned-weights check where run."""
-    pruned = r.pruned is not None
-    return (len(r.outputs) + pruned,
-            len(r.failures()) + (pruned and not bool(r.pruned)))
+    """(tests, failures) of one artifact: its outputs, and the pruned-weights and decisions
+    checks where run."""
+    pruned, decided = r.pruned is not None, r.decisions is not None
+    return (len(r.outputs) + pruned + decided,
+            len(r.failures()) + (pruned and not bool(r.pruned)) +
+            (decided and not r.decisions.passed))
 
 
 def to_junit(results: Sequence[ParityResult]) -> str:
@@ -240,6 +253,15 @@ def to_junit(results: Sequence[ParityResult]) -> str:
             else:
                 ET.SubElement(case, "failure", message=r.pruned.summary(),
                               type="PrunedWeightsFailure")
+        if r.decisions is not None:
+            case = ET.SubElement(suite, "testcase", name="decisions",
+                                 classname=f"gatex.parity.{_classname(r.artifact)}")
+            text = "\n".join(report_lines(r.decisions))
+            if r.decisions.passed:
+                ET.SubElement(case, "system-out").text = text
+            else:
+                ET.SubElement(case, "failure", message=r.decisions.summary(),
+                              type="DecisionFailure").text = text
         extra = [*(f"warning: input {k!r} holds {n} NaN values (reported, not refused)"
                    for k, n in r.input_nans.items()),
                  *r.notes, *([f"locate: {r.locate.summary()}"] if r.locate else [])]
@@ -360,6 +382,10 @@ def to_markdown(results: Sequence[ParityResult]) -> str:
                 lines.append(f"  - pass with hard-decision flips: {_md(o.message)}")
         if r.pruned is not None:
             lines.append(f"  - {'' if r.pruned else 'FAIL '}{_md(r.pruned.summary())}")
+        if r.decisions is not None:
+            head, *layers = report_lines(r.decisions)
+            failed = "FAIL " if not r.decisions.passed else ""
+            lines += [f"  - {failed}decisions: {_md(head)}", *(f"    - {_md(x)}" for x in layers)]
         if r.locate is not None:
             lines.append(f"  - locate: {_md(r.locate.summary())}")
     return "\n".join(lines) + "\n"
@@ -489,6 +515,12 @@ def print_results(results: Sequence[ParityResult], console: Console) -> None:
             elif o.outside:
                 console.print(Text(f"  pass with hard-decision flips: {o.message}",
                                    style="yellow"))
+        if r.decisions is not None:
+            head, *layers = report_lines(r.decisions)
+            style = "red" if not r.decisions.passed else ""
+            console.print(Text(f"  decisions: {head}", style=style))
+            for line in layers:
+                console.print(Text(f"    {line}", style=style if "FAIL" in line else ""))
         if r.locate is not None:
             console.print(Text(f"  locate: {r.locate.summary()}"))
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from gatex.comparison.decisions import DecisionReport, accumulate, compare_calls, new_layers
 from gatex.ops import decisions
+from gatex.pipeline.batches import _concat
 from gatex.runtimes.base import Runtime, nan_count
 from gatex.runtimes.decisions import ArtifactCall, deciding_ops, expose
 from gatex.runtimes.torch_runtime import TorchRuntime
@@ -128,9 +129,4 @@ def _paired(torch_calls: Sequence[decisions.OpDecisions], calls: Sequence[Artifa
 
 
 def _join(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    def cat(chunks: list[np.ndarray]) -> np.ndarray:
-        if len(chunks) == 1:
-            return chunks[0]
-        return np.concatenate(chunks, axis=0) if chunks[0].ndim else np.stack(chunks)
-
-    return {k: cat([b[k] for b in batches]) for k in batches[0]}
+    return {k: _concat([b[k] for b in batches]) for k in batches[0]}
