@@ -205,7 +205,7 @@ class OutputParity:
     top1: float | None = None      # 2-D logits: fraction of rows whose argmax agrees
     needed: NeededTolerance | None = None
     floor: PrecisionFloor | None = None   # torch's own low-precision error, where measured
-    outliers_allowed: int = 0      # elements that may be outside for hard-decision flips
+    outliers_allowed: int = 0      # elements that may be outside (the user's --max-outliers)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -332,7 +332,7 @@ def _with_message(r: OutputParity, size: int) -> OutputParity:
     if r.passed and r.outside:
         text = (f"{r.name}: ok within {tol} except {r.outside} of {size} values "
                 f"({100 * r.outside / max(size, 1):.2g} %), within the {r.outliers_allowed} "
-                f"allowed for hard-decision flips (max_abs {fmt(r.max_abs or 0.0)}"
+                f"outliers allowed (--max-outliers) (max_abs {fmt(r.max_abs or 0.0)}"
                 f"{yardstick})")
         return _replace(r, message=text)
     if r.passed:
@@ -349,7 +349,7 @@ def _with_message(r: OutputParity, size: int) -> OutputParity:
         if r.worst_index is not None:
             worst = (f" at {list(r.worst_index)}: {r.worst_actual:.6g} vs "
                      f"{r.worst_expected:.6g}")
-        allowed = (f", {r.outliers_allowed} allowed for hard-decision flips"
+        allowed = (f", {r.outliers_allowed} outliers allowed (--max-outliers)"
                    if r.outliers_allowed else "")
         parts.append(f"{r.outside} of {size} values outside {tol} (max_abs "
                      f"{fmt(r.max_abs or 0.0)}{worst}{yardstick}{allowed})")

@@ -29,7 +29,7 @@ JSON schema ``gatex.parity/1`` (keys are stable; a change of meaning bumps the n
         "locate": null | {"matched": bool, "reason": str, "summary": str,
                           "first_divergence": null | {"index", "op", "node", "module"},
                           "ops": [{"index", "op", "node", "module", "passed", "max_abs",
-                                   "max_rel", "message"}]},
+                                   "max_rel", "message"}], "decision": str},
         "notes": [str],
         "decisions": null | {"forced": bool, "passed": bool, "reason": str, "summary": str,
                              "seconds": float, "first_beyond": null | LAYER,
@@ -79,9 +79,9 @@ from rich.text import Text
 
 from gatex import _io
 from gatex._version import __version__
-from gatex.errors import BadInputError
 from gatex.comparison import LocateResult, OutputParity, ParityResult
 from gatex.comparison.decisions import report_lines, report_record
+from gatex.errors import BadInputError
 
 SCHEMA = "gatex.parity/1"
 TOP_KEYS = ("schema", "gatex_version", "passed", "results")
@@ -94,7 +94,7 @@ OUTPUT_KEYS = ("name", "passed", "message", "shape", "expected_shape", "dtype", 
                "max_rel", "mean_abs", "cosine", "max_ulp", "nan", "inf", "outside", "worst",
                "top1", "needed", "floor", "outliers_allowed")
 FLOOR_KEYS = ("dtype", "torch_max_abs", "torch_atol", "rtol", "factor", "atol", "raised")
-LOCATE_KEYS = ("matched", "reason", "summary", "first_divergence", "ops")
+LOCATE_KEYS = ("matched", "reason", "summary", "first_divergence", "ops", "decision")
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -169,6 +169,7 @@ def locate_record(loc: LocateResult | None) -> dict[str, Any] | None:
                  "passed": c.parity.passed, "max_abs": _num(c.parity.max_abs),
                  "max_rel": _num(c.parity.max_rel), "message": c.parity.message}
                 for c in loc.comparisons],
+        "decision": loc.decision,
     }
 
 
@@ -243,7 +244,7 @@ def to_junit(results: Sequence[ParityResult]) -> str:
             if not o.passed:
                 failure = ET.SubElement(case, "failure", message=o.message, type="ParityFailure")
                 failure.text = _details(o)
-            elif o.outside:   # passed on the hard-decision allowance: say so where CI shows it
+            elif o.outside:   # passed on the user's outlier allowance: say so where CI shows it
                 ET.SubElement(case, "system-out").text = o.message
         if r.pruned is not None:
             case = ET.SubElement(suite, "testcase", name="pruned-weights",
@@ -379,7 +380,7 @@ def to_markdown(results: Sequence[ParityResult]) -> str:
             if not o.passed:
                 lines.append(f"  - FAIL {_md(o.message)}")
             elif o.outside:
-                lines.append(f"  - pass with hard-decision flips: {_md(o.message)}")
+                lines.append(f"  - pass with outliers (--max-outliers): {_md(o.message)}")
         if r.pruned is not None:
             lines.append(f"  - {'' if r.pruned else 'FAIL '}{_md(r.pruned.summary())}")
         if r.decisions is not None:
@@ -513,7 +514,7 @@ def print_results(results: Sequence[ParityResult], console: Console) -> None:
             if not o.passed:
                 console.print(Text(f"  FAIL {o.message}", style="red"))
             elif o.outside:
-                console.print(Text(f"  pass with hard-decision flips: {o.message}",
+                console.print(Text(f"  pass with outliers (--max-outliers): {o.message}",
                                    style="yellow"))
         if r.decisions is not None:
             head, *layers = report_lines(r.decisions)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
 from gatex.comparison.decisions import DecisionReport
 from gatex.comparison.metrics import OutputParity
 from gatex.comparison.tolerance import ToleranceChoice
-
-
 
 
 @dataclass(frozen=True)
@@ -29,12 +28,15 @@ class LocateResult:
 
     comparisons: tuple[OpComparison, ...] = ()
     unmatched_reason: str = ""
+    decision: str = ""   # the first layer whose decisions differ beyond the bound, described
 
     @property
     def first_divergence(self) -> OpComparison | None:
         return next((c for c in self.comparisons if not c.parity), None)
 
     def summary(self) -> str:
+        if self.decision:
+            return f"first layer whose decisions differ beyond the rounding bound: {self.decision}"
         if self.unmatched_reason:
             return f"cannot locate: {self.unmatched_reason}"
         first = self.first_divergence

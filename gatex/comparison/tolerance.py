@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gatex.comparison.metrics import PrecisionFloor, dtype_name, fmt
 from gatex.errors import BadInputError
 from gatex.ops import REGISTRY
 from gatex.ops.spec import REDUCTION_TOLERANCES, Tolerance
-from gatex.comparison.metrics import PrecisionFloor, dtype_name, fmt
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class ToleranceChoice:
                    f"{self.sources()})"
         if self.outliers:
             text += (f"; up to {100 * self.outliers:g} % of each output's elements may be "
-                     f"outside for hard-decision flips ({', '.join(self.outlier_ops)})")
+                     f"outside ({', '.join(self.outlier_ops)})")
         return text + self._floors_text()
 
     def _floors_text(self) -> str:

@@ -36,6 +36,7 @@ from gatex.comparison import (
     compare,
     compare_outputs,
 )
+from gatex.comparison.decisions import DecisionReport
 from gatex.comparison.metrics import LOW_PRECISIONS, dtype_name, float_dtype_of
 from gatex.comparison.report import check_verdict_paths, print_results, write_verdicts
 from gatex.errors import (
@@ -55,15 +56,6 @@ from gatex.loading import load_model
 from gatex.models import zoo
 from gatex.ops import REGISTRY
 from gatex.ops.spec import Tolerance
-from gatex.runtimes.base import Runtime, TensorSpec
-from gatex.runtimes.coreml_runtime import CoremlRuntime, coreml_can_predict, parse_compute_units
-from gatex.runtimes.locate import import_onnx
-from gatex.runtimes.locate import locate as locate_ops
-from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime, has_plugin_nodes
-from gatex.runtimes.openvino_runtime import OpenvinoRuntime
-from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
-from gatex.runtimes.torch_runtime import TorchRuntime
-from gatex.comparison.decisions import DecisionReport
 from gatex.pipeline.batches import (
     _pair_names,
     _run_batches,
@@ -71,7 +63,15 @@ from gatex.pipeline.batches import (
     split_batches,
 )
 from gatex.pipeline.forced import MODES, ForcedRun, forced_run
+from gatex.runtimes.base import Runtime, TensorSpec
+from gatex.runtimes.coreml_runtime import CoremlRuntime, coreml_can_predict, parse_compute_units
 from gatex.runtimes.decisions import deciding_ops
+from gatex.runtimes.locate import import_onnx
+from gatex.runtimes.locate import locate as locate_ops
+from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime, has_plugin_nodes
+from gatex.runtimes.openvino_runtime import OpenvinoRuntime
+from gatex.runtimes.tensorrt_runtime import TensorrtRuntime
+from gatex.runtimes.torch_runtime import TorchRuntime
 
 UNIT_METADATA_KEY = "gatex.unit"   # written by the exporters (ONNX metadata_props, CoreML
                                    # user_defined_metadata)
@@ -449,6 +449,9 @@ def check_artifact(path: Path, *, unit: str | None = None, model: str | None = N
             found = locate_ops(read_onnx(path), ref_model, batches,
                                [_widen_for_reference(b, None) for b in batches],
                                result.tolerance.tolerance, device=device, threads=threads)
+            first = result.decisions.first_beyond if result.decisions else None
+            if first is not None:   # a wrong decision comes before any op output it moves
+                found = replace(found, decision=f"{first.where()}: {first.describe()}")
             result = replace(result, locate=found)
     return result
 
@@ -503,11 +506,11 @@ def run_parity_command(artifacts: Sequence[str | Path], *, reference: str = "tor
                             "torch (eager)")
     if dtype is not None and dtype_name(dtype) not in ("float32", "float16"):
         raise BadInputError(f"--dtype must be fp32 or fp16; got {dtype}")
+    require_choice(decisions, MODES, "--decisions")
     paths = [Path(a) for a in artifacts]
     for p in paths:
         check_suffix(p)
     require_choice(backend, ONNX_BACKENDS, "--backend")
-    require_choice(decisions, MODES, "--decisions")
     if backend == "openvino" and any(p.suffix.lower() != ".onnx" for p in paths):
         raise BadInputError("--backend openvino runs .onnx artifacts only")
 

@@ -106,9 +106,12 @@ def expose(artifact: Runtime) -> tuple[DecisionReader | None, str]:
 
 def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, str, dict[str, str]]]]:
     """A copy of ``proto`` with every deciding op's decisions as extra graph outputs, and the
-    layout: (op, node name, torch module, {decision: output name}) per deciding op, in graph
-    order. Deciding gatex nodes are inlined with the values their lowering marks; those the
-    exporter inlined itself are found through its ``gatex.decision_values`` metadata."""
+    layout: (op, node name, torch module, {decision: output name}) per deciding op. The values
+    are the artifact's own: a gatex node's function gets its marked body values (its
+    ``gatex.decision_values`` metadata) as extra outputs, which each calling node passes on;
+    nodes the exporter inlined are found through the model's ``gatex.decision_values``. Only a
+    TensorRT plugin node, which has no body in the file, runs as gatex's decomposition (as the
+    plugin stand-in runs it)."""
     import json
 
     import onnx
@@ -136,18 +139,39 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, str, dict[str, s
             continue   # a graph rewritten since export: these names are gone
         layout.append((str(entry.get("op", "")), str(entry.get("node", "")),
                        str(entry.get("module", "")), {str(k): str(v) for k, v in values.items()}))
+    functions = {(f.domain, f.name): f for f in copy.functions}
+    extended: dict[int, list[str]] = {}   # function -> the decisions its outputs now carry
     nodes = []
     for n in copy.graph.node:
         spec = gatex_spec(n) if n.domain == onnx_build.DOMAIN else None
         if spec is None or not spec.decisions:
             nodes.append(n)
             continue
+        where = n.name or n.output[0]
+        function = functions.get((n.domain, n.op_type))
+        if function is not None and not _is_plugin(n):
+            marks = _function_marks(function)
+            if marks is None:
+                raise BadInputError(f"the artifact's {spec.name} function names no decisions "
+                                    "(exported by an older gatex): re-export it, or check it "
+                                    "with --decisions strict")
+            if id(function) not in extended:
+                extended[id(function)] = [k for k, v in marks.items() if v != "y"]
+                function.output.extend(marks[k] for k in extended[id(function)])
+            names = {k: n.output[0] for k, v in marks.items() if v == "y"}
+            for k in extended[id(function)]:
+                names[k] = f"{where}__decision_{k}"
+            n.output.extend(names[k] for k in extended[id(function)])
+            nodes.append(n)
+            layout.append((spec.name, where, onnx_build.node_module(n), names))
+            continue
+        # a TensorRT plugin node: its decomposition, as the plugin stand-in runs it
         if not elem.get(n.input[0]):
-            raise BadInputError(f"cannot tell the dtype of {n.name or n.op_type}'s input "
-                                f"{n.input[0]!r}, so its decisions cannot be exposed")
+            raise BadInputError(f"cannot tell the dtype of {where}'s input {n.input[0]!r}, so "
+                                "its decisions cannot be exposed")
         inlined, marked = onnx_build.inline_body(spec, n, node_params(n), elem[n.input[0]])
         nodes.extend(inlined)
-        layout.append((spec.name, n.name or n.output[0], onnx_build.node_module(n), marked))
+        layout.append((spec.name, where, onnx_build.node_module(n), marked))
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     outputs = {o.name for o in copy.graph.output}
@@ -162,6 +186,27 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, str, dict[str, s
         if not o.type.HasField("tensor_type") and o.name in types:
             o.type.CopyFrom(types[o.name])
     return copy, layout
+
+
+def _is_plugin(node: Any) -> bool:
+    return any(a.name == "plugin_namespace" for a in node.attribute)
+
+
+def _function_marks(function: Any) -> dict[str, str] | None:
+    import json
+
+    from gatex.ops.lowering import onnx as onnx_build
+
+    for prop in function.metadata_props:
+        if prop.key == onnx_build.DECISIONS_KEY:
+            try:
+                marks = json.loads(prop.value)
+            except ValueError:
+                return None
+            produced = {o for node in function.node for o in node.output}
+            if isinstance(marks, dict) and all(v in produced for v in marks.values()):
+                return {str(k): str(v) for k, v in marks.items()}
+    return None
 
 
 def _onnx_reader(artifact: Any, *, openvino: bool = False

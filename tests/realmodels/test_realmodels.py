@@ -5,10 +5,10 @@ PaGRUCell classifier) x each target (matrix.py: ONNX fp32/fp16, CoreML fp32/fp16
 TensorRT bundle's graph, OpenVINO, plain torch.onnx) is one test. The default run keeps one
 cell per target and model family (about a minute); the rest are slow-marked.
 
-Known failures, asserted as such (strict xfail: a fix shows up as XPASS):
-- ResNet-20 with PGConv2d in fp32: the precision-gated convs quantize activations to levels;
-  last-bit differences between torch and the runtimes move a level (the decision-parity issue
-  proves those flips instead of excusing them).
+Known failures are asserted as such (KNOWN, strict xfail: a fix shows up as XPASS); there are
+none today. ResNet-20 with CGConv2d and PGConv2d passes every target by decision-forced parity
+(each gate and level flip proved a boundary flip, the outputs judged against torch with the
+artifact's decisions); its default cell is the PG model on onnxruntime fp32.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from matrix import TARGETS, no_output, run_cell
 DEFAULT = {("gpt2-paGLU", "coreml-fp16"), ("bert-GatedDense", "torch.onnx"),
            ("vit-tiny-ZiLU", "openvino"), ("gru-PaGRUCell", "onnx-fp32"),
            ("gru-PaGRUCell", "onnx-fp16"), ("gru-PaGRUCell", "coreml-fp32"),
-           ("gru-PaGRUCell", "trt-bundle")}
+           ("gru-PaGRUCell", "trt-bundle"), ("resnet20-PG", "onnx-fp32")}
 # (model, target) -> why it fails today
-KNOWN = {("resnet20-PG", t): "PGConv2d level flips in fp32 (decision-parity issue)"
-         for t in ("onnx-fp32", "coreml-fp32", "trt-bundle", "openvino", "torch.onnx")}
+KNOWN: dict[tuple[str, str], str] = {}
 NEEDS = {"openvino": "openvino", "coreml-fp32": "coremltools", "coreml-fp16": "coremltools"}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -150,6 +151,9 @@ class Body:
 
 
 Lowering = Callable[..., str]
+# metadata naming where hard decisions are (`gatex.ops.decisions`): on a model, a JSON list of
+# the deciding nodes the exporter inlined; on a function, a JSON map decision -> body value
+DECISIONS_KEY = "gatex.decision_values"
 
 
 def build_function(spec: OpSpec, params: dict[str, Any], dtype: int, opset: int,
@@ -168,11 +172,16 @@ def build_function(spec: OpSpec, params: dict[str, Any], dtype: int, opset: int,
     else:
         for n in nodes:
             n.output[:] = ["y" if o == out else o for o in n.output]
-    return helper.make_function(
+    function = helper.make_function(
         DOMAIN, spec.name, inputs, ["y"], nodes, [helper.make_opsetid("", opset)],
         # exactly the attributes the node carries: onnx.reference requires each declared one
         attributes=[p.name for p in attribute_params(spec) if params.get(p.name) is not None],
         doc_string=f"{spec.formula}  ({spec.source})")
+    if body.decisions:   # where the body's decisions are, for parity's check-only copy
+        marked = {k: "y" if v == out else v for k, v in body.decisions.items()}
+        function.metadata_props.append(onnx.StringStringEntryProto(
+            key=DECISIONS_KEY, value=json.dumps(marked, sort_keys=True)))
+    return function
 
 
 def inline_nodes(spec: OpSpec, node: onnx.NodeProto, params: dict[str, Any],
@@ -197,7 +206,6 @@ def inline_body(spec: OpSpec, node: onnx.NodeProto, params: dict[str, Any], dtyp
     return nodes, marked
 
 
-DECISIONS_KEY = "gatex.decision_values"   # metadata: the decisions of deciding nodes inlined
 
 
 def node_module(node: onnx.NodeProto) -> str:
