@@ -16,18 +16,27 @@ in call order, with the op's spec name and the node (or MIL op) it came from.
 
 from __future__ import annotations
 
+import json
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
+from gatex.artifacts.onnx_file import read_onnx
+from gatex.artifacts.onnx_nodes import decompose_plugin_nodes, gatex_spec, node_params
 from gatex.errors import BadInputError, UnknownOpError
 from gatex.ops import REGISTRY
 from gatex.ops.decisions import MIL_PREFIX
+from gatex.ops.lowering import onnx as onnx_build
 from gatex.runtimes.base import Runtime
+from gatex.runtimes.coreml_runtime import CoremlRuntime
+from gatex.runtimes.onnxruntime_runtime import OrtRuntime
+from gatex.runtimes.openvino_runtime import OpenvinoRuntime
 
 
 def deciding_ops(op_names: Sequence[str]) -> tuple[str, ...]:
@@ -86,9 +95,6 @@ class DecisionReader:
 
 def expose(artifact: Runtime) -> tuple[DecisionReader | None, str]:
     """A `DecisionReader` for ``artifact`` (loaded), or None and the reason it has none."""
-    from gatex.runtimes.coreml_runtime import CoremlRuntime
-    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
-    from gatex.runtimes.openvino_runtime import OpenvinoRuntime
 
     if isinstance(artifact, CoremlRuntime):
         if not artifact.emulated:
@@ -112,12 +118,8 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, str, dict[str, s
     nodes the exporter inlined are found through the model's ``gatex.decision_values``. Only a
     TensorRT plugin node, which has no body in the file, runs as gatex's decomposition (as the
     plugin stand-in runs it)."""
-    import json
 
-    import onnx
 
-    from gatex.artifacts.onnx_nodes import gatex_spec, node_params
-    from gatex.ops.lowering import onnx as onnx_build
 
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
@@ -193,9 +195,7 @@ def _is_plugin(node: Any) -> bool:
 
 
 def _function_marks(function: Any) -> dict[str, str] | None:
-    import json
 
-    from gatex.ops.lowering import onnx as onnx_build
 
     for prop in function.metadata_props:
         if prop.key == onnx_build.DECISIONS_KEY:
@@ -211,12 +211,7 @@ def _function_marks(function: Any) -> dict[str, str] | None:
 
 def _onnx_reader(artifact: Any, *, openvino: bool = False
                  ) -> tuple[DecisionReader | None, str]:
-    import onnx
 
-    from gatex.artifacts.onnx_file import read_onnx
-    from gatex.artifacts.onnx_nodes import decompose_plugin_nodes
-    from gatex.ops.lowering import onnx as onnx_build
-    from gatex.runtimes.onnxruntime_runtime import OrtRuntime
 
     model = getattr(artifact, "path", None) or artifact.model   # a plugin stand-in: its file
     if isinstance(model, bytes):
@@ -231,10 +226,8 @@ def _onnx_reader(artifact: Any, *, openvino: bool = False
                       f"{onnx_build.DECISIONS_KEY} metadata), so they cannot be read back")
     decompose_plugin_nodes(copy)   # a plugin-flavor graph: what onnxruntime can run of it
     if openvino:   # OpenVINO reads files: the copy goes to a private temporary folder
-        import tempfile
 
-        from gatex.runtimes.openvino_runtime import OpenvinoRuntime
-
+    
         folder = tempfile.TemporaryDirectory(prefix="gatex-decisions-")
         path = Path(folder.name) / "decisions.onnx"
         onnx.save(copy, path)
