@@ -170,3 +170,26 @@ def test_zilu_sigma_forms_tiny_run_prints_the_three_ratios() -> None:
     bad = subprocess.run([sys.executable, str(script), "--size", "0"], cwd=REPO_ROOT, env=env,
                          text=True, capture_output=True, timeout=120, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+# -- benchmarks/decisions_resnet20.py (issue 15): decision-forced parity on ResNet-20 -----------
+
+def test_decisions_resnet20_tiny_run_reports_flips_errors_and_the_time_ratio(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    out = tmp_path / "d.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "decisions_resnet20.py"),
+                           "--models", "PG", "--targets", "onnx-fp32", "--batch", "2",
+                           "--rounds", "1", "--max-ratio", "100", "--json", str(out)],
+                          cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert row["forced"] and row["forced_passed"], row
+    assert row["forced_max_abs"] < 1e-5 and row["worst_ratio"] <= 1
+    assert len(row["layers"]) == 18 * 3 and row["ratio"] > 0
+    assert "resnet20-PG on onnx-fp32 (batch 2)" in proc.stdout
+    assert "forced/plain time" in proc.stdout
+    bad = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "decisions_resnet20.py"),
+                          "--models", "XX"], cwd=REPO_ROOT, env=env, text=True,
+                         capture_output=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown models")

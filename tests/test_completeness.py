@@ -56,3 +56,34 @@ def test_every_op_has_its_tests_and_its_zoo_model(name: str) -> None:
 def test_every_catalogued_gate_reaches_paunit_and_the_kernels() -> None:
     assert REGISTRY.get("paUnit").param("gate").choices == tuple(CATALOGUE)
     assert all(g.kernel for g in CATALOGUE.values()), "a gate without a Triton kernel gate"
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTIN_OPS if REGISTRY.get(n).decisions])
+def test_every_deciding_op_marks_its_decisions_in_onnx(name: str) -> None:
+    """An op with hard decisions (`OpSpec.decisions`) marks each in its ONNX function, so
+    decision-forced parity can read them back; its torch reference records each on the tape."""
+    import json
+
+    import onnx
+    import torch
+
+    from gatex.ops import decisions
+    from gatex.ops.lowering import onnx as onnx_build
+
+    spec = REGISTRY.get(name)
+    params = {p.name: p.default for p in spec.params}
+    present = [True] * len(onnx_build.node_inputs(spec))
+    function = onnx_build.build_function(spec, params, onnx.TensorProto.FLOAT, 21, present)
+    (prop,) = [p for p in function.metadata_props if p.key == onnx_build.DECISIONS_KEY]
+    marked = json.loads(prop.value)
+    assert set(spec.decisions) <= set(marked)
+    produced = {o for n in function.node for o in n.output}
+    assert set(marked.values()) <= produced
+    # the reference, on a small conv-shaped call, records every decision the spec names
+    x = torch.randn(2, 4, 5, 5)
+    args = {"x": x, "weight": torch.randn(3, 4, 3, 3), "mask": torch.ones(3, 4, 3, 3),
+            "threshold": torch.zeros(3)}
+    with decisions.recording("float32") as tape:
+        spec.reference(*(args[i] for i in spec.inputs))
+    (call,) = tape.calls
+    assert tuple(call.decisions) == spec.decisions and call.op == spec.name
