@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from gatex.ops.decisions import FOLDED, OpDecisions
-
 
 @dataclass(frozen=True)
 class LayerDecisions:
@@ -127,32 +125,12 @@ def report_lines(report: DecisionReport) -> list[str]:
     return lines
 
 
-def compare_calls(torch_calls: Sequence[OpDecisions], artifact_calls: Sequence[Any]
-                  ) -> tuple[list[tuple[int, str, dict[str, Any]]], str]:
-    """Pair one batch's calls by order: ``(counts, "")`` with (call index, decision name,
-    counts) per decision tensor, or ``([], why they do not pair)``. A `FOLDED` decision the
-    artifact does not expose is torch's own by construction and not counted."""
-    if len(torch_calls) != len(artifact_calls):
-        return [], (f"torch made {len(torch_calls)} deciding op calls, the artifact "
-                    f"{len(artifact_calls)}")
-    counts = []
-    for i, (t, a) in enumerate(zip(torch_calls, artifact_calls)):
-        if t.op != a.op:
-            return [], f"torch's call {t.op} pairs with the artifact's {a.op} ({a.node})"
-        for name, d in t.decisions.items():
-            if name not in a.values:
-                if name in FOLDED:
-                    continue
-                return [], f"the artifact's {a.op} ({a.node}) exposes no {name!r}"
-            value = np.asarray(a.values[name])
-            if value.shape != d.value.shape:
-                return [], (f"{a.op} ({a.node}) {name} is {value.shape} in the artifact, "
-                            f"{d.value.shape} in torch")
-            counts.append((i, name, _count(d, value, a.values.get(f"{name}__pre"))))
-    return counts, ""
-
-
-def _count(d: Any, value: np.ndarray, pre: np.ndarray | None) -> dict[str, Any]:
+def count_flips(d: Any, value: np.ndarray, pre: np.ndarray | None) -> dict[str, Any]:
+    """One decision tensor against torch's `Decision` ``d``: the counts a `LayerDecisions`
+    adds up. ``value`` is the artifact's decision, ``pre`` its pre-decision value (gates)."""
+    value = np.asarray(value)
+    if value.shape != d.value.shape:
+        raise ValueError(f"{d.name} is {value.shape} in the artifact, {d.value.shape} in torch")
     mine = value.astype(bool) if d.kind == "threshold" else np.asarray(value, np.float64)
     flips = mine != d.value
     n_flips = int(flips.sum())
@@ -180,22 +158,17 @@ def rule_violations(gate: np.ndarray, pre: np.ndarray, threshold: np.ndarray) ->
     return (gate & (p <= t64 - slack)) | (~gate & (p > t64 + slack))
 
 
-def accumulate(layers: list[LayerDecisions], counts: Sequence[tuple[int, str, dict[str, Any]]]
-               ) -> list[LayerDecisions]:
-    """``layers`` with one more batch's ``counts`` added (same order)."""
-    out = []
-    for layer, (_, _, c) in zip(layers, counts):
-        out.append(replace(layer, elements=layer.elements + c["elements"],
-                           flips=layer.flips + c["flips"],
-                           boundary_flips=layer.boundary_flips + c["boundary_flips"],
-                           violations=layer.violations + c["violations"],
-                           worst_ratio=max(layer.worst_ratio, c["worst_ratio"])))
-    return out
-
-
-def new_layers(torch_calls: Sequence[OpDecisions], artifact_calls: Sequence[Any],
-               modules: Sequence[str], counts: Sequence[tuple[int, str, dict[str, Any]]]
-               ) -> list[LayerDecisions]:
-    """Empty `LayerDecisions`, one per entry of a batch's ``counts``."""
-    return [LayerDecisions(i, torch_calls[i].op, name, modules[i] if i < len(modules) else "",
-                           artifact_calls[i].node) for i, name, _ in counts]
+def accumulate(layers: list[LayerDecisions] | None,
+               counts: Sequence[tuple[LayerDecisions, dict[str, Any]]]) -> list[LayerDecisions]:
+    """One more batch's ``counts`` (a fresh `LayerDecisions` naming the layer, and its counts,
+    per decision tensor in call order) added to ``layers`` (None: the first batch)."""
+    if layers is None:
+        layers = [layer for layer, _ in counts]
+    if len(layers) != len(counts):
+        raise ValueError(f"this batch made {len(counts)} decisions, the first {len(layers)}")
+    return [replace(layer, elements=layer.elements + c["elements"],
+                    flips=layer.flips + c["flips"],
+                    boundary_flips=layer.boundary_flips + c["boundary_flips"],
+                    violations=layer.violations + c["violations"],
+                    worst_ratio=max(layer.worst_ratio, c["worst_ratio"]))
+            for layer, (_, c) in zip(layers, counts)]

@@ -83,6 +83,9 @@ class OpDecisions:
 Forced = Sequence[Mapping[str, np.ndarray]] | Mapping[tuple[str, int], Mapping[str, np.ndarray]]
 
 
+Judge = Callable[[int, "OpDecisions", "Decision"], Any]
+
+
 class Tape:
     """Every decision op call appends an `OpDecisions`: torch's own decision with its margin and
     bound. With ``forced`` (one mapping per call, in call order), the op then goes on with the
@@ -91,11 +94,12 @@ class Tape:
     are the ones torch would make in the artifact's place."""
 
     def __init__(self, dtype: str = "float32", forced: Forced | None = None,
-                 where: Callable[[], str] | None = None) -> None:
+                 where: Callable[[], str] | None = None, judge: Judge | None = None) -> None:
         self.dtype = dtype
         self.calls: list[OpDecisions] = []
         self.forced = forced
         self.where = where
+        self.judge = judge
         self._seen: dict[str, int] = {}
 
     def begin(self, op: str) -> OpDecisions:
@@ -110,6 +114,12 @@ class Tape:
         if isinstance(self.forced, Mapping):
             return self.forced.get((entry.module, entry.occurrence))
         return self.forced[index] if index < len(self.forced or ()) else None
+
+    def keep(self, entry: OpDecisions, decision: Decision) -> None:
+        """Keep ``decision`` on ``entry``: as it is, or what ``judge`` makes of it (parity
+        compares it with the artifact's at once, so no call's arrays outlive the call)."""
+        entry.decisions[decision.name] = decision if self.judge is None else \
+            self.judge(len(self.calls) - 1, entry, decision)
 
     def take(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
         """The forced decision ``name`` of the current call, shaped like ``like``; None when
@@ -147,12 +157,14 @@ def _active(tape: Tape) -> Iterator[Tape]:
 
 
 def recording(dtype: str = "float32", forced: Forced | None = None,
-              where: Callable[[], str] | None = None) -> contextlib.AbstractContextManager[Tape]:
+              where: Callable[[], str] | None = None, judge: Judge | None = None
+              ) -> contextlib.AbstractContextManager[Tape]:
     """Record every decision, with bounds for an artifact computing in ``dtype``; with
     ``forced``, go on with the artifact's decisions instead (`Tape`): ``forced[call][name]``
     by call index, or ``forced[(module, occurrence)][name]`` keyed by the torch module
-    ``where()`` names as each call begins."""
-    return _active(Tape(dtype, forced, where))
+    ``where()`` names as each call begins. ``judge(call index, entry, decision)``, where
+    given, replaces each recorded decision by what it returns (`Tape.keep`)."""
+    return _active(Tape(dtype, forced, where, judge))
 
 
 def active() -> Tape | None:
@@ -174,9 +186,9 @@ def threshold_decision(entry: OpDecisions | None, name: str, pre: torch.Tensor,
     gate = pre > threshold
     tol = REDUCTION_TOLERANCES[tape.dtype]
     bound = (gamma(k, tape.dtype) + tol.rtol) * _np(magnitude()) + tol.atol
-    entry.decisions[name] = Decision(name, "threshold", gate.cpu().numpy(),
-                                     np.abs(_np(pre) - _np(threshold)), bound,
-                                     threshold=_np(threshold))
+    tape.keep(entry, Decision(name, "threshold", gate.cpu().numpy(),
+                              np.abs(_np(pre) - _np(threshold)), bound,
+                              threshold=_np(threshold)))
     forced = tape.take(name, pre)
     return gate.to(pre.dtype) if forced is None else forced
 
@@ -193,7 +205,7 @@ def round_decision(entry: OpDecisions | None, name: str, q: torch.Tensor, levels
     qn = _np(q)
     margin = np.abs(np.abs(qn - np.floor(qn)) - 0.5)
     bound = 2.0 * tol.rtol * qn + levels * tol.atol / float(scale)
-    entry.decisions[name] = Decision(name, "round", _np(out), margin, bound)
+    tape.keep(entry, Decision(name, "round", _np(out), margin, bound))
     forced = tape.take(name, q)
     return out if forced is None else forced
 

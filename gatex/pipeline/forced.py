@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from gatex.comparison.decisions import DecisionReport, accumulate, compare_calls, new_layers
+from gatex.comparison.decisions import DecisionReport, LayerDecisions, accumulate, count_flips
 from gatex.ops import decisions
 from gatex.pipeline.batches import _concat
 from gatex.runtimes.base import Runtime, nan_count
@@ -70,14 +71,17 @@ def forced_run(artifact: Runtime, reference: Runtime, ops: Sequence[str],
             actual.append(outputs)
             forced = _keyed(mine)
             with decisions.recording(dtype_of(outputs), forced=forced,
-                                     where=reference.current_module) as tape:
+                                     where=reference.current_module,
+                                     judge=_judge(mine, forced)) as tape:
                 expected.append(reference.run(ref_batch))
-            mine, why = _paired(tape.calls, mine, forced)
-            counts, why = compare_calls(tape.calls, mine) if not why else ([], why)
-            if why:
-                return DecisionReport(reason=f"the decisions do not pair: {why}")
-            if layers is None:
-                layers = new_layers(tape.calls, mine, [c.module for c in tape.calls], counts)
+            if len(tape.calls) != len(mine):
+                return DecisionReport(reason=f"the decisions do not pair: torch made "
+                                             f"{len(tape.calls)} deciding op calls, the "
+                                             f"artifact {len(mine)}")
+            counts = [c for call in tape.calls for c in call.decisions.values() if c is not None]
+            if layers is not None and len(layers) != len(counts):
+                return DecisionReport(reason=f"the decisions do not pair: a batch made "
+                                             f"{len(counts)} decisions, the first {len(layers)}")
             layers = accumulate(layers, counts)
     except decisions.ForcingError as exc:
         return DecisionReport(reason=f"the decisions cannot be forced: {exc}")
@@ -102,30 +106,47 @@ def _keyed(calls: Sequence[ArtifactCall]) -> decisions.Forced:
     given = [{k: v for k, v in c.values.items() if "__" not in k} for c in calls]
     if not calls or not all(c.module for c in calls):
         return given
-    keyed: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    return {key: values for key, values in zip(_keys(calls), given)}
+
+
+def _keys(calls: Sequence[ArtifactCall]) -> list[tuple[str, int]]:
     seen: dict[str, int] = {}
-    for c, values in zip(calls, given):
-        keyed[(c.module, seen.get(c.module, 0))] = values
-        seen[c.module] = seen.get(c.module, 0) + 1
-    return keyed
-
-
-def _paired(torch_calls: Sequence[decisions.OpDecisions], calls: Sequence[ArtifactCall],
-            forced: decisions.Forced) -> tuple[list[ArtifactCall], str]:
-    """The artifact's calls in torch's call order (as `_keyed` paired them), or why not."""
-    if not isinstance(forced, dict):
-        return list(calls), ""
-    by_key, seen = {}, {}
+    keys = []
     for c in calls:
-        by_key[(c.module, seen.get(c.module, 0))] = c
-        seen[c.module] = seen.get(c.module, 0) + 1
-    missing = [f"{t.op} in {t.module!r}" for t in torch_calls
-               if (t.module, t.occurrence) not in by_key]
-    if missing:
-        return [], f"the artifact has no decisions for torch's {', '.join(missing[:3])}"
-    if len(by_key) != len(torch_calls):
-        return [], f"torch made {len(torch_calls)} deciding op calls, the artifact {len(by_key)}"
-    return [by_key[(t.module, t.occurrence)] for t in torch_calls], ""
+        keys.append((c.module, seen.get(c.module, 0)))
+        seen[c.module] = keys[-1][1] + 1
+    return keys
+
+
+def _judge(calls: Sequence[ArtifactCall], forced: decisions.Forced) -> decisions.Judge:
+    """Compares each decision torch records with the artifact's as it is made (`count_flips`),
+    so only counts are kept: (the layer, its counts), or None for a `FOLDED` decision the
+    artifact does not expose (torch's own by construction)."""
+    by_key = dict(zip(_keys(calls), calls)) if isinstance(forced, dict) else {}
+
+    def judge(index: int, entry: decisions.OpDecisions, d: decisions.Decision) -> Any:
+        mine = by_key.get((entry.module, entry.occurrence)) if by_key else \
+            (calls[index] if index < len(calls) else None)
+        where = f"{entry.op} call #{index + 1}" + (f" in {entry.module!r}" if entry.module
+                                                    else "")
+        if mine is None:
+            raise decisions.ForcingError(f"the artifact has no decisions for torch's {where}")
+        if mine.op != entry.op:
+            raise decisions.ForcingError(f"torch's {where} pairs with the artifact's {mine.op} "
+                                         f"({mine.node})")
+        if d.name not in mine.values:
+            if d.name in decisions.FOLDED:
+                return None
+            raise decisions.ForcingError(f"the artifact's {mine.op} ({mine.node}) exposes no "
+                                         f"{d.name!r}")
+        value = mine.values[d.name]
+        if value.shape != d.value.shape:
+            raise decisions.ForcingError(f"the artifact's {d.name} of {mine.op} ({mine.node}) is "
+                                         f"{value.shape}, torch's {d.value.shape}")
+        layer = LayerDecisions(index, entry.op, d.name, entry.module, mine.node)
+        return layer, count_flips(d, value, mine.values.get(f"{d.name}__pre"))
+
+    return judge
 
 
 def _join(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
