@@ -4,6 +4,7 @@ attributes, standard ops only), parameters folded to constants, IR version and m
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -108,8 +109,18 @@ def test_zoo_export_structure(zoo_exports: ZooExports, unit: str, flavor: str,
     assert weights and {i.data_type for i in weights} == {ELEM[dtype]}
 
     meta = {p.key: p.value for p in model.metadata_props}
+    decided = meta.pop("gatex.decision_values", None)
     assert meta == {"gatex.version": gatex.__version__, "gatex.flavor": flavor,
                     "gatex.dtype": dtype, "gatex.ops": f"gatex::{unit}", "gatex.unit": unit}
+    # a deciding op's nodes inlined at export: where their decisions are, for parity
+    inlined_deciders = REGISTRY.get(unit).decisions and \
+        (flavor == "inline" or artifact.inlined_variants)
+    assert (decided is not None) == bool(inlined_deciders), decided
+    if decided is not None:
+        produced = {o for n in model.graph.node for o in n.output}
+        for entry in json.loads(decided):
+            assert entry["op"] == unit and set(entry["values"]) >= set(REGISTRY.get(unit).decisions)
+            assert set(entry["values"].values()) <= produced and entry["module"]
     assert model.producer_name == "gatex"
 
 
