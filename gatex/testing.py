@@ -66,7 +66,7 @@ def _feeds(inputs: Any, runtime: Runtime) -> dict[str, Any]:
 def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
                   dtype: str | None = None,
                   tolerance: Tolerance | tuple[float, float] | None = None,
-                  precision_floor: bool = True) -> ParityResult:
+                  precision_floor: bool = True, decisions: str = "forced") -> ParityResult:
     """Assert that ``model_or_artifact`` reproduces ``reference`` on ``inputs``.
 
     ``model_or_artifact`` and ``reference``: an ``nn.Module``, a ``.onnx`` path / ModelProto,
@@ -75,7 +75,9 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
     artifact's output dtype); ``tolerance`` (a `Tolerance` or ``(rtol, atol)``) replaces them
     and is reported as yours. An fp16/bf16 artifact checked against an ``nn.Module`` gets the
     precision floor (each atol at least 2x the atol the module's own fp16/bf16 run needs; see
-    `gatex.pipeline.compare_runtimes`) unless ``precision_floor=False``. Returns the
+    `gatex.pipeline.compare_runtimes`) unless ``precision_floor=False``. A model with
+    hard-decision ops (CGConv2d, PGConv2d) is judged by decision-forced parity unless
+    ``decisions="strict"`` (`compare_runtimes`). Returns the
     `ParityResult`; raises AssertionError when any output fails: the one-line verdict
     (`ParityResult.summary`), then the parity table.
     """
@@ -89,7 +91,7 @@ def assert_parity(model_or_artifact: Any, reference: Any, inputs: Any, *,
         feeds = {k: _array(v) for k, v in _feeds(inputs, artifact).items()}
         result = compare_runtimes(artifact, ref, feeds, dtype=dtype, tolerance=tolerance,
                                   inputs_note="assert_parity inputs",
-                                  precision_floor=precision_floor)
+                                  precision_floor=precision_floor, decisions=decisions)
     if not result:
         raise AssertionError(f"{result.summary()}\n{render_text([result])}")
     return result

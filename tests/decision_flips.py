@@ -23,4 +23,5 @@ def xfail_on_decision_flips(unit: str, off: int, total: int, what: str) -> None:
     ``total`` values are ``off``; more than that is a real failure."""
     if unit in HARD_DECISION_UNITS and 0 < off <= 0.02 * total:
         pytest.xfail(f"{unit}: {off} of {total} values flipped by hard decisions on this CPU "
-                     f"({what}); decision-forced parity is issue 15")
+                     f"({what}); gatex parity proves such flips (decision-forced), this raw "
+                     "elementwise comparison cannot")
