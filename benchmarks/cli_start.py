@@ -22,6 +22,7 @@ COMMANDS = {
     "units": ["units"],
     "units GoLU": ["units", "GoLU"],
     "doctor": ["doctor"],
+    "doctor --deep": ["doctor", "--deep"],   # what doctor did before: torch asked itself
     "bad option": ["export", "--bogus"],
 }
 PROBE = ("import sys, runpy; sys.argv = ['gatex', *sys.argv[1:]]\n"
@@ -47,14 +48,17 @@ def main() -> int:
                                   for _ in range(args.rounds))
     print(f"{'command':<14} {'cpu s':>7} {'/ import torch':>15}  torch imported")
     print(f"{'import torch':<14} {torch_cpu:7.3f} {1.0:15.2f}  yes")
+    fast = [label for label in COMMANDS if not label.endswith("--deep")]
     worst = 0.0
     for label, argv in COMMANDS.items():
         runs = [cpu_of([sys.executable, "-c", PROBE, *argv]) for _ in range(args.rounds)]
         cpu = statistics.median(r[0] for r in runs)
         imported = "yes" if "TORCH=1" in runs[-1][1] else "no"
         print(f"{label:<14} {cpu:7.3f} {cpu / torch_cpu:15.2f}  {imported}")
-        worst = max(worst, cpu)
-    print(f"slowest: {worst:.3f} s CPU (target < 1 s)")
+        if label in fast:
+            worst = max(worst, cpu)
+    print(f"slowest of {', '.join(fast)}: {worst:.3f} s CPU (target < 1 s; doctor --deep "
+          "imports torch by design)")
     return 0
 
 

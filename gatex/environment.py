@@ -2,8 +2,12 @@
 
 `probe()` never imports a heavy optional package when a version lookup answers the question:
 versions come from `importlib.metadata`, presence from `importlib.util.find_spec` (which does not
-import a top-level package). Only torch (a hard dependency) and onnxruntime (to list its
-execution providers) are imported. A missing or broken package is reported, never raised.
+import a top-level package). Only torch (a hard dependency, to ask it about its devices) and
+onnxruntime (to list its execution providers) are imported. ``probe(deep=False)`` (what
+``gatex doctor`` runs; ``--deep`` asks torch) does not import torch either: it reads torch's
+version and CUDA build from ``torch/version.py`` as text (parsed, never run), and the NVIDIA
+devices from the driver (``/proc/driver/nvidia/gpus``). A missing or broken package is
+reported, never raised.
 
     >>> report = probe()
     >>> report.component("torch").available
@@ -126,6 +130,58 @@ def _probe_torch() -> _TorchFacts:
     return _TorchFacts(torch.__version__, cuda_available, torch.version.cuda, devices, mps, "")
 
 
+def _torch_facts_from_files() -> _TorchFacts | None:
+    """What `_probe_torch` learns, without importing torch: None when torch's version file
+    cannot be read (then torch itself is asked)."""
+    import ast
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
+        return _TorchFacts(None, False, None, (), False, "ModuleNotFoundError: No module named "
+                                                         "'torch'")
+    values: dict[str, Any] = {}
+    try:
+        tree = ast.parse((Path(spec.origin).parent / "version.py").read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    if isinstance(t, ast.Name):
+                        values[t.id] = ast.literal_eval(node.value)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    version, cuda = values.get("__version__"), values.get("cuda")
+    if not isinstance(version, str):
+        return None
+    devices = _nvidia_devices() if isinstance(cuda, str) else ()
+    mps = platform.system() == "Darwin" and platform.machine() == "arm64"
+    return _TorchFacts(version, bool(devices), cuda if isinstance(cuda, str) else None, devices,
+                       mps, "")
+
+
+def _nvidia_devices() -> tuple[str, ...]:
+    """The GPUs the NVIDIA driver lists (Linux), honouring CUDA_VISIBLE_DEVICES="" / "-1"."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return ()
+    names = []
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                      if line.startswith("Model:")), "NVIDIA GPU")
+        names.append(model)
+    return tuple(names)
+
+
 def _probe_onnxruntime() -> tuple[bool, str | None, tuple[str, ...], str]:
     installed, version = installed_version("onnxruntime")
     if not installed:
@@ -185,10 +241,14 @@ def _triton_note(installed: bool, cuda: bool) -> str:
     return "Triton kernels for the CUDA fast path and TensorRT plugins"
 
 
-def probe() -> EnvironmentReport:
-    """What gatex can use on this machine; a missing or broken package is reported, not raised."""
+def probe(*, deep: bool = True) -> EnvironmentReport:
+    """What gatex can use on this machine; a missing or broken package is reported, not raised.
+
+    ``deep=False`` does not import torch (module docstring): its CUDA and MPS rows then say
+    what the driver and the platform show, which torch confirms only when asked (``deep``)."""
     system = platform.system()
-    t = _probe_torch()
+    t = (None if deep else _torch_facts_from_files()) or _probe_torch()
+    asked = deep or t.version is None
     ort_installed, ort_version, providers, ort_error = _probe_onnxruntime()
     onnx_installed, onnx_version = installed_version("onnx")
     script_installed, script_version = installed_version("onnxscript")
@@ -203,10 +263,12 @@ def probe() -> EnvironmentReport:
                   "gatex:: custom ops run here" if t.version is not None
                   else f"torch fails to import ({t.error}); install torch first"),
         Component("cuda", t.cuda_available, t.cuda_version if t.cuda_available else None,
-                  _cuda_note(t)),
+                  _cuda_note(t) + ("" if asked or not t.cuda_available else
+                                   " (seen by the driver; gatex doctor --deep asks torch)")),
         Component("mps", t.mps_available, None,
-                  "Apple GPU available to torch" if t.mps_available
-                  else "no Apple GPU (MPS needs macOS on Apple silicon)"),
+                  ("Apple GPU available to torch" if asked else
+                   "Apple silicon: torch's MPS backend (gatex doctor --deep asks torch)")
+                  if t.mps_available else "no Apple GPU (MPS needs macOS on Apple silicon)"),
         Component("onnx", onnx_installed, onnx_version,
                   "ONNX export and checking" if onnx_installed
                   else f"not installed: ONNX export needs {ONNX_EXTRA}"),

@@ -38,6 +38,15 @@ def test_first_commands_import_no_torch(run_python, argv: list[str]) -> None:
     assert result["code"] in (0, 2, None)
 
 
+def test_doctor_imports_no_torch(run_python) -> None:
+    """gatex doctor reads torch's facts from its files (--deep imports it and asks)."""
+    result, stdout, _ = _probe(run_python, "doctor")
+    assert result["code"] in (0, None) and "torch" not in result["heavy"], result
+    assert "torch" in stdout and "onnxruntime" in stdout
+    deep, stdout, _ = _probe(run_python, "doctor", "--deep")
+    assert deep["code"] in (0, None) and "torch" in deep["heavy"]
+
+
 def test_units_from_the_catalogue_match_the_registry(run_python) -> None:
     """`gatex units` reads catalogue.json; it must say what the registry says (regenerate with
     python -m gatex.ops.catalogue after changing an op)."""

@@ -85,3 +85,35 @@ def test_cuda_note_names_the_devices_or_why_not():
     assert environment._cuda_note(facts) == "NVIDIA H100, NVIDIA H100"
     cpu = dataclasses.replace(facts, cuda_available=False, cuda_version=None, cuda_devices=())
     assert "CPU build of torch" in environment._cuda_note(cpu)
+
+
+def test_the_fast_probe_agrees_with_torch_and_imports_no_torch(run_python):
+    """``probe(deep=False)`` (gatex doctor) reads torch's version and CUDA build from its files
+    and the GPUs from the driver; on this machine it says what torch itself says."""
+    fast, deep = probe(deep=False), probe()
+    for field in ("torch_version", "cuda_version", "cuda_available", "cuda_devices"):
+        assert getattr(fast, field) == getattr(deep, field), field
+    assert fast.component("torch").available
+    proc = run_python("-c", (
+        "import sys; from gatex.environment import probe; r = probe(deep=False); "
+        "print('torch' in sys.modules, r.torch_version)"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", torch.__version__]
+
+
+def test_the_fast_probe_reads_a_cuda_build_and_the_drivers_gpus(tmp_path, monkeypatch):
+    version = tmp_path / "torch" / "version.py"
+    version.parent.mkdir()
+    (version.parent / "__init__.py").write_text("raise ImportError('never imported')\n")
+    version.write_text("from typing import Optional\n__version__ = '2.13.0+cu130'\n"
+                       "cuda: Optional[str] = '13.0'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(environment, "_nvidia_devices", lambda: ("NVIDIA H200",))
+    facts = environment._torch_facts_from_files()
+    assert (facts.version, facts.cuda_version, facts.cuda_available, facts.cuda_devices) == \
+        ("2.13.0+cu130", "13.0", True, ("NVIDIA H200",))
+    monkeypatch.undo()
+    for hidden in ("", "-1"):   # CUDA_VISIBLE_DEVICES hides every GPU from CUDA
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert environment._nvidia_devices() == ()

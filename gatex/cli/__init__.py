@@ -43,7 +43,7 @@ EXIT_CODES_EPILOG = (
 
 EXAMPLES = {
     "units": ["gatex units", "gatex units paGLU", "gatex units --json > ops.json"],
-    "doctor": ["gatex doctor", "gatex doctor --json"],
+    "doctor": ["gatex doctor", "gatex doctor --json", "gatex doctor --deep"],
     "export": ["gatex export --unit paGLU --to onnx -o out/",
                "gatex export --model net.py:build --input-shape 1,64 --to coreml",
                "gatex export --model lm.py:build --input input_ids:int64[2,32]:0..1000 "

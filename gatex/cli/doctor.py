@@ -29,6 +29,10 @@ def doctor(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the report as one JSON object and nothing else.",
     )] = False,
+    deep: Annotated[bool, typer.Option(
+        "--deep", help="Import torch and ask it about its CUDA and MPS devices (several "
+                       "seconds); without it torch's facts come from its files and the driver.",
+    )] = False,
 ) -> None:
     """Show which backends, devices and versions gatex can use on this machine. Always exits 0.
 
@@ -36,7 +40,7 @@ def doctor(
     cuda_available, cuda_version, cuda_devices, mps_available, onnxruntime_providers,
     coreml_can_predict, components (each: name, available, version, note).
     """
-    report = probe()
+    report = probe(deep=deep)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
