@@ -1,0 +1,233 @@
+"""Running one shard of a matrix: each cell exported and checked, its artifact and verdict
+written under the run folder with a manifest a later job (another runner, the merge) reads.
+
+    DIR/manifest-<runner>-<i>-of-<N>.json   schema gatex.matrix-run/1: the whole plan's cell
+                                            ids ("planned"), and one record per cell run here
+    DIR/cells/<cell>/                       the artifact (and its TensorRT bundle)
+    DIR/verdicts/<cell>.json                the cell's gatex.parity/1 verdict
+
+A cell that fails (its parity, or an error while exporting or checking) fails that cell only;
+the others run. ``jobs`` > 1 runs cells in that many worker processes (spawned: each starts
+clean, as the bench's workers do). ``from_dir``: a cell whose artifact a run there exported
+(on another runner) is checked from it instead of exported again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import multiprocessing
+import statistics
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gatex.artifacts.npz import read_npz
+from gatex.comparison.report import result_record, to_json
+from gatex.errors import GatexError
+from gatex.exporters.tensorrt import EngineNotBuilt
+from gatex.loading import load_model
+from gatex.matrix.plan import Shard
+from gatex.matrix.spec import Cell, Matrix, MatrixError, load_matrix
+from gatex.pipeline import export
+from gatex.pipeline.check import artifact_runtime, check_artifact, compare_runtimes, zoo_inputs
+from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime
+from gatex.runtimes.torch_runtime import TorchRuntime
+
+RUN_SCHEMA = "gatex.matrix-run/1"
+
+
+def safe(cell_id: str) -> str:
+    return cell_id.replace("/", "__")
+
+
+def manifest_name(shard: Shard) -> str:
+    return f"manifest-{shard.runner}-{shard.index}-of-{shard.count}.json"
+
+
+def _inputs(cell: Cell) -> tuple[Any, list[Any] | None]:
+    """(the model or zoo unit to export, its example inputs; None for a zoo unit)."""
+    m = cell.model
+    if m.unit is not None:
+        return m.unit, None
+    model = load_model(m.ref, weights=m.weights)
+    if m.inputs is not None:
+        return model, [torch.from_numpy(a) for a in read_npz(Path(m.inputs)).values()]
+    g = torch.Generator().manual_seed(0)
+    return model, [torch.randn(m.input_shape, generator=g)]
+
+
+def _export_options(cell: Cell) -> dict[str, Any]:
+    t = cell.target
+    options = {**cell.model.options, **t.options}
+    if t.to == "onnx":
+        return {**options, "flavor": t.flavor, "dtype": cell.dtype}
+    if t.to == "coreml":
+        return {**options, "precision": cell.dtype, "compute_units": t.compute_units}
+    return {**options, "precision": cell.dtype, "plugins": t.plugins}
+
+
+def _check_bundle(onnx_path: Path, model: Any, inputs: list[Any] | None) -> Any:
+    """A TensorRT bundle's graph where TensorRT cannot build: its plugins decomposed."""
+    if isinstance(model, str):
+        return check_artifact(onnx_path, unit=model)
+    return _check_model(onnx_path, model, inputs, PluginStandInRuntime(onnx_path))
+
+
+def _latency_ms(path: Path, model: Any, inputs: list[Any] | None) -> float | None:
+    """Median of 7 onnxruntime runs on the check inputs (after one warm-up), in ms; None for
+    artifacts not timed here (CoreML in the emulator, TensorRT bundles)."""
+    if path.suffix != ".onnx":
+        return None
+    with OrtRuntime(path, threads=1) as runtime:
+        if isinstance(model, str):
+            feeds, _ = zoo_inputs(model, runtime.input_specs)
+        else:
+            feeds = {s.name: np.asarray(x) for s, x in zip(runtime.input_specs, inputs)}
+            feeds = {k: v.astype(s.dtype) if s.dtype.startswith("float") else v
+                     for (k, v), s in zip(feeds.items(), runtime.input_specs)}
+        runtime.run(feeds)
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            runtime.run(feeds)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def run_cell(cell: Cell, out: Path, from_dir: Path | None = None) -> dict[str, Any]:
+    """Export (or pick up from ``from_dir``) and check one cell; its record for the manifest.
+    Never raises for the cell's own failure: the record says ``fail`` or ``error``."""
+    record: dict[str, Any] = {"id": cell.id, "model": cell.model.name, "target": cell.target.name,
+                              "to": cell.target.to, "dtype": cell.dtype, "status": "error",
+                              "message": "", "artifact": None, "outputs": {}, "atol": None,
+                              "latency_ms": None, "emulated": False, "seconds": 0.0}
+    start = time.perf_counter()
+    folder = out / "cells" / safe(cell.id)
+    try:
+        model, inputs = _inputs(cell)
+        picked = _picked(cell, from_dir)
+        if picked is not None:
+            path = picked
+            parity = check_artifact(path, unit=model) if isinstance(model, str) else \
+                _check_model(path, model, inputs)
+        else:
+            try:
+                result = export(model, inputs, to=cell.target.to, out_dir=folder,
+                                name=safe(cell.model.name), force=True, check_inputs=inputs,
+                                **_export_options(cell))
+                path, parity = result.path, result.parity
+            except EngineNotBuilt as exc:
+                path = exc.artifact.onnx_path
+                parity = _check_bundle(path, model, inputs)
+        record["artifact"] = str(Path(path).resolve().relative_to(out.resolve())) \
+            if Path(path).resolve().is_relative_to(out.resolve()) else str(path)
+        if parity is not None:
+            (out / "verdicts").mkdir(parents=True, exist_ok=True)
+            (out / "verdicts" / f"{safe(cell.id)}.json").write_text(to_json([parity]))
+            data = result_record(parity)
+            record["outputs"] = {o["name"]: o["max_abs"] for o in data["outputs"]}
+            record["atol"] = data["tolerance"]["atol"]
+            record["emulated"] = data["emulated"]
+            record["status"] = "pass" if parity.passed else "fail"
+            record["message"] = parity.summary()
+        record["latency_ms"] = _latency_ms(Path(path), model, inputs)
+    except GatexError as exc:
+        record["message"] = " ".join(str(exc).split())[:500]
+    except Exception as exc:  # noqa: BLE001  (a cell's crash fails that cell, not the shard)
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        record["message"] = (f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]} "
+                             f"({Path(last.filename).name}:{last.lineno})")
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    return record
+
+
+def _check_model(path: Path, model: Any, inputs: list[Any] | None,
+                 runtime: Any = None) -> Any:
+    with runtime or artifact_runtime(path) as artifact, TorchRuntime(model) as reference:
+        feeds = {s.name: np.asarray(x) for s, x in zip(artifact.input_specs, inputs or ())}
+        return compare_runtimes(artifact, reference, feeds, artifact_name=str(path))
+
+
+def _picked(cell: Cell, from_dir: Path | None) -> Path | None:
+    if from_dir is None:
+        return None
+    for manifest in sorted(from_dir.glob("manifest-*.json")):
+        for rec in _read_manifest(manifest).get("cells", []):
+            if rec.get("id") == cell.id and rec.get("artifact"):
+                path = (from_dir / rec["artifact"]).resolve()
+                if not path.is_relative_to(from_dir.resolve()):
+                    raise MatrixError(f"{manifest}: cell {cell.id} names an artifact outside "
+                                      f"{from_dir}")
+                if path.exists():
+                    return path
+    return None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MatrixError(f"cannot read {path}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != RUN_SCHEMA:
+        raise MatrixError(f"{path} is not a gatex matrix run manifest ({RUN_SCHEMA})")
+    return doc
+
+
+def _job(args: tuple[str, str, str, str | None]) -> dict[str, Any]:
+    matrix_path, cell_id, out, from_dir = args
+    cell = next(c for c in load_matrix(matrix_path).cells() if c.id == cell_id)
+    return run_cell(cell, Path(out), Path(from_dir) if from_dir else None)
+
+
+def run_shard(matrix: Matrix, shard: Shard, out: Path, *, jobs: int = 1,
+              from_dir: Path | None = None, on_cell: Any = None) -> dict[str, Any]:
+    """Run ``shard``'s cells into ``out`` and write its manifest; returns the manifest."""
+    if jobs < 1:
+        raise MatrixError(f"--jobs must be >= 1; got {jobs}")
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    if jobs == 1 or len(shard.cells) <= 1:
+        for cell in shard.cells:
+            records.append(run_cell(cell, out, from_dir))
+            if on_cell:
+                on_cell(records[-1])
+    else:
+        args = [(str(matrix.path), c.id, str(out), str(from_dir) if from_dir else None)
+                for c in shard.cells]
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(_job, a): a[1] for a in args}
+            by_id = {}
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    rec = future.result()
+                except Exception as exc:  # noqa: BLE001  (a worker that died: that cell)
+                    rec = {"id": futures[future], "status": "error", "outputs": {},
+                           "message": f"worker failed: {type(exc).__name__}: {exc}"}
+                by_id[rec["id"]] = rec
+                if on_cell:
+                    on_cell(rec)
+        records = [by_id[c.id] for c in shard.cells]
+    manifest = {"schema": RUN_SCHEMA, "matrix": str(matrix.path), "runner": shard.runner,
+                "shard": shard.name, "planned": [c.id for c in matrix.cells()],
+                "cells": records}
+    (out / manifest_name(shard)).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifests(dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every manifest under ``dirs``; a folder without one is one line (exit 2)."""
+    manifests = []
+    for d in dirs:
+        found = sorted(Path(d).glob("manifest-*.json")) if Path(d).is_dir() else []
+        if not found:
+            raise MatrixError(f"{d} holds no gatex matrix manifest (manifest-*.json): was its "
+                              "shard run, and its output downloaded?")
+        manifests += [_read_manifest(p) for p in found]
+    return manifests
