@@ -21,7 +21,7 @@ try:  # typer >= 0.2x vendors click; its commands raise that copy's exceptions
 except ImportError:  # typer with click as a dependency
     from click import exceptions as click_errors
 
-from gatex.cli import bench, doctor, export, inspect, parity, units
+from gatex.cli import bench, doctor, export, inspect, matrix, parity, units
 from gatex.errors import (
     EXIT_BACKEND_UNAVAILABLE,
     EXIT_BAD_INPUT,
@@ -197,6 +197,7 @@ app.command("export", epilog=_epilog("export"))(export.export)
 app.command("parity", epilog=_epilog("parity"))(parity.parity)
 app.command("bench", epilog=_epilog("bench"))(bench.bench)
 app.command("inspect", epilog=_epilog("inspect"))(inspect.inspect)
+app.add_typer(matrix.matrix_app, name="matrix", cls=GatexGroup)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

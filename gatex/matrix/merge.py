@@ -33,6 +33,7 @@ class Merged:
     cells: list[dict[str, Any]]
     missing: list[str]
     notes: list[str] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)   # every cell id, in plan order
 
     @property
     def passed(self) -> bool:
@@ -55,7 +56,7 @@ def merge(dirs: Sequence[Path]) -> Merged:
             found[rec["id"]] = rec
     order = {c: i for i, c in enumerate(planned)}
     cells = sorted(found.values(), key=lambda r: order.get(r["id"], len(order)))
-    return Merged(cells, [c for c in planned if c not in found], notes)
+    return Merged(cells, [c for c in planned if c not in found], notes, planned)
 
 
 def ratchet(merged: Merged, baseline: Path, *, max_regression: float = 50.0,
@@ -149,7 +150,7 @@ def _cell_text(c: dict[str, Any] | None) -> str:
 
 def to_markdown(merged: Merged) -> str:
     """The models x (target/dtype) table, then a line per failed or missing cell."""
-    ids = [c["id"] for c in merged.cells] + merged.missing
+    ids = list(dict.fromkeys([*merged.planned, *(c["id"] for c in merged.cells)]))
     models = list(dict.fromkeys(i.split("/")[0] for i in ids))
     columns = list(dict.fromkeys(i.split("/", 1)[1] for i in ids))
     by_id = {c["id"]: c for c in merged.cells}
