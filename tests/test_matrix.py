@@ -97,7 +97,7 @@ def test_coreml_goes_to_macos_and_trt_to_gpu_only_where_declared(tmp_path):
     ("[matrix]\n[[matrix.models]]\nname = 'n'\nmodel = 'x.py:build'\n",
      "models[0]: give input_shape"),
     ("[matrix]\n[[matrix.models]]\nzoo = 'GoLU'\n[[matrix.targets]]\nto = 'tflite'\n",
-     "targets[0]: to must be one of onnx, coreml, trt"),
+     "targets[0]: to must be one of onnx, openvino, coreml, trt"),
     ("[matrix]\n[[matrix.models]]\nzoo = 'GoLU'\n[[matrix.targets]]\nto = 'onnx'\n"
      "dtypes = ['fp8']\n", "targets[0]: onnx dtypes are fp32, fp16; got 'fp8'"),
     ("[matrix]\n[[matrix.models]]\nzoo = 'GoLU'\n[[matrix.targets]]\nto = 'coreml'\n"

@@ -37,6 +37,7 @@ from gatex.matrix.spec import Cell, Matrix, MatrixError, load_matrix
 from gatex.pipeline import export
 from gatex.pipeline.check import artifact_runtime, check_artifact, compare_runtimes, zoo_inputs
 from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime
+from gatex.runtimes.openvino_runtime import OpenvinoRuntime
 from gatex.runtimes.torch_runtime import TorchRuntime
 
 RUN_SCHEMA = "gatex.matrix-run/1"
@@ -65,6 +66,8 @@ def _inputs(cell: Cell) -> tuple[Any, list[Any] | None]:
 def _export_options(cell: Cell) -> dict[str, Any]:
     t = cell.target
     options = {**cell.model.options, **t.options}
+    if t.to == "openvino":   # the ONNX artifact, checked by OpenVINO instead (run_cell)
+        return {**options, "flavor": t.flavor, "dtype": cell.dtype, "check": False}
     if t.to == "onnx":
         return {**options, "flavor": t.flavor, "dtype": cell.dtype}
     if t.to == "coreml":
@@ -79,11 +82,15 @@ def _check_bundle(onnx_path: Path, model: Any, inputs: list[Any] | None) -> Any:
     return _check_model(onnx_path, model, inputs, PluginStandInRuntime(onnx_path))
 
 
+def _check_openvino(path: Path, model: Any, inputs: list[Any] | None) -> Any:
+    if isinstance(model, str):
+        return check_artifact(path, unit=model, backend="openvino")
+    return _check_model(path, model, inputs, OpenvinoRuntime(path))
+
+
 def _latency_ms(path: Path, model: Any, inputs: list[Any] | None) -> float | None:
-    """Median of 7 onnxruntime runs on the check inputs (after one warm-up), in ms; None for
-    artifacts not timed here (CoreML in the emulator, TensorRT bundles)."""
-    if path.suffix != ".onnx":
-        return None
+    """Median of 7 onnxruntime runs (one thread) on the check inputs after one warm-up, in ms
+    (onnx cells only: CoreML in the emulator, bundles and OpenVINO are not timed here)."""
     with OrtRuntime(path, threads=1) as runtime:
         if isinstance(model, str):
             feeds, _ = zoo_inputs(model, runtime.input_specs)
@@ -118,10 +125,13 @@ def run_cell(cell: Cell, out: Path, from_dir: Path | None = None) -> dict[str, A
                 _check_model(path, model, inputs)
         else:
             try:
-                result = export(model, inputs, to=cell.target.to, out_dir=folder,
+                to = "onnx" if cell.target.to == "openvino" else cell.target.to
+                result = export(model, inputs, to=to, out_dir=folder,
                                 name=safe(cell.model.name), force=True, check_inputs=inputs,
                                 **_export_options(cell))
                 path, parity = result.path, result.parity
+                if cell.target.to == "openvino":
+                    parity = _check_openvino(path, model, inputs)
             except EngineNotBuilt as exc:
                 path = exc.artifact.onnx_path
                 parity = _check_bundle(path, model, inputs)
@@ -136,7 +146,8 @@ def run_cell(cell: Cell, out: Path, from_dir: Path | None = None) -> dict[str, A
             record["emulated"] = data["emulated"]
             record["status"] = "pass" if parity.passed else "fail"
             record["message"] = parity.summary()
-        record["latency_ms"] = _latency_ms(Path(path), model, inputs)
+        if cell.target.to == "onnx":   # onnxruntime cells: the latency the ratchet keeps
+            record["latency_ms"] = _latency_ms(Path(path), model, inputs)
     except GatexError as exc:
         record["message"] = " ".join(str(exc).split())[:500]
     except Exception as exc:  # noqa: BLE001  (a cell's crash fails that cell, not the shard)

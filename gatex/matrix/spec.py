@@ -13,7 +13,7 @@
     input_shape = "1,64"                # example input (or inputs = "x.npz")
 
     [[matrix.targets]]
-    to = "onnx"                         # onnx | coreml | trt
+    to = "onnx"                         # onnx | openvino | coreml | trt
     flavor = "portable"                 # onnx: portable | plugin | inline
     dtypes = ["fp32", "fp16"]           # onnx dtypes; coreml / trt: precisions
     [[matrix.targets]]
@@ -43,13 +43,13 @@ from gatex.errors import BadInputError
 from gatex.models import zoo
 
 RUNNERS = ("linux", "macos", "gpu")
-TARGET_KINDS = {"onnx": ("fp32", "fp16"), "coreml": ("fp32", "fp16"),
-                "trt": ("fp32", "fp16", "bf16")}
+TARGET_KINDS = {"onnx": ("fp32", "fp16"), "openvino": ("fp32", "fp16"),
+                "coreml": ("fp32", "fp16"), "trt": ("fp32", "fp16", "bf16")}
 FLAVORS = ("portable", "plugin", "inline")
 EXPORT_OPTIONS = frozenset({"opset", "dynamic_batch", "deployment_target", "pg_scale",
                             "compact", "sparse_weights", "precision_floor"})
 # seconds a cell takes, by target kind, when no baseline measured it (2-core CI machine)
-DEFAULT_COST = {"onnx": 6.0, "coreml": 9.0, "trt": 7.0}
+DEFAULT_COST = {"onnx": 6.0, "openvino": 7.0, "coreml": 9.0, "trt": 7.0}
 
 
 class MatrixError(BadInputError):
@@ -91,7 +91,7 @@ class Cell:
     def runner(self, runners: Sequence[str]) -> str:
         """The runner kind that executes this cell: CoreML predicts on macOS (emulated on
         linux when the CI has no macOS runner), TensorRT builds on a GPU runner (its bundle
-        graph is checked on linux without one), ONNX anywhere: linux."""
+        graph is checked on linux without one), ONNX (onnxruntime, OpenVINO CPU): linux."""
         if self.target.to == "coreml" and "macos" in runners:
             return "macos"
         if self.target.to == "trt" and "gpu" in runners:
@@ -203,8 +203,9 @@ def _targets(entries: Any, path: Path) -> list[Target]:
         to = entry.get("to")
         if to not in TARGET_KINDS:
             raise _error(path, where, f"to must be one of {', '.join(TARGET_KINDS)}; got {to!r}")
-        key = "dtypes" if to == "onnx" else "precisions"
-        other = "precisions" if to == "onnx" else "dtypes"
+        onnx_like = to in ("onnx", "openvino")
+        key = "dtypes" if onnx_like else "precisions"
+        other = "precisions" if onnx_like else "dtypes"
         if other in entry:
             raise _error(path, where, f"{to} targets take {key}, not {other}")
         dtypes = _strings(entry.get(key, ["fp32"]), path, where, key)
@@ -213,7 +214,7 @@ def _targets(entries: Any, path: Path) -> list[Target]:
             raise _error(path, where, f"{to} {key} are {', '.join(TARGET_KINDS[to])}; "
                                       f"got {bad[0]!r}")
         flavor = entry.get("flavor", "portable")
-        if flavor not in FLAVORS or (to != "onnx" and "flavor" in entry):
+        if flavor not in FLAVORS or (not onnx_like and "flavor" in entry):
             raise _error(path, where, f"flavor is for onnx targets: {', '.join(FLAVORS)}")
         name = entry.get("name") or (f"onnx-{flavor}" if to == "onnx" else to)
         if not isinstance(name, str) or "/" in name:
