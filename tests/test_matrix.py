@@ -7,6 +7,7 @@ merged verdict equals one unsharded run, cell for cell."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tempfile
 import xml.etree.ElementTree as ET
@@ -245,3 +246,30 @@ def test_the_ci_examples_are_valid_and_run_plan_shards_merge():
     assert gitlab["matrix-linux"]["parallel"]["matrix"][0]["SHARD"] == ["1/3", "2/3", "3/3"]
     assert "gatex matrix merge" in gitlab["merge"]["script"][0]
     assert gitlab["merge"]["artifacts"]["reports"]["junit"] == "matrix.xml"
+
+
+def test_a_model_of_the_teams_own_and_openvino_cells(tmp_path):
+    """A ``model = "file.py:build"`` entry with an input shape, to ONNX and (where OpenVINO is
+    installed) OpenVINO; picked up again with --from, checked against the factory's model."""
+    (tmp_path / "nets.py").write_text(
+        "import torch\nfrom gatex import models\n\n"
+        "def build():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(8, 16), models.GoLU(), "
+        "torch.nn.Linear(16, 4))\n")
+    openvino = importlib.util.find_spec("openvino") is not None
+    path = tmp_path / "m.toml"
+    path.write_text(
+        "[matrix]\n[[matrix.models]]\nname = \"mlp\"\n"
+        f"model = \"{tmp_path / 'nets.py'}:build\"\ninput_shape = \"2,8\"\n"
+        "[[matrix.targets]]\nto = \"onnx\"\n"
+        + ("[[matrix.targets]]\nto = \"openvino\"\n" if openvino else ""))
+    first = gatex("matrix", "run", path, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.stdout + first.stderr
+    again = gatex("matrix", "run", path, "--from", tmp_path / "a", "--out", tmp_path / "b")
+    assert again.exit_code == 0, again.stdout + again.stderr
+    (manifest,) = (tmp_path / "b").glob("manifest-*.json")
+    cells = json.loads(manifest.read_text())["cells"]
+    assert [c["id"] for c in cells] == ["mlp/onnx-portable/fp32"] + \
+        (["mlp/openvino/fp32"] if openvino else [])
+    assert all(c["status"] == "pass" and c["outputs"] for c in cells)
+    assert cells[0]["latency_ms"] > 0

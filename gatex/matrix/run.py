@@ -121,8 +121,11 @@ def run_cell(cell: Cell, out: Path, from_dir: Path | None = None) -> dict[str, A
         picked = _picked(cell, from_dir)
         if picked is not None:
             path = picked
-            parity = check_artifact(path, unit=model) if isinstance(model, str) else \
-                _check_model(path, model, inputs)
+            if cell.target.to == "openvino":
+                parity = _check_openvino(path, model, inputs)
+            else:
+                parity = check_artifact(path, unit=model) if isinstance(model, str) else \
+                    _check_model(path, model, inputs)
         else:
             try:
                 to = "onnx" if cell.target.to == "openvino" else cell.target.to
