@@ -193,3 +193,30 @@ def test_decisions_resnet20_tiny_run_reports_flips_errors_and_the_time_ratio(tmp
                           "--models", "XX"], cwd=REPO_ROOT, env=env, text=True,
                          capture_output=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown models")
+
+
+def test_fused_projections_runs_and_checks_outputs_equal(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    out = tmp_path / "f.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "fused_projections.py"),
+                           "--rounds", "1", "--json", str(out)], cwd=REPO_ROOT, env=env,
+                          text=True, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert len(rows) == 5 and all(r["max_abs_diff"] == 0 and r["speedup"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_export_speed_tiny_run_prints_the_ratios(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    out = tmp_path / "e.json"
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "export_speed.py"),
+                           "--models", "resnet20-CG", "--rounds", "1", "--warmup", "0",
+                           "--json", str(out)], cwd=REPO_ROOT, env=env, text=True,
+                          capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert set(row["ratios"]) == {"export", "export+check"} and row["seconds"]["plain"] > 0
+    assert "trace" in row["stages"]

@@ -162,7 +162,9 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
     ``precision_floor``: when that dtype is fp16/bf16 and ``reference`` is a `TorchRuntime`, run
     the reference model in that dtype too and raise each output's atol (unless the user gave
     it) to `FLOOR_FACTOR` x the atol torch's own run needs at the chosen rtol
-    (`measure_torch_error`, `PrecisionFloor`); every result reports it.
+    (`measure_torch_error`, `PrecisionFloor`); every result reports it. Not under
+    decision-forced parity: that judges fp16 against torch's fp32 run with the artifact's
+    decisions, at the spec tolerance.
 
     ``decisions``: "forced" (default) judges a model with hard-decision ops (`OpSpec.decisions`)
     by decision-forced parity (`gatex.pipeline.forced`): the decisions compared layer by layer,
