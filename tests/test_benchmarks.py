@@ -172,16 +172,20 @@ def test_zilu_sigma_forms_tiny_run_prints_the_three_ratios() -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
-# -- benchmarks/decisions_resnet20.py (issue 15): decision-forced parity on ResNet-20 -----------
+# -- benchmarks/decisions_resnet20.py (issue 15), fused_projections.py and export_speed.py
+# (issue 16): each runs as a user runs it, in a fresh process -------------------------------------
 
-def test_decisions_resnet20_tiny_run_reports_flips_errors_and_the_time_ratio(tmp_path) -> None:
+def _script(name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
     env["PYTHONPATH"] = str(REPO_ROOT)
+    return subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / name), *args],
+                          cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=timeout)
+
+
+def test_decisions_resnet20_tiny_run_reports_flips_errors_and_the_time_ratio(tmp_path) -> None:
     out = tmp_path / "d.json"
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "decisions_resnet20.py"),
-                           "--models", "PG", "--targets", "onnx-fp32", "--batch", "2",
-                           "--rounds", "1", "--max-ratio", "100", "--json", str(out)],
-                          cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=600)
+    proc = _script("decisions_resnet20.py", "--models", "PG", "--targets", "onnx-fp32",
+                   "--batch", "2", "--rounds", "1", "--max-ratio", "100", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads(out.read_text())
     assert row["forced"] and row["forced_passed"], row
@@ -189,19 +193,13 @@ def test_decisions_resnet20_tiny_run_reports_flips_errors_and_the_time_ratio(tmp
     assert len(row["layers"]) == 18 * 3 and row["ratio"] > 0
     assert "resnet20-PG on onnx-fp32 (batch 2)" in proc.stdout
     assert "forced/plain time" in proc.stdout
-    bad = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "decisions_resnet20.py"),
-                          "--models", "XX"], cwd=REPO_ROOT, env=env, text=True,
-                         capture_output=True, timeout=120)
+    bad = _script("decisions_resnet20.py", "--models", "XX", timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown models")
 
 
 def test_fused_projections_runs_and_checks_outputs_equal(tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
     out = tmp_path / "f.json"
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "fused_projections.py"),
-                           "--rounds", "1", "--json", str(out)], cwd=REPO_ROOT, env=env,
-                          text=True, capture_output=True, timeout=300)
+    proc = _script("fused_projections.py", "--rounds", "1", "--json", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert len(rows) == 5 and all(r["max_abs_diff"] == 0 and r["speedup"] > 0 for r in rows)
@@ -209,13 +207,9 @@ def test_fused_projections_runs_and_checks_outputs_equal(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_export_speed_tiny_run_prints_the_ratios(tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
     out = tmp_path / "e.json"
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "export_speed.py"),
-                           "--models", "resnet20-CG", "--rounds", "1", "--warmup", "0",
-                           "--json", str(out)], cwd=REPO_ROOT, env=env, text=True,
-                          capture_output=True, timeout=600)
+    proc = _script("export_speed.py", "--models", "resnet20-CG", "--rounds", "1", "--warmup",
+                   "0", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads(out.read_text())
     assert set(row["ratios"]) == {"export", "export+check"} and row["seconds"]["plain"] > 0

@@ -141,14 +141,25 @@ def _options(entry: dict, path: Path, where: str) -> dict[str, Any]:
     return dict(options)
 
 
-def _models(entries: Any, path: Path) -> list[Model]:
+def _unique(names: list[str], path: Path, what: str) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise _error(path, f"{what}s", f"{what} {twice[0]!r} appears twice; give each a name")
+
+
+def _tables(entries: Any, path: Path, what: str) -> list[tuple[str, dict]]:
+    """(where, entry) for each [[matrix.<what>]] table; at least one."""
     if not isinstance(entries, list) or not entries:
-        raise _error(path, "[matrix]", "needs at least one [[matrix.models]] entry")
-    models: list[Model] = []
+        raise _error(path, "[matrix]", f"needs at least one [[matrix.{what}]] entry")
     for i, entry in enumerate(entries):
-        where = f"models[{i}]"
         if not isinstance(entry, dict):
-            raise _error(path, where, "must be a table")
+            raise _error(path, f"{what}[{i}]", "must be a table")
+    return [(f"{what}[{i}]", entry) for i, entry in enumerate(entries)]
+
+
+def _models(entries: Any, path: Path) -> list[Model]:
+    models: list[Model] = []
+    for where, entry in _tables(entries, path, "models"):
         _check_keys(entry, {"zoo", "name", "model", "weights", "inputs", "input_shape",
                             "options"}, path, where)
         if ("zoo" in entry) == ("model" in entry):
@@ -183,21 +194,13 @@ def _models(entries: Any, path: Path) -> list[Model]:
         models.append(Model(name, ref=ref, options=options, input_shape=shape,
                             weights=str(base / entry["weights"]) if "weights" in entry else None,
                             inputs=str(base / entry["inputs"]) if "inputs" in entry else None))
-    names = [m.name for m in models]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise _error(path, "models", f"model {twice[0]!r} appears twice; give each a name")
+    _unique([m.name for m in models], path, "model")
     return models
 
 
 def _targets(entries: Any, path: Path) -> list[Target]:
-    if not isinstance(entries, list) or not entries:
-        raise _error(path, "[matrix]", "needs at least one [[matrix.targets]] entry")
     targets: list[Target] = []
-    for i, entry in enumerate(entries):
-        where = f"targets[{i}]"
-        if not isinstance(entry, dict):
-            raise _error(path, where, "must be a table")
+    for where, entry in _tables(entries, path, "targets"):
         _check_keys(entry, {"to", "name", "flavor", "dtypes", "precisions", "compute_units",
                             "plugins", "options"}, path, where)
         to = entry.get("to")
@@ -223,10 +226,7 @@ def _targets(entries: Any, path: Path) -> list[Target]:
                               compute_units=str(entry.get("compute_units", "all")),
                               plugins=str(entry.get("plugins", "auto")),
                               options=_options(entry, path, where)))
-    names = [t.name for t in targets]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise _error(path, "targets", f"target {twice[0]!r} appears twice; give each a name")
+    _unique([t.name for t in targets], path, "target")
     return targets
 
 
