@@ -214,3 +214,25 @@ def test_export_speed_tiny_run_prints_the_ratios(tmp_path) -> None:
     (row,) = json.loads(out.read_text())
     assert set(row["ratios"]) == {"export", "export+check"} and row["seconds"]["plain"] > 0
     assert "trace" in row["stages"]
+
+
+def test_gpu_check_script_records_every_step_and_skips_what_needs_a_gpu(tmp_path) -> None:
+    """benchmarks/gpu_check.sh on a CPU machine: every GPU step skipped with its reason, one
+    JSON written (the budget here is too small for the harness, which is skipped as such)."""
+    import torch
+
+    result = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_INSTALL": "0",
+           "GPU_CHECK_BUDGET_S": "5"}
+    proc = subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "gpu_check.sh"), str(result)],
+                          cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(result.read_text())
+    assert doc["schema"] == "gatex.gpu-check/1"
+    assert list(doc["steps"]) == ["install", "gpu_tests", "trt_kernels", "bench_cuda",
+                                  "bench_harness"]
+    if not torch.cuda.is_available():
+        for name in ("gpu_tests", "trt_kernels", "bench_cuda"):
+            assert doc["steps"][name]["status"] == "skipped"
+            assert "no CUDA device" in doc["steps"][name]["tail"]
+    assert "budget is spent" in doc["steps"]["bench_harness"]["tail"]
