@@ -236,3 +236,14 @@ def test_gpu_check_script_records_every_step_and_skips_what_needs_a_gpu(tmp_path
             assert doc["steps"][name]["status"] == "skipped"
             assert "no CUDA device" in doc["steps"][name]["tail"]
     assert "budget is spent" in doc["steps"]["bench_harness"]["tail"]
+
+
+@pytest.mark.slow
+def test_coreml_speed_tiny_run_prints_the_ratios_and_the_emulator(tmp_path) -> None:
+    pytest.importorskip("coremltools")
+    out = tmp_path / "c.json"
+    proc = _script("coreml_speed.py", "--models", "gru-PaGRUCell", "--rounds", "1",
+                   "--warmup", "0", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())
+    assert set(row["ratios"]) == {"export", "export+check"} and row["emulator"]["ratio"] > 0
