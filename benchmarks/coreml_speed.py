@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -144,29 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: coremltools is not installed (pip install 'gatex[coreml]')",
               file=sys.stderr)
         return 3
-    import corpus
+    from export_speed import run_corpus, write_rows  # the sibling script, on sys.path
 
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="gatex-coreml-speed-") as tmp:
-        for name in names:
-            entry = next(e for e in corpus.ENTRIES if e.name == name)
-            if entry.library and importlib.util.find_spec(entry.library) is None:
-                print(f"skipped {name}: {entry.library} is not installed", file=sys.stderr)
-                continue
-            rows.append(measure(name, args.rounds, args.warmup, Path(tmp)))
-            s, r = rows[-1]["seconds"], rows[-1]["ratios"]
-            verdicts = ", ".join(f"{k} {r[k]:.2f}x ({'ok' if r[k] <= t else 'over'} {t:g}x)"
-                                 for k, t in TARGETS.items())
-            print(f"{name:15} plain {s['plain']:6.1f} s  export {s['export']:6.1f} s  "
-                  f"export+check {s['export+check']:6.1f} s  -> {verdicts}")
-            emu = rows[-1]["emulator"]
-            print(f"{'':15} emulator {emu['emulator']:.3f} s vs torch {emu['torch']:.3f} s on "
-                  f"{emu['samples']} samples: {emu['ratio']:.1f}x "
-                  f"({'ok' if emu['ratio'] <= 10 else 'over'} 10x)")
-    if args.json:
-        text = json.dumps(rows, indent=2) + "\n"
-        sys.stdout.write(text) if args.json == "-" else Path(args.json).write_text(text)
-    return 0
+    def emulator_line(row: dict) -> str:
+        emu = row["emulator"]
+        return (f"{'':15} emulator {emu['emulator']:.3f} s vs torch {emu['torch']:.3f} s on "
+                f"{emu['samples']} samples: {emu['ratio']:.1f}x "
+                f"({'ok' if emu['ratio'] <= 10 else 'over'} 10x)")
+
+    rows = run_corpus(names, lambda name, tmp: measure(name, args.rounds, args.warmup, tmp),
+                      TARGETS, "gatex-coreml-speed-", emulator_line)
+    return write_rows(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,39 @@ def measure(name: str, rounds: int, out: Path, warmup: int = 1) -> dict:
             "stages": {k: statistics.median(v) for k, v in stages.items()}}
 
 
+def run_corpus(names: list[str], measure_one, targets: dict[str, float], prefix: str,
+               detail=None) -> list[dict]:
+    """``measure_one(name, folder)`` for each corpus model whose library is installed (the
+    others skipped with the reason), printing its times, ratios against ``targets`` and
+    ``detail(row)``; the rows. coreml_speed.py shares it."""
+    import corpus
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        for name in names:
+            entry = next(e for e in corpus.ENTRIES if e.name == name)
+            if entry.library and importlib.util.find_spec(entry.library) is None:
+                print(f"skipped {name}: {entry.library} is not installed", file=sys.stderr)
+                continue
+            rows.append(measure_one(name, Path(tmp)))
+            s, r = rows[-1]["seconds"], rows[-1]["ratios"]
+            verdicts = ", ".join(f"{k} {r[k]:.2f}x ({'ok' if r[k] <= t else 'over'} {t:g}x)"
+                                 for k, t in targets.items())
+            print(f"{name:15} plain {s['plain']:6.1f} s  export {s['export']:6.1f} s  "
+                  f"export+check {s['export+check']:6.1f} s  -> {verdicts}")
+            if detail is not None:
+                print(detail(rows[-1]))
+    return rows
+
+
+def write_rows(rows: list[dict], where: str | None) -> int:
+    """The rows as JSON to ``where`` ('-': stdout; None: nowhere); exit code 0."""
+    if where:
+        text = json.dumps(rows, indent=2) + "\n"
+        sys.stdout.write(text) if where == "-" else Path(where).write_text(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma separated")
@@ -103,28 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown models {', '.join(bad) or '-'} (choose from {', '.join(MODELS)});"
               " --rounds must be >= 1", file=sys.stderr)
         return 2
-    import corpus
-
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="gatex-export-speed-") as tmp:
-        for name in names:
-            entry = next(e for e in corpus.ENTRIES if e.name == name)
-            if entry.library and importlib.util.find_spec(entry.library) is None:
-                print(f"skipped {name}: {entry.library} is not installed", file=sys.stderr)
-                continue
-            row = measure(name, args.rounds, Path(tmp), args.warmup)
-            rows.append(row)
-            s, r = row["seconds"], row["ratios"]
-            verdicts = ", ".join(f"{k} {r[k]:.2f}x ({'ok' if r[k] <= t else 'over'} {t:g}x)"
-                                 for k, t in TARGETS.items())
-            print(f"{name:15} plain {s['plain']:6.1f} s  export {s['export']:6.1f} s  "
-                  f"export+check {s['export+check']:6.1f} s  -> {verdicts}")
-            print("    gatex stages: " + ", ".join(f"{k} {v:.1f} s"
-                                                 for k, v in row["stages"].items()))
-    if args.json:
-        text = json.dumps(rows, indent=2) + "\n"
-        sys.stdout.write(text) if args.json == "-" else Path(args.json).write_text(text)
-    return 0
+    rows = run_corpus(names, lambda name, tmp: measure(name, args.rounds, tmp, args.warmup),
+                      TARGETS, "gatex-export-speed-",
+                      lambda row: "    gatex stages: " + ", ".join(
+                          f"{k} {v:.1f} s" for k, v in row["stages"].items()))
+    return write_rows(rows, args.json)
 
 
 if __name__ == "__main__":

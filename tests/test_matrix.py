@@ -87,6 +87,34 @@ def test_coreml_goes_to_macos_and_trt_to_gpu_only_where_declared(tmp_path):
     kinds = {c.id: c.runner(m.runners) for c in m.cells()}
     assert kinds["GoLU/coreml/fp16"] == "macos" and kinds["GoLU/trt/fp32"] == "linux"
     assert {s.runner for s in plan(m, 2, runner="macos")} == {"macos"}
+    # the packages the macOS shards check are converted by the linux shards
+    linux = plan(m, 2, runner="linux")
+    assert sorted(c.id for s in linux for c in s.exports) == ["CGConv2d/coreml/fp16",
+                                                              "GoLU/coreml/fp16"]
+    assert not any(c.target.to == "coreml" for s in linux for c in s.cells)
+
+
+def test_linux_exports_what_macos_checks_with_from(tmp_path):
+    """Export on linux, predict on macOS: the linux shard converts the CoreML packages (status
+    exported, no verdict), the macos shard checks them with --from (emulated on this Linux
+    machine), and the merge counts each cell once; without the macos shard they are missing."""
+    path = tmp_path / "m.toml"
+    path.write_text("[matrix]\nrunners = ['linux', 'macos']\n"
+                    "[[matrix.models]]\nzoo = 'GoLU'\n[[matrix.targets]]\nto = 'onnx'\n"
+                    "[[matrix.targets]]\nto = 'coreml'\nprecisions = ['fp16']\n")
+    linux = gatex("matrix", "run", path, "--runner", "linux", "--out", tmp_path / "L")
+    assert linux.exit_code == 0 and "1 exported for another runner" in linux.stdout, linux.stdout
+    mac = gatex("matrix", "run", path, "--runner", "macos", "--from", tmp_path / "L", "--out",
+                tmp_path / "M")
+    assert mac.exit_code == 0, mac.stdout + mac.stderr
+    assert not (tmp_path / "M" / "cells").exists()        # checked, not converted again
+    both = gatex("matrix", "merge", tmp_path / "L", tmp_path / "M", "--json", tmp_path / "v.json")
+    assert both.exit_code == 0, both.stdout
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert [c["id"] for c in doc["cells"]] == ["GoLU/onnx-portable/fp32", "GoLU/coreml/fp16"]
+    assert all(c["status"] == "pass" for c in doc["cells"])
+    alone = gatex("matrix", "merge", tmp_path / "L")
+    assert alone.exit_code == 1 and "GoLU/coreml/fp16`: missing" in alone.stdout
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -236,6 +264,7 @@ def test_the_ci_examples_are_valid_and_run_plan_shards_merge():
     jobs = github["jobs"]
     assert set(jobs) == {"plan", "linux", "macos", "gpu", "merge"}
     assert "gatex matrix plan" in jobs["plan"]["steps"][-1]["run"]
+    assert any("--from linux-out" in s.get("run", "") for s in jobs["macos"]["steps"])
     for kind in ("linux", "macos", "gpu"):
         assert jobs[kind]["strategy"]["matrix"] == f"${{{{ fromJSON(needs.plan.outputs.{kind}) }}}}"
         assert any("gatex matrix run" in s.get("run", "") and f"--runner {kind}" in s["run"]

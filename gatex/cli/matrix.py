@@ -87,13 +87,17 @@ def run(
     mine = shard_cells(make_plan(m, count, costs=_costs(costs_from)), index, count, runner)
 
     def show(rec: dict) -> None:
-        typer.echo(f"{rec.get('status', 'error'):5} {rec['id']}  {rec.get('seconds', 0):.1f} s"
-                   + (f"  {rec['message'][:120]}" if rec.get("status") != "pass" else ""))
+        quiet = rec.get("status") in ("pass", "exported")
+        typer.echo(f"{rec.get('status', 'error'):8} {rec['id']}  {rec.get('seconds', 0):.1f} s"
+                   + ("" if quiet else f"  {rec['message'][:120]}"))
 
     manifest = run_shard(m, mine, out, jobs=jobs, from_dir=from_dir, on_cell=show)
-    failed = [c for c in manifest["cells"] if c["status"] != "pass"]
-    typer.echo(f"shard {mine.name} on {runner}: {len(manifest['cells']) - len(failed)} of "
-               f"{len(manifest['cells'])} cells pass; manifest in {out}")
+    checked = [c for c in manifest["cells"] if c["status"] != "exported"]
+    failed = [c for c in checked if c["status"] != "pass"]
+    exported = len(manifest["cells"]) - len(checked)
+    typer.echo(f"shard {mine.name} on {runner}: {len(checked) - len(failed)} of {len(checked)} "
+               f"cells pass" + (f", {exported} exported for another runner" if exported else "")
+               + f"; manifest in {out}")
     if failed:
         raise CheckFailedError(f"{len(failed)} matrix cells failed, first {failed[0]['id']}: "
                                f"{failed[0]['message'][:200]}")

@@ -42,7 +42,8 @@ class Merged:
 
 def merge(dirs: Sequence[Path]) -> Merged:
     """The cells of every manifest under ``dirs``, in plan order; a cell run twice keeps its
-    last record (with a note)."""
+    last record (with a note). A cell only exported (for another runner) has no verdict: it is
+    missing unless that runner's shard checked it."""
     manifests = read_manifests(dirs)
     planned: list[str] = []
     for m in manifests:
@@ -51,6 +52,8 @@ def merge(dirs: Sequence[Path]) -> Merged:
     notes = []
     for m in manifests:
         for rec in m.get("cells", []):
+            if rec.get("status") == "exported":   # an artifact for another runner: no verdict
+                continue
             if rec["id"] in found:
                 notes.append(f"cell {rec['id']} ran in more than one shard; the last run counts")
             found[rec["id"]] = rec

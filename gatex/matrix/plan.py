@@ -24,13 +24,14 @@ class Shard:
     index: int           # 1-based
     count: int
     cells: tuple[Cell, ...]
+    exports: tuple[Cell, ...] = ()   # cells only exported here, checked on another runner
 
     @property
     def name(self) -> str:
         return f"{self.index}/{self.count}"
 
     def cost(self, costs: Mapping[str, float]) -> float:
-        return sum(cell_cost(c, costs) for c in self.cells)
+        return sum(cell_cost(c, costs) for c in (*self.cells, *self.exports))
 
 
 def cell_cost(cell: Cell, costs: Mapping[str, float]) -> float:
@@ -51,8 +52,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 def plan(matrix: Matrix, shards: int, *, runner: str | None = None,
          costs: Mapping[str, float] | None = None) -> list[Shard]:
     """``shards`` shards per runner kind (only ``runner`` when given), each a balanced share of
-    that kind's cells: longest first onto the least loaded shard (LPT), ties by cell id, so
-    the plan is the same in every job."""
+    that kind's cells, and of the cells it only exports for another runner (`Cell.exported_on`:
+    CoreML packages for macOS are converted on linux): longest first onto the least loaded
+    shard (LPT), ties by cell id, so the plan is the same in every job."""
     if shards < 1:
         raise MatrixError(f"--shards must be >= 1; got {shards}")
     costs = costs or {}
@@ -61,19 +63,22 @@ def plan(matrix: Matrix, shards: int, *, runner: str | None = None,
         raise MatrixError(f"runner {runner!r} is not declared in {matrix.path} "
                           f"(runners = {list(matrix.runners)})")
     out = []
+    order = {c.id: i for i, c in enumerate(matrix.cells())}
     for kind in kinds:
-        cells = [c for c in matrix.cells() if c.runner(matrix.runners) == kind]
-        if not cells:
+        jobs = [(c, False) for c in matrix.cells() if c.runner(matrix.runners) == kind]
+        jobs += [(c, True) for c in matrix.cells() if c.exported_on(matrix.runners) == kind]
+        if not jobs:
             continue
         loads = [0.0] * shards
-        groups: list[list[Cell]] = [[] for _ in range(shards)]
-        for cell in sorted(cells, key=lambda c: (-cell_cost(c, costs), c.id)):
+        groups: list[list[tuple[Cell, bool]]] = [[] for _ in range(shards)]
+        for job in sorted(jobs, key=lambda j: (-cell_cost(j[0], costs), j[0].id, j[1])):
             k = min(range(shards), key=lambda j: (loads[j], j))
-            groups[k].append(cell)
-            loads[k] += cell_cost(cell, costs)
-        order = {c.id: i for i, c in enumerate(matrix.cells())}
-        out += [Shard(kind, i + 1, shards, tuple(sorted(g, key=lambda c: order[c.id])))
-                for i, g in enumerate(groups)]
+            groups[k].append(job)
+            loads[k] += cell_cost(job[0], costs)
+        for i, group in enumerate(groups):
+            group.sort(key=lambda j: order[j[0].id])
+            out.append(Shard(kind, i + 1, shards, tuple(c for c, e in group if not e),
+                             tuple(c for c, e in group if e)))
     return out
 
 
@@ -91,8 +96,9 @@ def render(shards: Sequence[Shard], fmt: str, matrix: Matrix,
     costs = costs or {}
     if fmt not in FORMATS:
         raise MatrixError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    busy = [s for s in shards if s.cells or s.exports]
     entries = [{"runner": s.runner, "shard": s.name, "cells": len(s.cells),
-                "seconds": round(s.cost(costs), 1)} for s in shards if s.cells]
+                "exports": len(s.exports), "seconds": round(s.cost(costs), 1)} for s in busy]
     if fmt == "github":
         return json.dumps({"include": entries}) + "\n"
     if fmt == "gitlab":
@@ -102,6 +108,6 @@ def render(shards: Sequence[Shard], fmt: str, matrix: Matrix,
         return "\n".join(lines) + "\n"
     doc = {"schema": "gatex.matrix-plan/1", "matrix": str(matrix.path),
            "runners": list(matrix.runners),
-           "shards": [{**e, "ids": [c.id for c in s.cells]}
-                      for e, s in zip(entries, [s for s in shards if s.cells])]}
+           "shards": [{**e, "ids": [c.id for c in s.cells],
+                       "export_ids": [c.id for c in s.exports]} for e, s in zip(entries, busy)]}
     return json.dumps(doc, indent=2) + "\n"

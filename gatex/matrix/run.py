@@ -107,9 +107,11 @@ def _latency_ms(path: Path, model: Any, inputs: list[Any] | None) -> float | Non
     return statistics.median(times) * 1e3
 
 
-def run_cell(cell: Cell, out: Path, from_dir: Path | None = None) -> dict[str, Any]:
+def run_cell(cell: Cell, out: Path, from_dir: Path | None = None, *,
+             export_only: bool = False) -> dict[str, Any]:
     """Export (or pick up from ``from_dir``) and check one cell; its record for the manifest.
-    Never raises for the cell's own failure: the record says ``fail`` or ``error``."""
+    Never raises for the cell's own failure: the record says ``fail`` or ``error``.
+    ``export_only``: write the artifact for another runner's check (status ``exported``)."""
     record: dict[str, Any] = {"id": cell.id, "model": cell.model.name, "target": cell.target.name,
                               "to": cell.target.to, "dtype": cell.dtype, "status": "error",
                               "message": "", "artifact": None, "outputs": {}, "atol": None,
@@ -129,9 +131,10 @@ def run_cell(cell: Cell, out: Path, from_dir: Path | None = None) -> dict[str, A
         else:
             try:
                 to = "onnx" if cell.target.to == "openvino" else cell.target.to
+                options = {**_export_options(cell), **({"check": False} if export_only else {})}
                 result = export(model, inputs, to=to, out_dir=folder,
                                 name=safe(cell.model.name), force=True, check_inputs=inputs,
-                                **_export_options(cell))
+                                **options)
                 path, parity = result.path, result.parity
                 if cell.target.to == "openvino":
                     parity = _check_openvino(path, model, inputs)
@@ -140,7 +143,11 @@ def run_cell(cell: Cell, out: Path, from_dir: Path | None = None) -> dict[str, A
                 parity = _check_bundle(path, model, inputs)
         record["artifact"] = str(Path(path).resolve().relative_to(out.resolve())) \
             if Path(path).resolve().is_relative_to(out.resolve()) else str(path)
-        if parity is not None:
+        if export_only:
+            record["status"] = "exported"
+            record["message"] = (f"exported here for the {cell.runner(('linux', 'macos', 'gpu'))}"
+                                 " runner, which checks it (gatex matrix run --from)")
+        elif parity is not None:
             (out / "verdicts").mkdir(parents=True, exist_ok=True)
             (out / "verdicts" / f"{safe(cell.id)}.json").write_text(to_json([parity]))
             data = result_record(parity)
@@ -149,7 +156,7 @@ def run_cell(cell: Cell, out: Path, from_dir: Path | None = None) -> dict[str, A
             record["emulated"] = data["emulated"]
             record["status"] = "pass" if parity.passed else "fail"
             record["message"] = parity.summary()
-        if cell.target.to == "onnx":   # onnxruntime cells: the latency the ratchet keeps
+        if cell.target.to == "onnx" and not export_only:   # the latency the ratchet keeps
             record["latency_ms"] = _latency_ms(Path(path), model, inputs)
     except GatexError as exc:
         record["message"] = " ".join(str(exc).split())[:500]
@@ -193,10 +200,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _job(args: tuple[str, str, str, str | None]) -> dict[str, Any]:
-    matrix_path, cell_id, out, from_dir = args
+def _job(args: tuple[str, str, str, str | None, bool]) -> dict[str, Any]:
+    matrix_path, cell_id, out, from_dir, export_only = args
     cell = next(c for c in load_matrix(matrix_path).cells() if c.id == cell_id)
-    return run_cell(cell, Path(out), Path(from_dir) if from_dir else None)
+    return run_cell(cell, Path(out), Path(from_dir) if from_dir else None,
+                    export_only=export_only)
 
 
 def run_shard(matrix: Matrix, shard: Shard, out: Path, *, jobs: int = 1,
@@ -205,29 +213,30 @@ def run_shard(matrix: Matrix, shard: Shard, out: Path, *, jobs: int = 1,
     if jobs < 1:
         raise MatrixError(f"--jobs must be >= 1; got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
+    work = [(c, False) for c in shard.cells] + [(c, True) for c in shard.exports]
     records: list[dict[str, Any]] = []
-    if jobs == 1 or len(shard.cells) <= 1:
-        for cell in shard.cells:
-            records.append(run_cell(cell, out, from_dir))
+    if jobs == 1 or len(work) <= 1:
+        for cell, export_only in work:
+            records.append(run_cell(cell, out, from_dir, export_only=export_only))
             if on_cell:
                 on_cell(records[-1])
     else:
-        args = [(str(matrix.path), c.id, str(out), str(from_dir) if from_dir else None)
-                for c in shard.cells]
+        args = [(str(matrix.path), c.id, str(out), str(from_dir) if from_dir else None, e)
+                for c, e in work]
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = {pool.submit(_job, a): a[1] for a in args}
-            by_id = {}
+            futures = {pool.submit(_job, a): (a[1], a[4]) for a in args}
+            by_key = {}
             for future in concurrent.futures.as_completed(futures):
                 try:
                     rec = future.result()
                 except Exception as exc:  # noqa: BLE001  (a worker that died: that cell)
-                    rec = {"id": futures[future], "status": "error", "outputs": {},
+                    rec = {"id": futures[future][0], "status": "error", "outputs": {},
                            "message": f"worker failed: {type(exc).__name__}: {exc}"}
-                by_id[rec["id"]] = rec
+                by_key[futures[future]] = rec
                 if on_cell:
                     on_cell(rec)
-        records = [by_id[c.id] for c in shard.cells]
+        records = [by_key[(c.id, e)] for c, e in work]
     manifest = {"schema": RUN_SCHEMA, "matrix": str(matrix.path), "runner": shard.runner,
                 "shard": shard.name, "planned": [c.id for c in matrix.cells()],
                 "cells": records}

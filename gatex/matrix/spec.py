@@ -98,6 +98,12 @@ class Cell:
             return "gpu"
         return "linux"
 
+    def exported_on(self, runners: Sequence[str]) -> str | None:
+        """Where the artifact is made when that is not where it is checked: a CoreML package
+        for the macOS runner is converted on linux (coremltools converts anywhere; Core ML
+        predicts only on macOS), and the macOS job checks it with ``--from``. None otherwise."""
+        return "linux" if self.runner(runners) == "macos" else None
+
 
 @dataclass(frozen=True)
 class Matrix:
