@@ -99,38 +99,45 @@ def _scale(t: torch.Tensor, scale: float | None) -> torch.Tensor:
     return torch.max(torch.abs(t)) + PG_EPS if scale is None else t.new_tensor(scale)
 
 
-def quantize(t: torch.Tensor, bits: int, scale: float | None = None) -> torch.Tensor:
+def _levels(t: torch.Tensor, bits: int, scale: float | None,
+            entry: decisions.OpDecisions | None = None, name: str = "levels"
+            ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(s, round(clamp(|t|/s, 0, 1) (2^b - 1)), 2^b - 1): the magnitude in integer levels,
+    whose rounding is the decision ``name`` the tape records or forces when ``entry`` is
+    given (`gatex.ops.decisions.round_decision`; plain ``torch.round`` otherwise)."""
+    s = _scale(t, scale)
+    levels = 2.0 ** bits - 1.0
+    q = decisions.round_decision(entry, name, torch.clamp(torch.abs(t) / s, 0.0, 1.0) * levels,
+                                 levels, s)
+    return s, q, levels
+
+
+def quantize(t: torch.Tensor, bits: int, scale: float | None = None,
+             entry: decisions.OpDecisions | None = None, name: str = "levels") -> torch.Tensor:
     """Upstream TorchQuantize: identity at 0 bits, sign at 1 bit, else sign-magnitude Q_b.
 
-    Q_b(t) = sign(t) s round(clamp(|t|/s, 0, 1) (2^b - 1)) / (2^b - 1), s = max|t| + 1e-7.
+    Q_b(t) = sign(t) s round(clamp(|t|/s, 0, 1) (2^b - 1)) / (2^b - 1), s = max|t| + 1e-7;
+    with a tape's ``entry`` the rounding is its decision ``name`` (`_levels`).
     """
     if bits == 0:
         return t
     if bits == 1:
         return torch.round((torch.clamp(t, -1.0, 1.0) + 1.0) / 2.0) * 2.0 - 1.0
-    s = _scale(t, scale)
-    levels = 2.0 ** bits - 1.0
-    return torch.sign(t) * s * torch.round(torch.clamp(torch.abs(t) / s, 0.0, 1.0) * levels) / levels
+    s, q, levels = _levels(t, bits, scale, entry, name)
+    return torch.sign(t) * s * q / levels
 
 
 def truncate(t: torch.Tensor, bits: int, msb_bits: int, scale: float | None = None) -> torch.Tensor:
     """Upstream TorchTruncate: quantise to ``bits`` then keep the ``msb_bits`` most significant."""
-    s = _scale(t, scale)
-    levels = 2.0 ** bits - 1.0
-    drop = 2.0 ** (bits - msb_bits)
-    q = torch.round(torch.clamp(torch.abs(t) / s, 0.0, 1.0) * levels)
-    return torch.sign(t) * s * (torch.floor(q / drop) * drop) / levels
+    return _split_activation(t, bits, msb_bits, scale, None)[0]
 
 
 def _split_activation(x: torch.Tensor, bits: int, msb_bits: int, scale: float | None,
                       entry: decisions.OpDecisions | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(T(x), Q_a(x)): truncate and quantize of one activation with one rounding to levels,
     the decision the tape records or forces (the same values as the two upstream calls)."""
-    s = _scale(x, scale)
-    levels = 2.0 ** bits - 1.0
+    s, q, levels = _levels(x, bits, scale, entry)
     drop = 2.0 ** (bits - msb_bits)
-    q = decisions.round_decision(entry, "levels", torch.clamp(torch.abs(x) / s, 0.0, 1.0) * levels,
-                                 levels, s)
     sign_s = torch.sign(x) * s
     return sign_s * (torch.floor(q / drop) * drop) / levels, sign_s * q / levels
 
@@ -142,14 +149,7 @@ def pg_weight(weight: torch.Tensor, wbits: int, groups: int = 1,
     Upstream uses the layer's in_channels, which is the weight's C_in/groups times groups.
     With a decision tape's ``entry``, the weight levels are the decision ``wlevels``.
     """
-    if wbits >= 2 and entry is not None:
-        s = _scale(weight, None)
-        levels = 2.0 ** wbits - 1.0
-        q = decisions.round_decision(entry, "wlevels",
-                                     torch.clamp(torch.abs(weight) / s, 0.0, 1.0) * levels,
-                                     levels, s)
-        return torch.sign(weight) * s * q / levels
-    q = quantize(weight, wbits)
+    q = quantize(weight, wbits, entry=entry, name="wlevels")
     if wbits == 1:
         q = q * math.sqrt(1.0 / (weight.shape[-1] ** 2 * weight.shape[1] * groups))
     return q

@@ -167,10 +167,6 @@ def recording(dtype: str = "float32", forced: Forced | None = None,
     return _active(Tape(dtype, forced, where, judge))
 
 
-def active() -> Tape | None:
-    return _TAPE
-
-
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 

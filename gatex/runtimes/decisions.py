@@ -1,12 +1,14 @@
 """The artifact's hard decisions, read back for decision-forced parity (`gatex.ops.decisions`).
 
-- ONNX (any flavor, and the graph a TensorRT bundle ships): a check-only copy in memory, in
-  which every gatex node of a deciding op (`OpSpec.decisions`) is replaced by its decomposition
-  with the values its lowering marked (``Body.decision``) added as graph outputs. onnxruntime
-  runs that copy; the artifact itself runs unchanged for the outputs parity judges.
+- ONNX (any flavor, and the graph a TensorRT bundle ships; onnxruntime or OpenVINO): a
+  check-only copy in memory whose deciding ops (`OpSpec.decisions`) pass the values their
+  lowering marked (``Body.decision``) out as extra graph outputs: the file's own function
+  bodies, the nodes the exporter inlined (``gatex.decision_values`` metadata), and only for a
+  TensorRT plugin node, which has no body in the file, gatex's decomposition. The copy's own
+  outputs are the ones parity judges (`DecisionReader`).
 - CoreML, emulated: the MIL emulator keeps every value; the lowerings name the decision ops
-  ``gatex_decision_NNNNN_gate`` (and ``..._gate__pre``, ``..._levels``), NNNNN increasing in
-  conversion order, which is the order torch calls the ops.
+  ``gatex_decision_NNNNN_<op>_gate`` (and ``..._gate__pre``, ``..._levels``), NNNNN increasing
+  in conversion order, which is the order torch calls the ops.
 - Core ML on macOS (no intermediate values) and TensorRT engines: not readable here; `expose`
   says why, and parity falls back to the strict elementwise judgement.
 
@@ -95,7 +97,6 @@ class DecisionReader:
 
 def expose(artifact: Runtime) -> tuple[DecisionReader | None, str]:
     """A `DecisionReader` for ``artifact`` (loaded), or None and the reason it has none."""
-
     if isinstance(artifact, CoremlRuntime):
         if not artifact.emulated:
             return None, ("Core ML does not return intermediate values, so its decisions "
@@ -118,15 +119,9 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, str, dict[str, s
     nodes the exporter inlined are found through the model's ``gatex.decision_values``. Only a
     TensorRT plugin node, which has no body in the file, runs as gatex's decomposition (as the
     plugin stand-in runs it)."""
-
-
-
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    typed = onnx.shape_inference.infer_shapes(copy)
-    elem = {v.name: v.type.tensor_type.elem_type
-            for v in [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]}
-    elem.update({i.name: i.data_type for i in copy.graph.initializer})
+    elem: dict[str, int] = {}   # value -> element type, inferred once a plugin node needs it
     meta = {p.key: p.value for p in copy.metadata_props}
     produced = {o for n in copy.graph.node for o in n.output}
     layout: list[tuple[str, str, str, dict[str, str]]] = []
@@ -168,6 +163,8 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, str, dict[str, s
             layout.append((spec.name, where, onnx_build.node_module(n), names))
             continue
         # a TensorRT plugin node: its decomposition, as the plugin stand-in runs it
+        if not elem:
+            elem = _elem_types(copy)
         if not elem.get(n.input[0]):
             raise BadInputError(f"cannot tell the dtype of {where}'s input {n.input[0]!r}, so "
                                 "its decisions cannot be exposed")
@@ -190,13 +187,20 @@ def exposed_onnx(proto: Any) -> tuple[Any, list[tuple[str, str, str, dict[str, s
     return copy, layout
 
 
+def _elem_types(proto: Any) -> dict[str, int]:
+    typed = onnx.shape_inference.infer_shapes(proto)
+    elem = {v.name: v.type.tensor_type.elem_type
+            for v in [*typed.graph.input, *typed.graph.value_info, *typed.graph.output]}
+    elem.update({i.name: i.data_type for i in proto.graph.initializer})
+    return elem
+
+
 def _is_plugin(node: Any) -> bool:
     return any(a.name == "plugin_namespace" for a in node.attribute)
 
 
 def _function_marks(function: Any) -> dict[str, str] | None:
-
-
+    """The function's marked decision values (its ``gatex.decision_values``), or None."""
     for prop in function.metadata_props:
         if prop.key == onnx_build.DECISIONS_KEY:
             try:
@@ -211,8 +215,6 @@ def _function_marks(function: Any) -> dict[str, str] | None:
 
 def _onnx_reader(artifact: Any, *, openvino: bool = False
                  ) -> tuple[DecisionReader | None, str]:
-
-
     model = getattr(artifact, "path", None) or artifact.model   # a plugin stand-in: its file
     if isinstance(model, bytes):
         proto = onnx.load_from_string(model)
@@ -226,8 +228,6 @@ def _onnx_reader(artifact: Any, *, openvino: bool = False
                       f"{onnx_build.DECISIONS_KEY} metadata), so they cannot be read back")
     decompose_plugin_nodes(copy)   # a plugin-flavor graph: what onnxruntime can run of it
     if openvino:   # OpenVINO reads files: the copy goes to a private temporary folder
-
-    
         folder = tempfile.TemporaryDirectory(prefix="gatex-decisions-")
         path = Path(folder.name) / "decisions.onnx"
         onnx.save(copy, path)
