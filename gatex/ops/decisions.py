@@ -83,7 +83,8 @@ class OpDecisions:
 Forced = Sequence[Mapping[str, np.ndarray]] | Mapping[tuple[str, int], Mapping[str, np.ndarray]]
 
 
-Judge = Callable[[int, "OpDecisions", "Decision"], Any]
+# judge(call index, the call's entry, torch's decision, the artifact's values for the call)
+Judge = Callable[[int, "OpDecisions", "Decision", "Mapping[str, np.ndarray] | None"], Any]
 
 
 class Tape:
@@ -109,7 +110,8 @@ class Tape:
         self.calls.append(entry)
         return entry
 
-    def _given(self) -> dict[str, np.ndarray] | None:
+    def given(self) -> Mapping[str, np.ndarray] | None:
+        """The forced values of the current call (None when nothing is forced for it)."""
         entry, index = self.calls[-1], len(self.calls) - 1
         if isinstance(self.forced, Mapping):
             return self.forced.get((entry.module, entry.occurrence))
@@ -119,7 +121,7 @@ class Tape:
         """Keep ``decision`` on ``entry``: as it is, or what ``judge`` makes of it (parity
         compares it with the artifact's at once, so no call's arrays outlive the call)."""
         entry.decisions[decision.name] = decision if self.judge is None else \
-            self.judge(len(self.calls) - 1, entry, decision)
+            self.judge(len(self.calls) - 1, entry, decision, self.given())
 
     def take(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
         """The forced decision ``name`` of the current call, shaped like ``like``; None when
@@ -127,7 +129,7 @@ class Tape:
         if self.forced is None:
             return None
         index = len(self.calls) - 1
-        given = self._given()
+        given = self.given()
         if given is None or name not in given:
             if given is not None and name in FOLDED:
                 return None
@@ -162,8 +164,8 @@ def recording(dtype: str = "float32", forced: Forced | None = None,
     """Record every decision, with bounds for an artifact computing in ``dtype``; with
     ``forced``, go on with the artifact's decisions instead (`Tape`): ``forced[call][name]``
     by call index, or ``forced[(module, occurrence)][name]`` keyed by the torch module
-    ``where()`` names as each call begins. ``judge(call index, entry, decision)``, where
-    given, replaces each recorded decision by what it returns (`Tape.keep`)."""
+    ``where()`` names as each call begins. ``judge(call index, entry, decision, forced
+    values)``, where given, replaces each recorded decision by what it returns (`Tape.keep`)."""
     return _active(Tape(dtype, forced, where, judge))
 
 

@@ -69,10 +69,9 @@ def forced_run(artifact: Runtime, reference: Runtime, ops: Sequence[str],
                     nans[name] = nans.get(name, 0) + n
             outputs, mine = reader.run(feeds)
             actual.append(outputs)
-            forced = _keyed(mine)
-            with decisions.recording(dtype_of(outputs), forced=forced,
+            with decisions.recording(dtype_of(outputs), forced=_keyed(mine),
                                      where=reference.current_module,
-                                     judge=_judge(mine, forced)) as tape:
+                                     judge=_judge(mine)) as tape:
                 expected.append(reference.run(ref_batch))
             if len(tape.calls) != len(mine):
                 return DecisionReport(reason=f"the decisions do not pair: torch made "
@@ -100,33 +99,29 @@ def _metadata(artifact: Runtime) -> dict[str, str]:
 
 
 def _keyed(calls: Sequence[ArtifactCall]) -> decisions.Forced:
-    """The artifact's decisions for the tape: keyed by (torch module, occurrence) when the
+    """The artifact's values for the tape: keyed by (torch module, occurrence) when the
     artifact records every call's module (ONNX from torch.onnx), else by call order (CoreML,
     whose program keeps torch's order)."""
-    given = [{k: v for k, v in c.values.items() if "__" not in k} for c in calls]
     if not calls or not all(c.module for c in calls):
-        return given
-    return {key: values for key, values in zip(_keys(calls), given)}
-
-
-def _keys(calls: Sequence[ArtifactCall]) -> list[tuple[str, int]]:
+        return [c.values for c in calls]
     seen: dict[str, int] = {}
-    keys = []
+    keyed = {}
     for c in calls:
-        keys.append((c.module, seen.get(c.module, 0)))
-        seen[c.module] = keys[-1][1] + 1
-    return keys
+        keyed[(c.module, seen.get(c.module, 0))] = c.values
+        seen[c.module] = seen.get(c.module, 0) + 1
+    return keyed
 
 
-def _judge(calls: Sequence[ArtifactCall], forced: decisions.Forced) -> decisions.Judge:
+def _judge(calls: Sequence[ArtifactCall]) -> decisions.Judge:
     """Compares each decision torch records with the artifact's as it is made (`count_flips`),
     so only counts are kept: (the layer, its counts), or None for a `FOLDED` decision the
-    artifact does not expose (torch's own by construction)."""
-    by_key = dict(zip(_keys(calls), calls)) if isinstance(forced, dict) else {}
+    artifact does not expose (torch's own by construction). The tape hands over the values it
+    paired with the call (`_keyed`); their call says which node they came from."""
+    owner = {id(c.values): c for c in calls}
 
-    def judge(index: int, entry: decisions.OpDecisions, d: decisions.Decision) -> Any:
-        mine = by_key.get((entry.module, entry.occurrence)) if by_key else \
-            (calls[index] if index < len(calls) else None)
+    def judge(index: int, entry: decisions.OpDecisions, d: decisions.Decision,
+              given: Any) -> Any:
+        mine = owner.get(id(given))
         where = f"{entry.op} call #{index + 1}" + (f" in {entry.module!r}" if entry.module
                                                     else "")
         if mine is None:
