@@ -62,7 +62,8 @@ class DecisionReport:
 
     ``forced``: the outputs were compared with torch run with the artifact's decisions;
     False with ``reason`` when the decisions could not be read or paired (the strict
-    elementwise judgement applied). ``seconds`` is the time the decision runs added."""
+    elementwise judgement applied). ``seconds``: how long the forced runs took (the artifact's
+    check-only form and torch with its decisions, every batch)."""
 
     layers: tuple[LayerDecisions, ...] = ()
     forced: bool = False
@@ -159,11 +160,10 @@ def rule_violations(gate: np.ndarray, pre: np.ndarray, threshold: np.ndarray) ->
 def accumulate(layers: list[LayerDecisions] | None,
                counts: Sequence[tuple[LayerDecisions, dict[str, Any]]]) -> list[LayerDecisions]:
     """One more batch's ``counts`` (a fresh `LayerDecisions` naming the layer, and its counts,
-    per decision tensor in call order) added to ``layers`` (None: the first batch)."""
+    per decision tensor in call order, as many as ``layers`` holds) added to ``layers`` (None:
+    the first batch)."""
     if layers is None:
         layers = [layer for layer, _ in counts]
-    if len(layers) != len(counts):
-        raise ValueError(f"this batch made {len(counts)} decisions, the first {len(layers)}")
     return [replace(layer, elements=layer.elements + c["elements"],
                     flips=layer.flips + c["flips"],
                     boundary_flips=layer.boundary_flips + c["boundary_flips"],

@@ -15,6 +15,7 @@ clean, as the bench's workers do). ``from_dir``: a cell whose artifact a run the
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import multiprocessing
 import statistics
@@ -176,18 +177,28 @@ def _check_model(path: Path, model: Any, inputs: list[Any] | None,
 
 
 def _picked(cell: Cell, from_dir: Path | None) -> Path | None:
+    """The artifact a run in ``from_dir`` wrote for ``cell``, where it did and it is there."""
     if from_dir is None:
         return None
-    for manifest in sorted(from_dir.glob("manifest-*.json")):
+    return _artifacts_in(from_dir.resolve()).get(cell.id)
+
+
+@functools.cache
+def _artifacts_in(folder: Path) -> dict[str, Path]:
+    """{cell id: artifact} of every manifest in ``folder`` (read once per process); a path
+    that leads outside the folder is one line (exit 2)."""
+    found = {}
+    for manifest in sorted(folder.glob("manifest-*.json")):
         for rec in _read_manifest(manifest).get("cells", []):
-            if rec.get("id") == cell.id and rec.get("artifact"):
-                path = (from_dir / rec["artifact"]).resolve()
-                if not path.is_relative_to(from_dir.resolve()):
-                    raise MatrixError(f"{manifest}: cell {cell.id} names an artifact outside "
-                                      f"{from_dir}")
-                if path.exists():
-                    return path
-    return None
+            if not rec.get("artifact"):
+                continue
+            path = (folder / rec["artifact"]).resolve()
+            if not path.is_relative_to(folder):
+                raise MatrixError(f"{manifest}: cell {rec.get('id')} names an artifact outside "
+                                  f"{folder}")
+            if path.exists():
+                found.setdefault(rec["id"], path)
+    return found
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -188,9 +188,9 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
         produced = next((d for a in outputs.values() if (d := float_dtype_of(a))), None)
         return produced, dtype_name(dtype or computes or produced or "float32")
 
+    ops_a, red_a = model_ops(artifact)   # read once (an ONNX artifact's file is parsed)
     run = None if decisions == "strict" else forced_run(
-        artifact, reference, model_ops(artifact)[0], batches, ref_batches,
-        lambda outputs: judged(outputs)[1])
+        artifact, reference, ops_a, batches, ref_batches, lambda outputs: judged(outputs)[1])
     report = run.report if isinstance(run, ForcedRun) else run
     if isinstance(run, ForcedRun):
         actual, expected, nans = run.actual, run.expected, run.input_nans
@@ -198,6 +198,7 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
         actual, nans = _run_batches(artifact, batches)
         expected, _ = _run_batches(reference, ref_batches)
         if report is None and decisions == "forced" and deciding_ops(model_ops(reference)[0]):
+            # the artifact does not say it holds deciding ops (a TensorRT engine): torch does
             report = DecisionReport(reason=f"{artifact.label} does not expose its decisions")
     expected = _pair_names(actual, expected)
     produced, dtype = judged(actual)
@@ -211,7 +212,7 @@ def compare_runtimes(artifact: Runtime, reference: Runtime,
     elif produced is not None and dtype_name(dtype) != produced:  # the user's choice: say so
         notes.append(f"tolerances are the {dtype_name(dtype)} ones, as asked (--dtype); the "
                      f"artifact outputs {produced}")
-    (ops_a, red_a), (ops_r, red_r) = model_ops(artifact), model_ops(reference)
+    ops_r, red_r = model_ops(reference)
     ops, reductions = (*ops_a, *ops_r, *extra_ops), (*red_a, *red_r)
     if tolerance is not None:
         choice = ToleranceChoice(tolerance, dtype_name(dtype), "user", tuple(sorted(set(ops))),
