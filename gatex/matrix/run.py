@@ -37,7 +37,7 @@ from gatex.matrix.plan import Shard
 from gatex.matrix.spec import Cell, Matrix, MatrixError, load_matrix
 from gatex.pipeline import export
 from gatex.pipeline.check import artifact_runtime, check_artifact, compare_runtimes, zoo_inputs
-from gatex.runtimes.onnxruntime_runtime import OrtRuntime, PluginStandInRuntime
+from gatex.runtimes.onnxruntime_runtime import OrtRuntime
 from gatex.runtimes.openvino_runtime import OpenvinoRuntime
 from gatex.runtimes.torch_runtime import TorchRuntime
 
@@ -76,17 +76,16 @@ def _export_options(cell: Cell) -> dict[str, Any]:
     return {**options, "precision": cell.dtype, "plugins": t.plugins}
 
 
-def _check_bundle(onnx_path: Path, model: Any, inputs: list[Any] | None) -> Any:
-    """A TensorRT bundle's graph where TensorRT cannot build: its plugins decomposed."""
+def _check(cell: Cell, path: Path, model: Any, inputs: list[Any] | None) -> Any:
+    """The parity of an artifact already written: on OpenVINO for openvino cells, else on the
+    runtime its kind picks, against the zoo unit or the model."""
+    if cell.target.to == "openvino":
+        if isinstance(model, str):
+            return check_artifact(path, unit=model, backend="openvino")
+        return _check_model(path, model, inputs, OpenvinoRuntime(path))
     if isinstance(model, str):
-        return check_artifact(onnx_path, unit=model)
-    return _check_model(onnx_path, model, inputs, PluginStandInRuntime(onnx_path))
-
-
-def _check_openvino(path: Path, model: Any, inputs: list[Any] | None) -> Any:
-    if isinstance(model, str):
-        return check_artifact(path, unit=model, backend="openvino")
-    return _check_model(path, model, inputs, OpenvinoRuntime(path))
+        return check_artifact(path, unit=model)
+    return _check_model(path, model, inputs)
 
 
 def _latency_ms(path: Path, model: Any, inputs: list[Any] | None) -> float | None:
@@ -123,12 +122,7 @@ def run_cell(cell: Cell, out: Path, from_dir: Path | None = None, *,
         model, inputs = _inputs(cell)
         picked = _picked(cell, from_dir)
         if picked is not None:
-            path = picked
-            if cell.target.to == "openvino":
-                parity = _check_openvino(path, model, inputs)
-            else:
-                parity = check_artifact(path, unit=model) if isinstance(model, str) else \
-                    _check_model(path, model, inputs)
+            path, parity = picked, _check(cell, picked, model, inputs)
         else:
             try:
                 to = "onnx" if cell.target.to == "openvino" else cell.target.to
@@ -137,17 +131,19 @@ def run_cell(cell: Cell, out: Path, from_dir: Path | None = None, *,
                                 name=safe(cell.model.name), force=True, check_inputs=inputs,
                                 **options)
                 path, parity = result.path, result.parity
-                if cell.target.to == "openvino":
-                    parity = _check_openvino(path, model, inputs)
+                if cell.target.to == "openvino":   # exported unchecked: OpenVINO checks it
+                    parity = _check(cell, path, model, inputs)
             except EngineNotBuilt as exc:
+                # no TensorRT here: the bundle's graph, plugins decomposed (artifact_runtime
+                # picks the plugin stand-in for it)
                 path = exc.artifact.onnx_path
-                parity = _check_bundle(path, model, inputs)
+                parity = _check(cell, path, model, inputs)
         record["artifact"] = str(Path(path).resolve().relative_to(out.resolve())) \
             if Path(path).resolve().is_relative_to(out.resolve()) else str(path)
         if export_only:
             record["status"] = "exported"
-            record["message"] = (f"exported here for the {cell.runner(('linux', 'macos', 'gpu'))}"
-                                 " runner, which checks it (gatex matrix run --from)")
+            record["message"] = ("exported here for the macos runner, which checks it "
+                                 "(gatex matrix run --from; `Cell.exported_on`)")
         elif parity is not None:
             (out / "verdicts").mkdir(parents=True, exist_ok=True)
             (out / "verdicts" / f"{safe(cell.id)}.json").write_text(to_json([parity]))
