@@ -172,6 +172,29 @@ def test_zilu_sigma_forms_tiny_run_prints_the_three_ratios() -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
+def test_zilu_gelu_checks_every_form_and_names_the_best_exact_one(tmp_path) -> None:
+    out = tmp_path / "z.json"
+    proc = _script("zilu_gelu.py", "--sizes", "4096", "--repeats", "2", "--warmup", "0",
+                   "--json", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (size,) = json.loads(out.read_text())["sizes"]
+    forms = {r["form"]: r for r in size["forms"]}
+    assert set(forms) == {"gatex-inline", "gatex-portable", "prelu", "no-clip", "hardsigmoid"}
+    # gatex's own forms keep the tails and the infinities; the cheaper ones lose them, and the
+    # check says where
+    assert forms["gatex-inline"]["exact"] and forms["gatex-portable"]["exact"]
+    assert forms["prelu"]["exact"]
+    assert not forms["no-clip"]["exact"] and "inf" in forms["no-clip"]["miss"]
+    assert not forms["hardsigmoid"]["exact"] and forms["hardsigmoid"]["tails_max_rel"] > 1e-3
+    assert forms["gatex-inline"]["tails_max_rel"] < 1e-6
+    assert forms["gatex-inline"]["kernels"].count("Atan") == 1
+    assert size["best_exact"] in ("gatex-inline", "gatex-portable", "prelu")
+    assert all(r["x_gelu"]["median"] > 0 and r["predicted_x_gelu"] > 0 for r in forms.values())
+    assert f"best exact form: {size['best_exact']}" in proc.stdout
+    bad = _script("zilu_gelu.py", "--sizes", "4k", timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
 # -- benchmarks/decisions_resnet20.py (issue 15), fused_projections.py and export_speed.py
 # (issue 16): each runs as a user runs it, in a fresh process -------------------------------------
 
@@ -179,7 +202,8 @@ def _script(name: str, *args: str, timeout: float = 600) -> subprocess.Completed
     env = {k: v for k, v in os.environ.items() if k != "GATEX_DEBUG"}
     env["PYTHONPATH"] = str(REPO_ROOT)
     return subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / name), *args],
-                          cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=timeout)
+                          cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=timeout,
+                          check=False)
 
 
 def test_decisions_resnet20_tiny_run_reports_flips_errors_and_the_time_ratio(tmp_path) -> None:
@@ -225,7 +249,8 @@ def test_gpu_check_script_records_every_step_and_skips_what_needs_a_gpu(tmp_path
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_INSTALL": "0",
            "GPU_CHECK_BUDGET_S": "5"}
     proc = subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "gpu_check.sh"), str(result)],
-                          cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=120)
+                          cwd=REPO_ROOT, env=env, text=True, capture_output=True, timeout=120,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(result.read_text())
     assert doc["schema"] == "gatex.gpu-check/1"
